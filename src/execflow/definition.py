@@ -1,0 +1,417 @@
+"""Workflow definitions: one model for YAML and JSON, validated all at once.
+
+`parse_definition` returns a `Definition` or raises `InvalidDefinition` listing
+every problem with a JSON pointer to the field; `resolve_inputs` checks a
+start's inputs against the parameters the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from execflow import dag, expressions
+from execflow.actions import ACTIONS
+from execflow.durations import parse_duration
+from execflow.errors import Detail, InvalidDefinition, InvalidInput
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TASK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+SECRET_MASK = "******"
+
+
+class ParamType(enum.StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    OBJECT = "object"
+    ARRAY = "array"
+
+
+def type_error(kind: ParamType, value: Any) -> str | None:
+    """Why `value` is not of `kind`, or None when it is."""
+    ok = {
+        ParamType.STRING: isinstance(value, str),
+        ParamType.INTEGER: isinstance(value, int) and not isinstance(value, bool),
+        ParamType.NUMBER: isinstance(value, int | float) and not isinstance(value, bool),
+        ParamType.BOOLEAN: isinstance(value, bool),
+        ParamType.OBJECT: isinstance(value, dict),
+        ParamType.ARRAY: isinstance(value, list),
+    }[kind]
+    if ok:
+        return None
+    return f"expected {kind.value}, got {_json_type(value)}"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, types in (("boolean", bool), ("integer", int), ("number", float), ("string", str)):
+        if isinstance(value, types):
+            return kind
+    return "array" if isinstance(value, list) else "object"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Parameter(_Model):
+    type: ParamType = ParamType.STRING
+    default: Any = None
+    required: bool = False
+    enum: list[Any] | None = Field(default=None, min_length=1)
+    description: str = ""
+    secret: bool = False
+
+
+class RetryPolicy(_Model):
+    max_attempts: int = Field(default=1, ge=1, le=100)
+    initial_delay: float = 1.0
+    multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    max_delay: float = 300.0
+
+    @field_validator("initial_delay", "max_delay", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+    def delay(self, failed_attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None when attempts are used up."""
+        if failed_attempt >= self.max_attempts:
+            return None
+        return min(self.initial_delay * self.multiplier ** (failed_attempt - 1), self.max_delay)
+
+
+NO_RETRY = RetryPolicy()
+
+
+class Task(_Model):
+    action: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] = Field(default_factory=list)
+    retry: RetryPolicy = NO_RETRY
+    timeout: float | None = None
+    description: str = ""
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: object) -> float | None:
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError("a timeout must be positive")
+        return seconds
+
+
+class _Shape(_Model):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    tasks: dict[str, Any] = Field(min_length=1)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A validated workflow definition; `source` is the canonical JSON-compatible form."""
+
+    name: str
+    description: str
+    parameters: dict[str, Parameter]
+    tasks: dict[str, Task]
+    outputs: dict[str, Any]
+    source: dict[str, Any]
+
+    @cached_property
+    def digest(self) -> str:
+        canonical = json.dumps(self.source, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @cached_property
+    def needs(self) -> dict[str, list[str]]:
+        return {tid: list(t.needs) for tid, t in self.tasks.items()}
+
+    @cached_property
+    def order(self) -> list[str]:
+        return dag.topological_order(self.needs)
+
+    @cached_property
+    def renderers(self) -> dict[str, expressions.Renderer]:
+        """Each task's `with`, compiled once per revision."""
+        return {tid: expressions.compile_value(t.with_) for tid, t in self.tasks.items()}
+
+    @cached_property
+    def outputs_renderer(self) -> expressions.Renderer:
+        return expressions.compile_value(self.outputs)
+
+    @cached_property
+    def dependants(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {tid: [] for tid in self.tasks}
+        for tid, task in self.tasks.items():
+            for dep in task.needs:
+                out[dep].append(tid)
+        return out
+
+    @cached_property
+    def secret_params(self) -> frozenset[str]:
+        return frozenset(n for n, p in self.parameters.items() if p.secret)
+
+
+def load_text(text: str | bytes, content_type: str = "application/json") -> Any:
+    """Parse a JSON or YAML document, refusing duplicate keys; InvalidDefinition otherwise."""
+    try:
+        if "yaml" in content_type or "yml" in content_type:
+            return yaml.load(text, Loader=_StrictLoader)
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        raise InvalidDefinition(details=[Detail(exc.pointer, exc.reason)]) from exc
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidDefinition(f"the document does not parse: {exc}") from exc
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, pointer: str, reason: str) -> None:
+        super().__init__(reason)
+        self.pointer, self.reason = pointer, reason
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"/{key}", f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML loading that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise _DuplicateKey(f"/{key}", f"duplicate key {key!r} (line {line})")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _pointer(*parts: object) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _pydantic_details(exc: ValidationError, *prefix: object) -> list[Detail]:
+    return [Detail(_pointer(*prefix, *e["loc"]), e["msg"]) for e in exc.errors()]
+
+
+def parse_definition(raw: Any, name: str | None = None) -> Definition:
+    """Validate a definition document; `name`, if given, must match (or fills a missing name)."""
+    if not isinstance(raw, Mapping):
+        raise InvalidDefinition("a workflow definition must be an object")
+    raw = dict(raw)
+    if name is not None:
+        raw.setdefault("name", name)
+    problems: list[Detail] = []
+    try:
+        shape = _Shape.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidDefinition(details=_pydantic_details(exc)) from exc
+    if not NAME_RE.match(shape.name):
+        problems.append(Detail("/name", f"{shape.name!r} does not match {NAME_RE.pattern}"))
+    if name is not None and shape.name != name:
+        problems.append(Detail("/name", f"{shape.name!r} differs from {name!r} in the path"))
+    parameters = _parameters(shape.parameters, problems)
+    tasks = _tasks(shape.tasks, problems)
+    needs = {tid: [n for n in t.needs if isinstance(n, str)] for tid, t in tasks.items()}
+    _check_graph(shape.tasks, needs, problems)
+    _check_references(shape, tasks, parameters, needs, problems)
+    if problems:
+        raise InvalidDefinition(details=problems)
+    source = json.loads(json.dumps(raw, default=str))
+    return Definition(shape.name, shape.description, parameters, tasks, dict(shape.outputs), source)
+
+
+def _parameters(raw: dict[str, Any], problems: list[Detail]) -> dict[str, Parameter]:
+    out: dict[str, Parameter] = {}
+    for pname, spec in raw.items():
+        where = ("parameters", pname)
+        if not PARAM_RE.match(pname):
+            problems.append(Detail(_pointer(*where), f"{pname!r} is not a valid parameter name"))
+        try:
+            param = Parameter.model_validate(spec)
+        except ValidationError as exc:
+            problems.extend(_pydantic_details(exc, *where))
+            continue
+        if param.default is not None and (why := type_error(param.type, param.default)):
+            problems.append(Detail(_pointer(*where, "default"), why))
+        for i, choice in enumerate(param.enum or []):
+            if why := type_error(param.type, choice):
+                problems.append(Detail(_pointer(*where, "enum", i), why))
+        if param.enum and param.default is not None and param.default not in param.enum:
+            problems.append(Detail(_pointer(*where, "default"), "the default is not in 'enum'"))
+        out[pname] = param
+    return out
+
+
+def _tasks(raw: dict[str, Any], problems: list[Detail]) -> dict[str, Task]:
+    out: dict[str, Task] = {}
+    for tid, spec in raw.items():
+        if not TASK_ID_RE.match(tid):
+            problems.append(Detail(_pointer("tasks", tid), f"{tid!r} is not a valid task id"))
+        try:
+            task = Task.model_validate(spec)
+        except ValidationError as exc:
+            problems.extend(_pydantic_details(exc, "tasks", tid))
+            continue
+        action = ACTIONS.get(task.action)
+        if action is None:
+            known = ", ".join(sorted(ACTIONS))
+            reason = f"unknown action {task.action!r} (known: {known})"
+            problems.append(Detail(_pointer("tasks", tid, "action"), reason))
+        else:
+            problems.extend(_check_args(action.args, task.with_, ("tasks", tid, "with")))
+        out[tid] = task
+    return out
+
+
+def _check_args(
+    model: type[BaseModel], args: dict[str, Any], where: tuple[str, ...]
+) -> list[Detail]:
+    """Validate static arguments; a field holding an expression is checked when rendered."""
+    try:
+        model.model_validate(args)
+    except ValidationError as exc:
+        found = []
+        for err in exc.errors():
+            if err["type"] != "missing" and _is_dynamic(args, err["loc"]):
+                continue
+            found.append(Detail(_pointer(*where, *err["loc"]), err["msg"]))
+        return found
+    return []
+
+
+def _is_dynamic(args: Any, loc: tuple[int | str, ...]) -> bool:
+    value = args
+    for part in loc:
+        if expressions.has_expression(value):
+            return True
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and part < len(value)
+        if in_dict or in_list:
+            value = value[part]
+        else:
+            return False
+    return expressions.has_expression(value)
+
+
+def _check_graph(raw: dict[str, Any], needs: dict[str, list[str]], problems: list[Detail]) -> None:
+    for tid, deps in needs.items():
+        seen: set[str] = set()
+        for i, dep in enumerate(deps):
+            where = _pointer("tasks", tid, "needs", i)
+            if dep == tid:
+                problems.append(Detail(where, f"task {tid!r} cannot need itself"))
+            elif dep not in raw:
+                problems.append(Detail(where, f"unknown task {dep!r}"))
+            elif dep in seen:
+                problems.append(Detail(where, f"{dep!r} is listed twice"))
+            seen.add(dep)
+    known = {t: [d for d in deps if d in raw and d != t] for t, deps in needs.items()}
+    cycle = dag.find_cycle(known)
+    if cycle:
+        path = " -> ".join(cycle)
+        problems.append(Detail(_pointer("tasks", cycle[0], "needs"), f"dependency cycle: {path}"))
+
+
+def _check_references(
+    shape: _Shape,
+    tasks: dict[str, Task],
+    parameters: dict[str, Parameter],
+    needs: dict[str, list[str]],
+    problems: list[Detail],
+) -> None:
+    for tid, task in tasks.items():
+        before = dag.upstream(needs, tid) if dag.find_cycle(needs) is None else set(shape.tasks)
+        base = ("tasks", tid, "with")
+        for ptr, src in expressions.expressions_in(task.with_):
+            problems.extend(
+                _check_expression(src, _pointer(*base) + ptr, parameters, tasks, before)
+            )
+    every = set(tasks)
+    for ptr, src in expressions.expressions_in(shape.outputs):
+        problems.extend(_check_expression(src, "/outputs" + ptr, parameters, tasks, every))
+
+
+def _check_expression(
+    src: str, where: str, parameters: Mapping[str, Any], tasks: Mapping[str, Any], visible: set[str]
+) -> list[Detail]:
+    try:
+        refs = expressions.check(src)
+    except ValueError as exc:
+        return [Detail(where, str(exc))]
+    found = [Detail(where, f"unknown name {n!r} in {src!r}") for n in sorted(refs.unknown)]
+    for p in sorted(refs.params - set(parameters)):
+        found.append(Detail(where, f"unknown parameter {p!r} in {src!r}"))
+    for t in sorted(refs.tasks):
+        if t not in tasks:
+            found.append(Detail(where, f"unknown task {t!r} in {src!r}"))
+        elif t not in visible:
+            found.append(Detail(where, f"task {t!r} is used in {src!r} but is not in 'needs'"))
+    return found
+
+
+def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check inputs against the parameters and fill defaults; InvalidInput naming each field."""
+    inputs = dict(inputs or {})
+    problems: list[Detail] = []
+    resolved: dict[str, Any] = {}
+    for key in inputs:
+        if key not in definition.parameters:
+            problems.append(Detail(_pointer("inputs", key), f"unknown parameter {key!r}"))
+    for pname, param in definition.parameters.items():
+        where = _pointer("inputs", pname)
+        if pname in inputs and inputs[pname] is not None:
+            value = inputs[pname]
+            if param.type is ParamType.NUMBER and isinstance(value, int):
+                value = float(value) if not isinstance(value, bool) else value
+            if why := type_error(param.type, value):
+                problems.append(Detail(where, why))
+                continue
+            if param.enum is not None and value not in param.enum:
+                problems.append(Detail(where, f"must be one of {json.dumps(param.enum)}"))
+                continue
+            resolved[pname] = inputs[pname]
+        elif param.default is not None:
+            resolved[pname] = param.default
+        elif param.required:
+            problems.append(Detail(where, "a value is required"))
+        else:
+            resolved[pname] = None
+    if problems:
+        raise InvalidInput("the inputs do not fit the workflow's parameters", problems)
+    return resolved
+
+
+def mask_secrets(definition: Definition, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs as shown to people: secret parameters replaced by a fixed mask."""
+    secret = definition.secret_params
+    return {k: (SECRET_MASK if k in secret and v is not None else v) for k, v in values.items()}

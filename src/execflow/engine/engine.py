@@ -1,0 +1,592 @@
+"""The scheduler: advances every execution this process holds a lease on.
+
+One loop, one transaction per tick. Each tick gathers what happened (new
+executions, task results, timers that fired, cancel requests), advances the
+affected executions in memory, writes all resulting changes in one
+transaction, and only then hands new task runs to executors, so nothing runs
+that the store does not know about. Task results come back to the loop, never
+straight into the database, and each write is fenced by the attempt number and
+the execution's lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from execflow.actions import ACTIONS, Placement, Resources
+from execflow.clock import Clock, ManualClock, SystemClock
+from execflow.definition import Definition, parse_definition
+from execflow.engine.run import Attempt, Run
+from execflow.errors import TaskFailure, TaskTimeout
+from execflow.executors import LocalExecutor, Outcome
+from execflow.records import ExecutionRecord, TaskRunRecord
+from execflow.states import ExecutionState, TaskRunState
+from execflow.store import LeaseLost, Store
+from execflow.store.ops import InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
+
+log = logging.getLogger("execflow.engine")
+
+Key = tuple[str, str, int]  # execution id, task id, attempt
+E, T = ExecutionState, TaskRunState
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    node_id: str = ""
+    lease_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    max_runs: int = 20_000
+    claim_batch: int = 500
+
+    def resolved_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DefinitionCache:
+    """Parsed definitions by (workflow id, revision); revisions never change once stored."""
+
+    def __init__(self, store: Store, size: int = 512) -> None:
+        self._store = store
+        self._size = size
+        self._items: dict[tuple[str, int], Definition] = {}
+
+    def put(self, workflow_id: str, revision: int, definition: Definition) -> None:
+        if len(self._items) >= self._size:
+            self._items.pop(next(iter(self._items)))
+        self._items[(workflow_id, revision)] = definition
+
+    async def get(self, workflow_id: str, revision: int) -> Definition:
+        found = self._items.get((workflow_id, revision))
+        if found is None:
+            rec = await self._store.call(self._store.get_revision, workflow_id, revision)
+            found = parse_definition(rec.definition)
+            self.put(workflow_id, revision, found)
+        return found
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        executor: LocalExecutor,
+        definitions: DefinitionCache,
+        settings: EngineSettings | None = None,
+        clock: Clock | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.definitions = definitions
+        self.settings = settings or EngineSettings()
+        self.node_id = self.settings.resolved_node_id()
+        self.clock = clock or SystemClock()
+        self._own_http = http is None
+        self.resources = Resources(http=http or httpx.AsyncClient())
+        self.runs: dict[str, Run] = {}
+        self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self._timers: list[tuple[datetime, int, str, Key]] = []
+        self._timer_seq = 0
+        self._results: list[tuple[Key, Outcome]] = []
+        self._adopt: list[tuple[ExecutionRecord, Definition | None]] = []
+        self._cancels: set[str] = set()
+        self._touched: set[str] = set()
+        self._wake = asyncio.Event()
+        self._claim_wanted = True
+        self._next_poll = self.clock.now()
+        self._next_renew = self.clock.now()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.listeners: list[Callable[[str, ExecutionState], None]] = []
+
+    # lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take back this node's leases from an earlier life, start workers and the loop."""
+        await self.store.call(self.store.release_leases, self.node_id)
+        await self.executor.start()
+        self._loop_task = asyncio.create_task(self._loop(), name="execflow-engine")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._inflight.values()):
+            task.cancel()
+        if self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await self.executor.close()
+        if self._own_http:
+            await self.resources.http.aclose()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("engine tick failed; retrying")
+                await asyncio.sleep(0.5)
+            timeout = self._next_deadline_in()
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _next_deadline_in(self) -> float:
+        now = self.clock.now()
+        deadline = min(self._next_poll, self._next_renew)
+        if self._timers:
+            deadline = min(deadline, self._timers[0][0])
+        return max(0.0, (deadline - now).total_seconds())
+
+    # inbox (called from the service layer or task coroutines) -------------------------
+
+    def submit(self, record: ExecutionRecord, definition: Definition | None = None) -> None:
+        """Take over an execution this node has just created and leased."""
+        self._adopt.append((record, definition))
+        self._wake.set()
+
+    def request_cancel(self, execution_id: str) -> None:
+        self._cancels.add(execution_id)
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Look for claimable executions at the next tick."""
+        self._claim_wanted = True
+        self._wake.set()
+
+    # one tick ------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Advance everything that is due now, in one transaction."""
+        self._wake.clear()
+        now = self.clock.now()
+        if now >= self._next_renew:
+            await self._renew(now)
+        if self._claim_wanted or now >= self._next_poll:
+            await self._claim(now)
+        for record, definition in self._adopt:
+            await self._adopt_record(record, definition, now)
+        self._adopt.clear()
+        ops: list[Op] = []
+        starts: list[tuple[Run, Attempt, Any]] = []
+        self._drain(now, ops, starts)
+        for run_id in list(self._touched):
+            run = self.runs.get(run_id)
+            if run is not None:
+                self._advance(run, now, ops, starts)
+        self._touched.clear()
+        if ops:
+            await self._flush(ops, starts)
+        for run, attempt, args in starts:
+            if run.id in self.runs:
+                self._dispatch(run, attempt, args)
+        for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
+            del self.runs[run_id]
+
+    async def _renew(self, now: datetime) -> None:
+        expires = now + timedelta(seconds=self.settings.lease_seconds)
+        for run_id in await self.store.call(self.store.renew, self.node_id, expires):
+            self._cancels.add(run_id)
+        self._next_renew = now + timedelta(seconds=self.settings.lease_seconds / 3)
+
+    async def _claim(self, now: datetime) -> None:
+        self._claim_wanted = False
+        self._next_poll = now + timedelta(seconds=self.settings.poll_seconds)
+        room = min(self.settings.claim_batch, self.settings.max_runs - len(self.runs))
+        if room <= 0:
+            return
+        expires = now + timedelta(seconds=self.settings.lease_seconds)
+        records = await self.store.call(self.store.claim, self.node_id, room, expires, now)
+        for rec in records:
+            self._adopt.append((rec, None))
+        if len(records) == room:
+            self._claim_wanted = True
+
+    async def _adopt_record(
+        self, rec: ExecutionRecord, definition: Definition | None, now: datetime
+    ) -> None:
+        if rec.id in self.runs:
+            return
+        if definition is None:
+            definition = await self.definitions.get(rec.workflow_id, rec.revision)
+        run = Run.from_record(rec, definition)
+        self.runs[run.id] = run
+        self._touched.add(run.id)
+        for a in list(run.attempts.values()):
+            placement = ACTIONS[definition.tasks[a.task_id].action].placement
+            if a.state is T.SCHEDULED or (a.state is T.RUNNING and placement is Placement.TIMER):
+                self._add_timer(a.wake_at or now, "wake", (run.id, a.task_id, a.attempt))
+            elif a.state is T.RUNNING:
+                # In flight on an engine that stopped: it may or may not have run.
+                # Fail the attempt and let the retry policy decide (at least once).
+                lost = Outcome(False, error={"type": "lost", "message": "the engine stopped"})
+                self._results.append(((run.id, a.task_id, a.attempt), lost))
+
+    def _drain(self, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]) -> None:
+        for run_id in self._cancels:
+            run = self.runs.get(run_id)
+            if run is not None:
+                run.cancel_requested = True
+                self._touched.add(run_id)
+        self._cancels.clear()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, key = heapq.heappop(self._timers)
+            self._fire(kind, key, now, ops, starts)
+        results, self._results = self._results, []
+        for key, outcome in results:
+            self._record_result(key, outcome, now, ops, starts)
+
+    def _fire(
+        self,
+        kind: str,
+        key: Key,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        run, attempt = self._current(key)
+        if run is None or attempt is None:
+            return
+        if kind == "timeout" and attempt.state is T.RUNNING:
+            task = self._inflight.pop(key, None)
+            if task is not None:
+                task.cancel()
+            limit = run.definition.tasks[key[1]].timeout or 0
+            failure = TaskTimeout(f"timed out after {limit:g}s", "timeout")
+            self._record_result(key, Outcome.failed(failure), now, ops, starts)
+        elif kind == "wake" and attempt.state is T.SCHEDULED:
+            if run.cancel_requested:
+                return
+            self._touched.add(run.id)
+            self._begin(run, attempt, now, ops, starts, scheduled=True)
+        elif kind == "wake" and attempt.state is T.RUNNING:
+            woke = {"woke_at": now.isoformat()}
+            self._record_result(key, Outcome(True, output=woke), now, ops, starts)
+
+    def _current(self, key: Key) -> tuple[Run | None, Attempt | None]:
+        run = self.runs.get(key[0])
+        if run is None:
+            return None, None
+        attempt = run.attempts.get(key[1])
+        if attempt is None or attempt.attempt != key[2]:
+            return run, None
+        return run, attempt
+
+    def _record_result(
+        self,
+        key: Key,
+        outcome: Outcome,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        run, attempt = self._current(key)
+        if run is None or attempt is None or attempt.state is not T.RUNNING:
+            log.info("ignored a stale result for %s", key)
+            return
+        self._inflight.pop(key, None)
+        self._touched.add(run.id)
+        run_id, task_id, number = key
+        if outcome.ok:
+            attempt.state, attempt.output = T.COMPLETED, outcome.output
+            ops.append(
+                UpdateTaskRun(
+                    run_id,
+                    task_id,
+                    number,
+                    T.RUNNING,
+                    T.COMPLETED,
+                    output=outcome.output,
+                    ended_at=now,
+                )
+            )
+            return
+        attempt.state, attempt.error = T.FAILED, outcome.error
+        ops.append(
+            UpdateTaskRun(
+                run_id, task_id, number, T.RUNNING, T.FAILED, error=outcome.error, ended_at=now
+            )
+        )
+        policy = run.definition.tasks[task_id].retry
+        delay = policy.delay(number) if outcome.retryable else None
+        if delay is None or run.cancel_requested:
+            if run.failure is None:
+                run.failure = {"task": task_id, **(outcome.error or {})}
+            return
+        nxt = Attempt(task_id, number + 1, T.SCHEDULED, wake_at=now + timedelta(seconds=delay))
+        run.attempts[task_id] = nxt
+        ops.append(InsertTaskRun(_record(run_id, nxt, now)))
+        self._add_timer(nxt.wake_at or now, "wake", (run_id, task_id, nxt.attempt))
+
+    # advancing one execution -------------------------------------------------------------
+
+    def _advance(
+        self, run: Run, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]
+    ) -> None:
+        if run.state.terminal:
+            return
+        if run.cancel_requested:
+            self._cancel(run, now, ops)
+            return
+        if run.failure is None:
+            for task_id in run.ready():
+                attempt = Attempt(task_id, 1, T.RUNNING)
+                run.attempts[task_id] = attempt
+                self._begin(run, attempt, now, ops, starts, scheduled=False)
+        active = run.active()
+        if active:
+            busy = any(
+                a.state is T.RUNNING
+                and ACTIONS[run.definition.tasks[a.task_id].action].placement is not Placement.TIMER
+                for a in active
+            )
+            self._set_state(run, E.RUNNING if busy else E.WAITING, now, ops)
+        elif run.failure is not None:
+            self._set_state(run, E.FAILED, now, ops, error=run.failure)
+        elif len(run.attempts) == len(run.definition.tasks):
+            self._complete(run, now, ops)
+        else:
+            stuck = {"type": "stuck", "message": "no task can start"}
+            self._set_state(run, E.FAILED, now, ops, error=stuck)
+
+    def _begin(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+        scheduled: bool,
+    ) -> None:
+        """Start an attempt now: render its arguments, persist it, queue its dispatch."""
+        task = run.definition.tasks[attempt.task_id]
+        action = ACTIONS[task.action]
+        key = (run.id, attempt.task_id, attempt.attempt)
+        expected = T.SCHEDULED
+        try:
+            rendered = run.definition.renderers[attempt.task_id](run.context())
+            args = action.args.model_validate(rendered)
+        except (TaskFailure, ValidationError) as exc:
+            error = (
+                exc.as_error()
+                if isinstance(exc, TaskFailure)
+                else {"type": "arguments", "message": _validation_message(exc)}
+            )
+            attempt.state, attempt.error = T.FAILED, error
+            run.failure = run.failure or {"task": attempt.task_id, **error}
+            if scheduled:
+                ops.append(
+                    UpdateTaskRun(
+                        run.id,
+                        attempt.task_id,
+                        attempt.attempt,
+                        expected,
+                        T.FAILED,
+                        error=error,
+                        ended_at=now,
+                    )
+                )
+            else:
+                ops.append(InsertTaskRun(_record(run.id, attempt, now, ended_at=now)))
+            return
+        attempt.state = T.RUNNING
+        if action.placement is Placement.TIMER and action.wake_at is not None:
+            attempt.wake_at = action.wake_at(args, now)
+            self._add_timer(attempt.wake_at, "wake", key)
+        else:
+            attempt.wake_at = None
+            starts.append((run, attempt, args))
+            if task.timeout:
+                self._add_timer(now + timedelta(seconds=task.timeout), "timeout", key)
+        if scheduled:
+            ops.append(
+                UpdateTaskRun(
+                    run.id,
+                    attempt.task_id,
+                    attempt.attempt,
+                    expected,
+                    T.RUNNING,
+                    started_at=now,
+                    wake_at=attempt.wake_at,
+                )
+            )
+        else:
+            ops.append(InsertTaskRun(_record(run.id, attempt, now, started_at=now)))
+
+    def _cancel(self, run: Run, now: datetime, ops: list[Op]) -> None:
+        for a in run.active():
+            key = (run.id, a.task_id, a.attempt)
+            task = self._inflight.pop(key, None)
+            if task is not None:
+                task.cancel()
+            ops.append(
+                UpdateTaskRun(
+                    run.id,
+                    a.task_id,
+                    a.attempt,
+                    a.state,
+                    T.CANCELED,
+                    error={"type": "canceled", "message": "the execution was cancelled"},
+                    ended_at=now,
+                )
+            )
+            a.state = T.CANCELED
+        error = {"type": "canceled", "message": "cancelled on request"}
+        self._set_state(run, E.CANCELED, now, ops, error=error)
+
+    def _complete(self, run: Run, now: datetime, ops: list[Op]) -> None:
+        try:
+            outputs = run.definition.outputs_renderer(run.context())
+        except TaskFailure as exc:
+            error = {"type": "outputs", "message": exc.message}
+            self._set_state(run, E.FAILED, now, ops, error=error)
+            return
+        self._set_state(run, E.COMPLETED, now, ops, outputs=outputs)
+
+    def _set_state(
+        self,
+        run: Run,
+        state: ExecutionState,
+        now: datetime,
+        ops: list[Op],
+        outputs: Any = None,
+        error: Any = None,
+    ) -> None:
+        if state == run.state:
+            return
+        ops.append(
+            UpdateExecution(
+                run.id,
+                run.state,
+                state,
+                now,
+                outputs=outputs if state is E.COMPLETED else None,
+                error=error,
+                ended_at=now if state.terminal else None,
+                release=state.terminal,
+            )
+        )
+        run.state = state
+
+    # writing and dispatching ---------------------------------------------------------------
+
+    async def _flush(self, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]) -> None:
+        while ops:
+            try:
+                await self.store.call(self.store.apply, self.node_id, ops)
+                break
+            except LeaseLost as lost:
+                log.warning("lost the lease of %d executions; dropping them", len(lost.ids))
+                for run_id in lost.ids:
+                    self._drop(run_id)
+                ops[:] = [op for op in ops if op.execution_id not in lost.ids]
+                starts[:] = [s for s in starts if s[0].id not in lost.ids]
+            except Exception:
+                # The store did not take this tick: forget these executions and let the
+                # lease expire, so they are rebuilt from what the store does hold.
+                for run_id in {op.execution_id for op in ops}:
+                    self._drop(run_id)
+                starts.clear()
+                raise
+        for op in ops:
+            if isinstance(op, UpdateExecution):
+                for listener in self.listeners:
+                    listener(op.execution_id, op.state)
+
+    def _drop(self, run_id: str) -> None:
+        self.runs.pop(run_id, None)
+        for key in [k for k in self._inflight if k[0] == run_id]:
+            self._inflight.pop(key).cancel()
+
+    def _dispatch(self, run: Run, attempt: Attempt, args: Any) -> None:
+        key = (run.id, attempt.task_id, attempt.attempt)
+        action = ACTIONS[run.definition.tasks[attempt.task_id].action]
+        task = asyncio.create_task(self._execute(key, action.name, args))
+        self._inflight[key] = task
+
+    async def _execute(self, key: Key, action_name: str, args: Any) -> None:
+        action = ACTIONS[action_name]
+        try:
+            if action.placement is Placement.INLINE and action.inline is not None:
+                outcome = Outcome(True, output=await action.inline(args, self.resources))
+            else:
+                dumped = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                outcome = await self.executor.run(action_name, dumped)
+        except asyncio.CancelledError:
+            return  # whoever cancelled this attempt records its outcome
+        except TaskFailure as exc:
+            outcome = Outcome.failed(exc)
+        except Exception as exc:  # an action's bug is that task's failure, not the engine's
+            outcome = Outcome(False, error={"type": "exception", "message": f"{exc!r}"})
+        self._results.append((key, outcome))
+        self._wake.set()
+
+    def _add_timer(self, when: datetime, kind: str, key: Key) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
+        self._wake.set()
+
+    # tests and tools -------------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        return bool(self._inflight or self._results or self._adopt or self._cancels)
+
+    async def run_until_idle(self, max_ticks: int = 100_000) -> None:
+        """Tick until nothing is in flight; with a ManualClock, jump to each pending timer."""
+        for _ in range(max_ticks):
+            await self.tick()
+            if self._inflight and not (self._results or self._adopt or self._cancels):
+                await asyncio.wait_for(self._wake.wait(), 60)
+                continue
+            if self.busy() or self._touched:
+                continue
+            if self._timers and isinstance(self.clock, ManualClock):
+                self.clock.set(self._timers[0][0])
+                continue
+            if self._claim_wanted:
+                continue
+            return
+        raise RuntimeError("the engine did not become idle")
+
+
+def _record(
+    run_id: str,
+    a: Attempt,
+    now: datetime,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+) -> TaskRunRecord:
+    return TaskRunRecord(
+        execution_id=run_id,
+        task_id=a.task_id,
+        attempt=a.attempt,
+        state=a.state,
+        output=a.output,
+        error=a.error,
+        queued_at=now,
+        started_at=started_at,
+        ended_at=ended_at,
+        wake_at=a.wake_at,
+    )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = "/".join(str(p) for p in err["loc"]) or "with"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid arguments: " + "; ".join(parts)

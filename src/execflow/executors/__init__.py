@@ -1,0 +1,7 @@
+"""Where task runs execute: the local worker pool (and, later, remote workers)."""
+
+from __future__ import annotations
+
+from execflow.executors.local import LocalExecutor, Outcome
+
+__all__ = ["LocalExecutor", "Outcome"]

@@ -1,0 +1,126 @@
+"""The local executor: a fixed pool of long-lived worker processes for `python` and `command`.
+
+No process is spawned per task. A task that is cancelled or times out has its
+worker's process group killed, and a fresh worker takes its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from execflow.errors import TaskFailure
+
+_LINE_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one task run produced: an output, or an error and whether to retry."""
+
+    ok: bool
+    output: Any = None
+    error: dict[str, Any] | None = None
+    retryable: bool = True
+
+    @classmethod
+    def failed(cls, failure: TaskFailure) -> Outcome:
+        return cls(False, error=failure.as_error(), retryable=failure.retryable)
+
+
+class _Worker:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class LocalExecutor:
+    def __init__(self, size: int | None = None, python: str = sys.executable) -> None:
+        self.size = size or os.cpu_count() or 2
+        self._python = python
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
+        for w in workers:
+            self._idle.put_nowait(w)
+
+    async def _spawn(self) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            self._python,
+            "-m",
+            "execflow.executors.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=_LINE_LIMIT,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"sys_path": sys.path}).encode() + b"\n")
+        worker = _Worker(proc)
+        self._all.add(worker)
+        return worker
+
+    async def run(self, action: str, args: dict[str, Any]) -> Outcome:
+        """Run one task on a free worker; cancelling this coroutine kills the task."""
+        worker = await self._idle.get()
+        healthy = False
+        try:
+            proc = worker.proc
+            assert proc.stdin is not None and proc.stdout is not None
+            request = {"action": action, "args": args}
+            proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+            await proc.stdin.drain()
+            line = await proc.stdout.readline()
+            if not line:
+                return Outcome(False, error={"type": "worker_lost", "message": _died(proc)})
+            reply = json.loads(line)
+            healthy = True
+            if reply["ok"]:
+                return Outcome(True, output=reply["output"])
+            return Outcome(False, error=reply["error"], retryable=reply.get("retryable", True))
+        except (ConnectionError, BrokenPipeError):
+            return Outcome(False, error={"type": "worker_lost", "message": _died(worker.proc)})
+        finally:
+            if healthy:
+                self._idle.put_nowait(worker)
+            else:
+                self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._all.discard(worker)
+        if not self._closed:
+            task = asyncio.get_running_loop().create_task(self._respawn(worker))
+            task.add_done_callback(lambda t: t.exception())
+
+    async def _respawn(self, old: _Worker) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            await old.proc.wait()
+        if not self._closed:
+            self._idle.put_nowait(await self._spawn())
+
+    async def close(self) -> None:
+        self._closed = True
+        for worker in list(self._all):
+            worker.kill()
+        for worker in list(self._all):
+            with contextlib.suppress(ProcessLookupError):
+                await worker.proc.wait()
+        self._all.clear()
+
+
+def _died(proc: asyncio.subprocess.Process) -> str:
+    code = proc.returncode
+    return "the worker process died" + (f" (exit status {code})" if code is not None else "")

@@ -1,0 +1,79 @@
+"""Frozen records that cross layers: what the store returns and the service hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from execflow.states import ExecutionState, TaskRunState
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token of one project with one role."""
+
+    token_id: str
+    project_id: str
+    project_name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    id: str
+    project_id: str
+    name: str
+    description: str
+    latest_revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    workflow_id: str
+    number: int
+    digest: str
+    definition: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskRunRecord:
+    execution_id: str
+    task_id: str
+    attempt: int
+    state: TaskRunState
+    output: Any = None
+    error: dict[str, Any] | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    wake_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    id: str
+    project_id: str
+    workflow_id: str
+    workflow_name: str
+    revision: int
+    name: str
+    state: ExecutionState
+    inputs: dict[str, Any]
+    labels: dict[str, str]
+    outputs: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime
+    ended_at: datetime | None
+    updated_at: datetime
+    cancel_requested: bool = False
+    started_by: str | None = None
+    task_runs: tuple[TaskRunRecord, ...] = field(default=())
+
+    @property
+    def urn(self) -> str:
+        return f"urn:execflow:{self.project_id}:execution:{self.workflow_name}:{self.id}"

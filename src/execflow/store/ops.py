@@ -1,0 +1,54 @@
+"""Writes the engine batches into one transaction per scheduler tick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from execflow.records import TaskRunRecord
+from execflow.states import ExecutionState, TaskRunState
+
+UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class InsertTaskRun:
+    run: TaskRunRecord
+
+    @property
+    def execution_id(self) -> str:
+        return self.run.execution_id
+
+
+@dataclass(frozen=True)
+class UpdateTaskRun:
+    """Move one attempt from `expected` to `state`; fenced by the attempt number."""
+
+    execution_id: str
+    task_id: str
+    attempt: int
+    expected: TaskRunState
+    state: TaskRunState
+    output: Any = UNSET
+    error: Any = UNSET
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    wake_at: Any = UNSET
+
+
+@dataclass(frozen=True)
+class UpdateExecution:
+    """Move an execution from `expected` to `state`, only while this engine holds its lease."""
+
+    execution_id: str
+    expected: ExecutionState
+    state: ExecutionState
+    now: datetime
+    outputs: Any = UNSET
+    error: Any = UNSET
+    ended_at: datetime | None = None
+    release: bool = False
+
+
+Op = InsertTaskRun | UpdateTaskRun | UpdateExecution

@@ -1,0 +1,156 @@
+"""The database schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Alembic migrations in `execflow/migrations` create exactly this; a test
+checks that they agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json: Any = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Column("last_used_at", UTCDateTime),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("latest_revision", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("project_id", "name"),
+)
+
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("workflow_id", String(32), ForeignKey("workflows.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+    Column("workflow_id", String(32), ForeignKey("workflows.id"), nullable=False),
+    Column("workflow_name", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("inputs", Json, nullable=False),
+    Column("labels", Json, nullable=False),
+    Column("outputs", Json),
+    Column("error", Json),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("started_by", String(32)),
+    # Which engine advances this execution, and until when: another engine may
+    # take it over once the lease has expired (after a crash, say).
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", UTCDateTime),
+    UniqueConstraint("workflow_id", "name"),
+    Index("ix_executions_project_created", "project_id", "created_at", "id"),
+    Index("ix_executions_state_lease", "state", "lease_expires_at"),
+    Index("ix_executions_lease_owner", "lease_owner"),
+)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("execution_id", String(32), ForeignKey("executions.id"), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("output", Json),
+    Column("error", Json),
+    Column("queued_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    # When a SCHEDULED attempt may start, or when a sleeping one wakes up.
+    Column("wake_at", UTCDateTime),
+    UniqueConstraint("execution_id", "task_id", "attempt"),
+)

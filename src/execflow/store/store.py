@@ -1,0 +1,549 @@
+"""The only place that talks SQL: every use case and engine write is one transaction here.
+
+Methods are synchronous and run on a small thread pool (`call`), so SQLite's
+single writer is never contended inside one process and the event loop never
+blocks on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from execflow.definition import Definition
+from execflow.errors import Conflict, InvalidInput, NotFound
+from execflow.records import (
+    ExecutionRecord,
+    Principal,
+    RevisionRecord,
+    TaskRunRecord,
+    WorkflowRecord,
+)
+from execflow.states import ACTIVE, ExecutionState, TaskRunState
+from execflow.store import schema as s
+from execflow.store.ops import UNSET, InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ROLES = ("viewer", "operator", "admin")
+_ACTIVE = [st.value for st in ACTIVE]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def hash_secret(secret: str) -> str:
+    # Tokens carry 256 bits of randomness, so a plain SHA-256 is a sound one-way store.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class LeaseLost(Exception):
+    """Some executions in a batch are no longer leased by this engine."""
+
+    def __init__(self, ids: set[str]) -> None:
+        super().__init__(f"lease lost for {len(ids)} executions")
+        self.ids = ids
+
+
+class Store:
+    def __init__(self, engine: Engine, threads: int | None = None) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        size = threads or (1 if self.is_sqlite else 4)
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="execflow-db")
+
+    async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a store method on the database threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()
+
+    # projects and tokens ---------------------------------------------------------
+
+    def ensure_project(self, name: str, now: datetime) -> str:
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(s.projects.c.id).where(s.projects.c.name == name))
+            pid = found.scalar_one_or_none()
+            if pid is None:
+                pid = new_id()
+                conn.execute(s.projects.insert().values(id=pid, name=name, created_at=now))
+            return str(pid)
+
+    def project_id(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            q = sa.select(s.projects.c.id).where(s.projects.c.name == name)
+            pid = conn.execute(q).scalar_one_or_none()
+            return None if pid is None else str(pid)
+
+    def count_tokens(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(s.tokens)).scalar_one())
+
+    def create_token(
+        self,
+        project_id: str,
+        role: str,
+        now: datetime,
+        description: str = "",
+        expires_at: datetime | None = None,
+    ) -> tuple[str, str]:
+        """Store a new token (hashed) and return (id, secret); the secret is never stored."""
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        token_id = new_id()
+        secret = "ef_" + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(
+                s.tokens.insert().values(
+                    id=token_id,
+                    project_id=project_id,
+                    role=role,
+                    secret_hash=hash_secret(secret),
+                    description=description,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        return token_id, secret
+
+    def authenticate(self, secret: str, now: datetime) -> Principal | None:
+        t, p = s.tokens, s.projects
+        q = (
+            sa.select(t.c.id, t.c.project_id, t.c.role, t.c.expires_at, t.c.last_used_at, p.c.name)
+            .join(p, p.c.id == t.c.project_id)
+            .where(t.c.secret_hash == hash_secret(secret), t.c.revoked_at.is_(None))
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+            if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
+                return None
+            last = row["last_used_at"]
+            if last is None or (now - last).total_seconds() > 60:
+                # Coarse on purpose: one write a minute per token, not one per request.
+                conn.execute(t.update().where(t.c.id == row["id"]).values(last_used_at=now))
+                conn.commit()
+        return Principal(row["id"], row["project_id"], row["name"], row["role"])
+
+    # workflows --------------------------------------------------------------------
+
+    def put_workflow(
+        self, project_id: str, definition: Definition, now: datetime
+    ) -> tuple[WorkflowRecord, int, bool]:
+        """Store a definition: (workflow, revision, created); an identical re-apply is a no-op."""
+        w, r = s.workflows, s.revisions
+        with self.engine.begin() as conn:
+            q = sa.select(w).where(w.c.project_id == project_id, w.c.name == definition.name)
+            row = conn.execute(q.with_for_update()).mappings().first()
+            if row is None:
+                wid = new_id()
+                conn.execute(
+                    w.insert().values(
+                        id=wid,
+                        project_id=project_id,
+                        name=definition.name,
+                        description=definition.description,
+                        latest_revision=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                self._insert_revision(conn, wid, 1, definition, now)
+                return self._workflow(conn, wid), 1, True
+            wid, latest = row["id"], row["latest_revision"]
+            q2 = sa.select(r.c.digest).where(r.c.workflow_id == wid, r.c.number == latest)
+            if conn.execute(q2).scalar_one() == definition.digest:
+                return self._workflow(conn, wid), latest, False
+            number = latest + 1
+            self._insert_revision(conn, wid, number, definition, now)
+            conn.execute(
+                w.update()
+                .where(w.c.id == wid)
+                .values(latest_revision=number, description=definition.description, updated_at=now)
+            )
+            return self._workflow(conn, wid), number, False
+
+    def _insert_revision(
+        self, conn: Connection, wid: str, number: int, definition: Definition, now: datetime
+    ) -> None:
+        conn.execute(
+            s.revisions.insert().values(
+                workflow_id=wid,
+                number=number,
+                digest=definition.digest,
+                definition=definition.source,
+                created_at=now,
+            )
+        )
+
+    def _workflow(self, conn: Connection, wid: str) -> WorkflowRecord:
+        row = conn.execute(sa.select(s.workflows).where(s.workflows.c.id == wid)).mappings().one()
+        return _workflow(row)
+
+    def list_workflows(self, project_id: str) -> list[WorkflowRecord]:
+        w = s.workflows
+        q = sa.select(w).where(w.c.project_id == project_id).order_by(w.c.name)
+        with self.engine.connect() as conn:
+            return [_workflow(row) for row in conn.execute(q).mappings()]
+
+    def get_workflow(self, project_id: str, name: str) -> WorkflowRecord:
+        w = s.workflows
+        q = sa.select(w).where(w.c.project_id == project_id, w.c.name == name)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            raise NotFound(f"workflow {name!r} not found")
+        return _workflow(row)
+
+    def get_revision(self, workflow_id: str, number: int) -> RevisionRecord:
+        r = s.revisions
+        q = sa.select(r).where(r.c.workflow_id == workflow_id, r.c.number == number)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            raise NotFound(f"revision {number} not found")
+        return RevisionRecord(
+            row["workflow_id"], row["number"], row["digest"], row["definition"], row["created_at"]
+        )
+
+    def delete_workflow(self, project_id: str, name: str) -> None:
+        """Delete a workflow, its revisions and its ended executions; 409 while any is active."""
+        w, e = s.workflows, s.executions
+        with self.engine.begin() as conn:
+            q = sa.select(w.c.id).where(w.c.project_id == project_id, w.c.name == name)
+            wid = conn.execute(q.with_for_update()).scalar_one_or_none()
+            if wid is None:
+                raise NotFound(f"workflow {name!r} not found")
+            active = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(e)
+                .where(e.c.workflow_id == wid, e.c.state.in_(_ACTIVE))
+            ).scalar_one()
+            if active:
+                raise Conflict(f"workflow {name!r} has {active} active executions")
+            ids = sa.select(e.c.id).where(e.c.workflow_id == wid).scalar_subquery()
+            conn.execute(s.task_runs.delete().where(s.task_runs.c.execution_id.in_(ids)))
+            conn.execute(e.delete().where(e.c.workflow_id == wid))
+            conn.execute(s.revisions.delete().where(s.revisions.c.workflow_id == wid))
+            conn.execute(w.delete().where(w.c.id == wid))
+
+    # executions -------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        rec: ExecutionRecord,
+        lease_owner: str | None = None,
+        lease_expires_at: datetime | None = None,
+    ) -> ExecutionRecord:
+        e = s.executions
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                sa.select(e.c.id).where(e.c.workflow_id == rec.workflow_id, e.c.name == rec.name)
+            ).scalar_one_or_none()
+            if taken is not None:
+                raise Conflict(f"an execution named {rec.name!r} already exists ({taken})")
+            conn.execute(
+                e.insert().values(
+                    id=rec.id,
+                    project_id=rec.project_id,
+                    workflow_id=rec.workflow_id,
+                    workflow_name=rec.workflow_name,
+                    revision=rec.revision,
+                    name=rec.name,
+                    state=rec.state.value,
+                    inputs=rec.inputs,
+                    labels=rec.labels,
+                    created_at=rec.created_at,
+                    started_at=rec.started_at,
+                    updated_at=rec.updated_at,
+                    cancel_requested=False,
+                    started_by=rec.started_by,
+                    lease_owner=lease_owner,
+                    lease_expires_at=lease_expires_at,
+                )
+            )
+        return rec
+
+    def get_execution(
+        self, execution_id: str, project_id: str | None = None, with_tasks: bool = True
+    ) -> ExecutionRecord:
+        e = s.executions
+        q = sa.select(e).where(e.c.id == execution_id)
+        if project_id is not None:
+            q = q.where(e.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+            if row is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+            runs = self._task_runs(conn, [execution_id]) if with_tasks else {}
+        return _execution(row, runs.get(execution_id, ()))
+
+    def _task_runs(
+        self, conn: Connection, ids: Sequence[str]
+    ) -> dict[str, tuple[TaskRunRecord, ...]]:
+        t = s.task_runs
+        out: dict[str, list[TaskRunRecord]] = {i: [] for i in ids}
+        for chunk in _chunks(ids, 500):
+            q = sa.select(t).where(t.c.execution_id.in_(chunk)).order_by(t.c.id)
+            for row in conn.execute(q).mappings():
+                out[row["execution_id"]].append(_task_run(row))
+        return {k: tuple(v) for k, v in out.items()}
+
+    def list_executions(
+        self,
+        project_id: str,
+        workflow: str | None = None,
+        state: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[ExecutionRecord], str | None]:
+        """Newest first, keyset-paginated: the cursor is the last (created_at, id) seen."""
+        e = s.executions
+        q = sa.select(e).where(e.c.project_id == project_id)
+        if workflow:
+            q = q.where(e.c.workflow_name == workflow)
+        if state:
+            q = q.where(e.c.state == state)
+        for key, value in (labels or {}).items():
+            q = q.where(e.c.labels[key].as_string() == value)
+        if cursor:
+            at, last_id = _decode_cursor(cursor)
+            q = q.where(
+                sa.or_(e.c.created_at < at, sa.and_(e.c.created_at == at, e.c.id < last_id))
+            )
+        q = q.order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(q).mappings())
+        page = [_execution(row, ()) for row in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+        return page, next_cursor
+
+    def request_cancel(self, execution_id: str, project_id: str, now: datetime) -> ExecutionRecord:
+        e = s.executions
+        with self.engine.begin() as conn:
+            q = sa.select(e.c.state).where(e.c.id == execution_id, e.c.project_id == project_id)
+            state = conn.execute(q).scalar_one_or_none()
+            if state is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+            if ExecutionState(state).terminal:
+                raise Conflict(f"execution {execution_id!r} has already ended ({state})")
+            conn.execute(
+                e.update()
+                .where(e.c.id == execution_id)
+                .values(cancel_requested=True, updated_at=now)
+            )
+        return self.get_execution(execution_id, project_id)
+
+    # engine -----------------------------------------------------------------------
+
+    def release_leases(self, owner: str) -> int:
+        """Give up every lease `owner` holds (an engine restarting under the same identity)."""
+        e = s.executions
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                e.update().where(e.c.lease_owner == owner).values(lease_expires_at=None)
+            )
+            return int(res.rowcount)
+
+    def claim(
+        self, owner: str, limit: int, expires: datetime, now: datetime
+    ) -> list[ExecutionRecord]:
+        """Lease up to `limit` active executions nobody holds; returns them with their task runs."""
+        e = s.executions
+        free = sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at < now)
+        q = (
+            sa.select(e.c.id)
+            .where(e.c.state.in_(_ACTIVE), free)
+            .order_by(e.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(q).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                e.update()
+                .where(e.c.id.in_(ids), free)
+                .values(lease_owner=owner, lease_expires_at=expires)
+            )
+            rows = conn.execute(sa.select(e).where(e.c.id.in_(ids))).mappings().all()
+            runs = self._task_runs(conn, ids)
+        return [_execution(row, runs.get(row["id"], ())) for row in rows]
+
+    def renew(self, owner: str, expires: datetime) -> list[str]:
+        """Extend this engine's leases; returns the ids it holds that have a cancel requested."""
+        e = s.executions
+        mine = sa.and_(e.c.lease_owner == owner, e.c.state.in_(_ACTIVE))
+        with self.engine.begin() as conn:
+            conn.execute(e.update().where(mine).values(lease_expires_at=expires))
+            q = sa.select(e.c.id).where(mine, e.c.cancel_requested.is_(True))
+            return list(conn.execute(q).scalars())
+
+    def apply(self, owner: str, ops: Sequence[Op]) -> None:
+        """Write one tick's changes in one transaction; on a lost race, LeaseLost and no write."""
+        lost: set[str] = set()
+        with self.engine.begin() as conn:
+            inserts = [op.run for op in ops if isinstance(op, InsertTaskRun)]
+            if inserts:
+                conn.execute(s.task_runs.insert(), [_task_run_values(r) for r in inserts])
+            for op in ops:
+                if isinstance(op, UpdateTaskRun):
+                    if not self._update_task_run(conn, op):
+                        lost.add(op.execution_id)
+                elif isinstance(op, UpdateExecution) and not self._update_execution(
+                    conn, owner, op
+                ):
+                    lost.add(op.execution_id)
+            if lost:
+                conn.rollback()
+                raise LeaseLost(lost)
+
+    def _update_task_run(self, conn: Connection, op: UpdateTaskRun) -> bool:
+        t = s.task_runs
+        values: dict[str, Any] = {"state": op.state.value}
+        if op.output is not UNSET:
+            values["output"] = op.output
+        if op.error is not UNSET:
+            values["error"] = op.error
+        if op.wake_at is not UNSET:
+            values["wake_at"] = op.wake_at
+        if op.started_at is not None:
+            values["started_at"] = op.started_at
+        if op.ended_at is not None:
+            values["ended_at"] = op.ended_at
+        res = conn.execute(
+            t.update()
+            .where(
+                t.c.execution_id == op.execution_id,
+                t.c.task_id == op.task_id,
+                t.c.attempt == op.attempt,
+                t.c.state == op.expected.value,
+            )
+            .values(**values)
+        )
+        return bool(res.rowcount == 1)
+
+    def _update_execution(self, conn: Connection, owner: str, op: UpdateExecution) -> bool:
+        e = s.executions
+        values: dict[str, Any] = {"state": op.state.value, "updated_at": op.now}
+        if op.outputs is not UNSET:
+            values["outputs"] = op.outputs
+        if op.error is not UNSET:
+            values["error"] = op.error
+        if op.ended_at is not None:
+            values["ended_at"] = op.ended_at
+        if op.release:
+            values["lease_owner"] = None
+            values["lease_expires_at"] = None
+        res = conn.execute(
+            e.update()
+            .where(
+                e.c.id == op.execution_id,
+                e.c.state == op.expected.value,
+                e.c.lease_owner == owner,
+            )
+            .values(**values)
+        )
+        return bool(res.rowcount == 1)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _encode_cursor(at: datetime, last_id: str) -> str:
+    raw = json.dumps([at.isoformat(), last_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, last_id = json.loads(raw)
+        return datetime.fromisoformat(at), str(last_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("the cursor is not one this server handed out") from exc
+
+
+def _workflow(row: RowMapping) -> WorkflowRecord:
+    return WorkflowRecord(
+        row["id"],
+        row["project_id"],
+        row["name"],
+        row["description"],
+        row["latest_revision"],
+        row["created_at"],
+        row["updated_at"],
+    )
+
+
+def _task_run(row: RowMapping) -> TaskRunRecord:
+    return TaskRunRecord(
+        execution_id=row["execution_id"],
+        task_id=row["task_id"],
+        attempt=row["attempt"],
+        state=TaskRunState(row["state"]),
+        output=row["output"],
+        error=row["error"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        wake_at=row["wake_at"],
+    )
+
+
+def _task_run_values(run: TaskRunRecord) -> dict[str, Any]:
+    return {
+        "execution_id": run.execution_id,
+        "task_id": run.task_id,
+        "attempt": run.attempt,
+        "state": run.state.value,
+        "output": run.output,
+        "error": run.error,
+        "queued_at": run.queued_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "wake_at": run.wake_at,
+    }
+
+
+def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row["id"],
+        project_id=row["project_id"],
+        workflow_id=row["workflow_id"],
+        workflow_name=row["workflow_name"],
+        revision=row["revision"],
+        name=row["name"],
+        state=ExecutionState(row["state"]),
+        inputs=row["inputs"],
+        labels=row["labels"],
+        outputs=row["outputs"],
+        error=row["error"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        updated_at=row["updated_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        started_by=row["started_by"],
+        task_runs=tuple(runs),
+    )

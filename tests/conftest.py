@@ -1,0 +1,82 @@
+"""Shared fixtures: a fresh store per test on SQLite, and on PostgreSQL when configured."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from execflow.store import Store, connect, upgrade
+
+PG_URL = os.environ.get("EXECFLOW_TEST_POSTGRES_URL")
+_TEMPLATE = "execflow_template"
+
+
+def _pg_admin() -> sa.Engine:
+    assert PG_URL
+    return sa.create_engine(
+        connect(PG_URL).url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database; each test clones it (fast, and fully isolated)."""
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need EXECFLOW_TEST_POSTGRES_URL (see README)")
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {_TEMPLATE}"))
+    url = connect(PG_URL).url.set(database=_TEMPLATE)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    upgrade(engine)
+    engine.dispose()
+    yield _TEMPLATE
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)"))
+    admin.dispose()
+
+
+def _sqlite_store(tmp_path: Path) -> Store:
+    engine = connect(f"sqlite:///{tmp_path / 'execflow.db'}", sqlite_synchronous="OFF")
+    upgrade(engine)
+    return Store(engine)
+
+
+def _pg_store(template: str) -> Iterator[Store]:
+    name = "execflow_t_" + uuid.uuid4().hex[:12]
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name} TEMPLATE {template}"))
+    engine = sa.create_engine(connect(PG_URL or "").url.set(database=name), pool_size=4)
+    store = Store(engine)
+    try:
+        yield store
+    finally:
+        store.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The same tests run on SQLite and, when EXECFLOW_TEST_POSTGRES_URL is set, PostgreSQL."""
+    if request.param == "sqlite":
+        s = _sqlite_store(tmp_path)
+        yield s
+        s.close()
+    else:
+        yield from _pg_store(request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    s = _sqlite_store(tmp_path)
+    yield s
+    s.close()

@@ -1,0 +1,54 @@
+"""A complete in-process execflow (store, engine, workers, service) for tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from execflow.clock import Clock, ManualClock
+from execflow.engine import DefinitionCache, Engine, EngineSettings
+from execflow.executors import LocalExecutor
+from execflow.records import ExecutionRecord, Principal
+from execflow.service import Service
+from execflow.store import Store
+
+
+@dataclass
+class Harness:
+    store: Store
+    engine: Engine
+    service: Service
+    admin: Principal
+    clock: Clock
+
+    async def apply(self, definition: dict[str, Any]) -> int:
+        _, revision, _ = await self.service.put_workflow(self.admin, definition["name"], definition)
+        return revision
+
+    async def run(self, workflow: str, inputs: dict[str, Any] | None = None) -> ExecutionRecord:
+        """Start an execution and drive the engine until it is idle."""
+        record = await self.service.start(self.admin, workflow, inputs or {})
+        await self.engine.run_until_idle()
+        return await self.service.get_execution(self.admin, record.id)
+
+
+@asynccontextmanager
+async def harness(
+    store: Store, clock: Clock | None = None, workers: int = 2, node_id: str = "test-node"
+) -> AsyncIterator[Harness]:
+    clock = clock or ManualClock()
+    now = clock.now()
+    project = store.ensure_project("default", now)
+    _, secret = store.create_token(project, "admin", now)
+    definitions = DefinitionCache(store)
+    settings = EngineSettings(node_id=node_id, poll_seconds=3600)
+    engine = Engine(store, LocalExecutor(workers), definitions, settings, clock)
+    service = Service(store, definitions, engine, clock)
+    admin = await service.authenticate(secret)
+    await engine.executor.start()
+    try:
+        yield Harness(store, engine, service, admin, clock)
+    finally:
+        await engine.stop()
