@@ -112,11 +112,15 @@ class Engine:
 
     # lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Take back this node's leases from an earlier life, start workers and the loop."""
+    async def start(self, loop: bool = True) -> None:
+        """Take back this node's leases from an earlier life, start workers and the loop.
+
+        Without `loop`, nothing ticks until `tick` or `run_until_idle` is called (tests).
+        """
         await self.store.call(self.store.release_leases, self.node_id)
         await self.executor.start()
-        self._loop_task = asyncio.create_task(self._loop(), name="execflow-engine")
+        if loop:
+            self._loop_task = asyncio.create_task(self._loop(), name="execflow-engine")
 
     async def stop(self) -> None:
         self._stopping = True

@@ -1,0 +1,73 @@
+"""The ASGI application: `create_app(runtime)` wires routers, errors and request ids."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from execflow import __version__
+from execflow.api import errors, executions, tokens, workflows
+from execflow.runtime import Runtime
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Every response carries `X-Request-ID`: the caller's if well-formed, else a new one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        rid = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
+    """The API over a runtime; with `manage_runtime` the app's lifespan starts and stops it."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_runtime:
+            async with runtime.running():
+                yield
+        else:
+            yield
+
+    app = FastAPI(
+        title="execflow",
+        version=__version__,
+        summary="A durable workflow execution service",
+        lifespan=lifespan,
+    )
+    app.state.service = runtime.service
+    app.state.runtime = runtime
+    errors.install(app)
+    app.include_router(workflows.router)
+    app.include_router(executions.router)
+    app.include_router(tokens.router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(RequestIdMiddleware)
+    return app

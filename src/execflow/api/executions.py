@@ -1,0 +1,97 @@
+"""`/api/v1/executions`: start, follow, list and cancel executions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from execflow.api.deps import PrincipalDep, ServiceDep
+from execflow.api.schemas import (
+    ErrorBody,
+    ExecutionCreate,
+    ExecutionList,
+    ExecutionPublic,
+    ExecutionStarted,
+    ExecutionSummary,
+)
+from execflow.errors import Detail, InvalidInput
+
+router = APIRouter(prefix="/api/v1", tags=["executions"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+
+@router.post(
+    "/workflows/{name}/executions",
+    status_code=202,
+    response_model=ExecutionStarted,
+    responses={409: {"model": ErrorBody}, **_ERRORS},
+    summary="Start an execution (asynchronously)",
+)
+async def start_execution(
+    name: str, body: ExecutionCreate, response: Response, service: ServiceDep, who: PrincipalDep
+) -> ExecutionStarted:
+    """202 once the execution is committed; follow it at the `Location` it names."""
+    record = await service.start(
+        who, name, body.inputs, revision=body.revision, name=body.name, labels=body.labels
+    )
+    response.headers["Location"] = f"/api/v1/executions/{record.id}"
+    return ExecutionStarted.of(record)
+
+
+@router.get(
+    "/executions/{execution_id}",
+    response_model=ExecutionPublic,
+    responses=_ERRORS,
+    summary="Get an execution with every task run",
+)
+async def get_execution(
+    execution_id: str, service: ServiceDep, who: PrincipalDep
+) -> ExecutionPublic:
+    record = await service.get_execution(who, execution_id)
+    return ExecutionPublic.of_detail(record, await service.definition_of(record))
+
+
+@router.get(
+    "/executions",
+    response_model=ExecutionList,
+    responses=_ERRORS,
+    summary="List executions, newest first",
+)
+async def list_executions(
+    service: ServiceDep,
+    who: PrincipalDep,
+    workflow: str | None = None,
+    state: str | None = None,
+    label: Annotated[list[str] | None, Query(description="`key=value`, repeatable")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> ExecutionList:
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(details=[Detail("query:label", f"{item!r} is not key=value")])
+        labels[key] = value
+    items, next_cursor = await service.list_executions(who, workflow, state, labels, limit, cursor)
+    return ExecutionList(items=[ExecutionSummary.of(e) for e in items], next_cursor=next_cursor)
+
+
+@router.post(
+    "/executions/{execution_id}/cancel",
+    status_code=202,
+    response_model=ExecutionSummary,
+    responses={409: {"model": ErrorBody}, **_ERRORS},
+    summary="Cancel an execution",
+)
+async def cancel_execution(
+    execution_id: str, service: ServiceDep, who: PrincipalDep
+) -> ExecutionSummary:
+    """Running task runs are stopped (their processes killed) and end CANCELED."""
+    return ExecutionSummary.of(await service.cancel(who, execution_id))

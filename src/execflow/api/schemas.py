@@ -1,0 +1,184 @@
+"""Request and response shapes of the native API (`XCreate / XPublic / XList`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from execflow.definition import Definition, mask_secrets
+from execflow.records import ExecutionRecord, RevisionRecord, TaskRunRecord, WorkflowRecord
+from execflow.states import ExecutionState, TaskRunState
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorInfo(_Out):
+    id: str = Field(description="A machine-readable code, such as `invalid_input`")
+    description: str
+    details: list[dict[str, str]] = Field(default_factory=list)
+    request_id: str
+
+
+class ErrorBody(_Out):
+    error: ErrorInfo
+
+
+class WorkflowPublic(_Out):
+    name: str
+    description: str
+    revision: int = Field(description="The latest revision")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, wf: WorkflowRecord) -> WorkflowPublic:
+        return cls(
+            name=wf.name,
+            description=wf.description,
+            revision=wf.latest_revision,
+            created_at=wf.created_at,
+            updated_at=wf.updated_at,
+        )
+
+
+class WorkflowApplied(WorkflowPublic):
+    created: bool = Field(description="True when this request created the workflow")
+
+
+class WorkflowList(_Out):
+    items: list[WorkflowPublic]
+
+
+class RevisionPublic(_Out):
+    name: str
+    revision: int
+    digest: str
+    created_at: datetime
+    definition: dict[str, Any]
+
+    @classmethod
+    def of(cls, wf: WorkflowRecord, rev: RevisionRecord) -> RevisionPublic:
+        return cls(
+            name=wf.name,
+            revision=rev.number,
+            digest=rev.digest,
+            created_at=rev.created_at,
+            definition=rev.definition,
+        )
+
+
+class ExecutionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    revision: int | None = Field(default=None, ge=1, description="Defaults to the latest")
+    name: str | None = Field(default=None, description="Unique per workflow; defaults to the id")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ExecutionStarted(_Out):
+    id: str
+    name: str
+    urn: str
+    workflow: str
+    revision: int
+    state: ExecutionState
+    started_at: datetime
+
+    @classmethod
+    def of(cls, ex: ExecutionRecord) -> ExecutionStarted:
+        return cls(
+            id=ex.id,
+            name=ex.name,
+            urn=ex.urn,
+            workflow=ex.workflow_name,
+            revision=ex.revision,
+            state=ex.state,
+            started_at=ex.started_at,
+        )
+
+
+class ExecutionSummary(ExecutionStarted):
+    ended_at: datetime | None
+    labels: dict[str, str]
+
+    @classmethod
+    def of(cls, ex: ExecutionRecord) -> ExecutionSummary:
+        return cls(**ExecutionStarted.of(ex).model_dump(), ended_at=ex.ended_at, labels=ex.labels)
+
+
+class TaskRunPublic(_Out):
+    task: str
+    attempt: int
+    state: TaskRunState
+    output: Any = None
+    error: dict[str, Any] | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: float | None = None
+
+    @classmethod
+    def of(cls, tr: TaskRunRecord) -> TaskRunPublic:
+        duration = None
+        if tr.started_at and tr.ended_at:
+            duration = round((tr.ended_at - tr.started_at).total_seconds() * 1000, 3)
+        return cls(
+            task=tr.task_id,
+            attempt=tr.attempt,
+            state=tr.state,
+            output=tr.output,
+            error=tr.error,
+            queued_at=tr.queued_at,
+            started_at=tr.started_at,
+            ended_at=tr.ended_at,
+            duration_ms=duration,
+        )
+
+
+class ExecutionPublic(ExecutionSummary):
+    inputs: dict[str, Any] = Field(description="Secret parameters are masked")
+    outputs: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    cancel_requested: bool
+    started_by: str | None
+    tasks: list[TaskRunPublic] = Field(description="Every attempt of every task, oldest first")
+
+    @classmethod
+    def of_detail(cls, ex: ExecutionRecord, definition: Definition) -> ExecutionPublic:
+        return cls(
+            **ExecutionSummary.of(ex).model_dump(),
+            inputs=mask_secrets(definition, ex.inputs),
+            outputs=ex.outputs,
+            error=ex.error,
+            created_at=ex.created_at,
+            updated_at=ex.updated_at,
+            cancel_requested=ex.cancel_requested,
+            started_by=ex.started_by,
+            tasks=[TaskRunPublic.of(t) for t in ex.task_runs],
+        )
+
+
+class ExecutionList(_Out):
+    items: list[ExecutionSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(description="viewer, operator or admin")
+    description: str = ""
+
+
+class TokenPublic(_Out):
+    id: str
+    project: str
+    role: str
+    token: str = Field(description="Shown once; only its hash is stored")

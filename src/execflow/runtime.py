@@ -1,0 +1,91 @@
+"""Builds and runs one execflow node: store, engine, workers and service, wired explicitly."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from execflow.clock import Clock, SystemClock
+from execflow.engine import DefinitionCache, Engine, EngineSettings
+from execflow.executors import LocalExecutor
+from execflow.service import Service
+from execflow.settings import Settings
+from execflow.store import Store, connect, upgrade
+
+log = logging.getLogger("execflow")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    engine: Engine
+    service: Service
+
+    @classmethod
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        clock = clock or SystemClock()
+        if settings.url.startswith("sqlite"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(connect(settings.url, sqlite_synchronous=settings.sqlite_synchronous))
+        definitions = DefinitionCache(store)
+        engine_settings = EngineSettings(
+            node_id=settings.node_id or _node_id(settings),
+            lease_seconds=settings.lease_seconds,
+            poll_seconds=settings.poll_seconds,
+        )
+        executor = LocalExecutor(settings.workers or None)
+        engine = Engine(store, executor, definitions, engine_settings, clock)
+        service = Service(store, definitions, engine, clock)
+        return cls(settings, store, engine, service)
+
+    def prepare(self) -> str | None:
+        """Migrate the database and create the first admin token; returns it when it is new."""
+        upgrade(self.store.engine)
+        return bootstrap(self.store, self.settings, self.service.clock)
+
+    async def start(self, loop: bool = True) -> None:
+        await self.engine.start(loop)
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+        self.store.close()
+
+    @asynccontextmanager
+    async def running(self, loop: bool = True) -> AsyncIterator[Runtime]:
+        await self.start(loop)
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+
+def _node_id(settings: Settings) -> str:
+    """Stable across restarts of the same node, so it can take back its own leases at once."""
+    where = str(settings.data_dir.resolve())
+    return f"{socket.gethostname()}-{hashlib.sha256(where.encode()).hexdigest()[:8]}"
+
+
+def bootstrap(store: Store, settings: Settings, clock: Clock) -> str | None:
+    """On an empty database: project `default` and an admin token, saved 0600 in the data dir."""
+    now = clock.now()
+    project_id = store.ensure_project("default", now)
+    if store.count_tokens():
+        return None
+    _, secret = store.create_token(project_id, "admin", now, "created on first start")
+    write_secret(settings.admin_token_file, secret)
+    return secret
+
+
+def write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    os.chmod(path, 0o600)

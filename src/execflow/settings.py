@@ -1,0 +1,55 @@
+"""Configuration: explicit values, with defaults from `EXECFLOW_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    if env := os.environ.get("EXECFLOW_DATA_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "execflow"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 0  # worker processes; 0 means one per core
+    node_id: str = ""
+    lease_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    sqlite_synchronous: str = "FULL"
+    load_examples: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        env = os.environ
+        values: dict[str, Any] = {}
+        if "EXECFLOW_DATABASE_URL" in env:
+            values["database_url"] = env["EXECFLOW_DATABASE_URL"]
+        if "EXECFLOW_WORKERS" in env:
+            values["workers"] = int(env["EXECFLOW_WORKERS"])
+        if "EXECFLOW_NODE_ID" in env:
+            values["node_id"] = env["EXECFLOW_NODE_ID"]
+        if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
+            values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'execflow.db'}"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"
