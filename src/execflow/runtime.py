@@ -9,10 +9,13 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from execflow.clock import Clock, SystemClock
+from execflow.definition import load_text, parse_definition
 from execflow.engine import DefinitionCache, Engine, EngineSettings
+from execflow.examples import example_files
 from execflow.executors import LocalExecutor
 from execflow.service import Service
 from execflow.settings import Settings
@@ -81,6 +84,17 @@ def bootstrap(store: Store, settings: Settings, clock: Clock) -> str | None:
     _, secret = store.create_token(project_id, "admin", now, "created on first start")
     write_secret(settings.admin_token_file, secret)
     return secret
+
+
+def load_examples(store: Store, now: datetime, project: str = "default") -> list[str]:
+    """Store every example in `project` (a no-op for ones already there); returns their names."""
+    project_id = store.ensure_project(project, now)
+    names = []
+    for text in example_files().values():
+        definition = parse_definition(load_text(text, "application/yaml"))
+        store.put_workflow(project_id, definition, now)
+        names.append(definition.name)
+    return names
 
 
 def write_secret(path: Path, secret: str) -> None:

@@ -29,7 +29,14 @@ def run(args: CommandArgs) -> Any:
     env = {**os.environ, **args.env} if args.inherit_env else dict(args.env)
     try:
         # The worker leads its own process group, so a cancel kills this child with it.
-        done = subprocess.run(args.argv, env=env, cwd=args.cwd, capture_output=True, check=False)
+        done = subprocess.run(
+            args.argv,
+            env=env,
+            cwd=args.cwd,
+            stdin=subprocess.DEVNULL,  # the worker's stdin carries its task requests
+            capture_output=True,
+            check=False,
+        )
     except FileNotFoundError as exc:
         raise TaskFailure(f"command not found: {args.argv[0]!r}", "command", False) from exc
     except (NotADirectoryError, PermissionError) as exc:

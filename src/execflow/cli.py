@@ -1,0 +1,352 @@
+"""The `execflow` command: run the server, and drive it over HTTP."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+import uvicorn
+
+from execflow import __version__
+from execflow.api import create_app
+from execflow.client import ApiError, Client
+from execflow.definition import load_text
+from execflow.errors import ExecflowError
+from execflow.runtime import Runtime, load_examples
+from execflow.settings import Settings, default_data_dir
+from execflow.store import connect
+from execflow.store.database import current_revision, upgrade
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELED"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="execflow")
+@click.option(
+    "--url",
+    envvar="EXECFLOW_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The server to talk to.",
+)
+@click.option(
+    "--token",
+    envvar="EXECFLOW_TOKEN",
+    help="Defaults to the admin token saved in the local data directory.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the server keeps its data (default: EXECFLOW_DATA_DIR or ~/.local/share/execflow).",
+)
+@click.pass_context
+def main(ctx: click.Context, url: str, token: str | None, data_dir: Path | None) -> None:
+    """execflow: durable workflow executions over HTTP."""
+    ctx.obj = {"url": url, "token": token, "data_dir": data_dir or default_data_dir()}
+
+
+@contextmanager
+def _client(ctx: click.Context) -> Iterator[Client]:
+    token = ctx.obj["token"]
+    if not token:
+        saved = Settings(data_dir=ctx.obj["data_dir"]).admin_token_file
+        if saved.exists():
+            token = saved.read_text().strip()
+    client = Client(ctx.obj["url"], token)
+    try:
+        yield client
+    except ApiError as exc:
+        _fail(f"error: {exc.message} ({exc.status} {exc.code})", exc.problems)
+    except ExecflowError as exc:
+        _fail(f"error: {exc.message}", [])
+    finally:
+        client.close()
+
+
+def _fail(message: str, problems: list[dict[str, str]]) -> None:
+    click.echo(message, err=True)
+    for p in problems:
+        click.echo(f"  {p.get('pointer', '')}: {p.get('reason', '')}", err=True)
+    sys.exit(1)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [default: 8080].")
+@click.option("--examples", is_flag=True, help="Load the example workflows into `default`.")
+@click.option("--workers", type=int, default=None, help="Worker processes [default: cores].")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    examples: bool,
+    workers: int | None,
+    access_log: bool,
+) -> None:
+    """Run the API and the engine (SQLite in the data directory unless
+    EXECFLOW_DATABASE_URL names another database)."""
+    settings = Settings.from_env(
+        data_dir=ctx.obj["data_dir"], host=host, port=port, workers=workers
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(settings.data_dir)
+    runtime = Runtime.build(settings)
+    token = runtime.prepare()
+    if token:
+        click.echo(
+            f"Created project 'default' and an admin token (saved to "
+            f"{settings.admin_token_file}):\n\n    {token}\n"
+        )
+    if examples:
+        names = load_examples(runtime.store, runtime.service.clock.now())
+        click.echo(f"Loaded examples: {', '.join(names)}")
+    click.echo(
+        f"execflow {__version__} on http://{settings.host}:{settings.port} "
+        f"(database: {_redact(settings.url)})"
+    )
+    app = create_app(runtime, manage_runtime=True)
+    try:
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level="warning", access_log=access_log
+        )
+    finally:
+        lock.close()
+
+
+def _lock_data_dir(data_dir: Path) -> TextIO:
+    handle = (data_dir / "server.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _fail(f"error: another execflow server is using {data_dir}", [])
+    return handle
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A YAML or JSON definition.",
+)
+@click.pass_context
+def apply(ctx: click.Context, path: Path) -> None:
+    """Create a workflow or add a revision from a definition file."""
+    text = path.read_text()
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    raw = load_text(text, "application/yaml" if is_yaml else "application/json")
+    name = raw.get("name") if isinstance(raw, dict) else None
+    if not isinstance(name, str):
+        _fail(f"error: {path} has no 'name'", [])
+    with _client(ctx) as client:
+        result = client.apply(str(name), text, is_yaml)
+    verb = "created" if result["created"] else "applied"
+    click.echo(f"{result['name']}: {verb}, revision {result['revision']}")
+
+
+def _coerce(kind: str, text: str) -> Any:
+    if kind == "string":
+        return text
+    if kind == "boolean" and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.command()
+@click.argument("workflow")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An input; typed by the workflow's parameters. Repeatable.",
+)
+@click.option("--inputs", "inputs_file", type=click.File(), help="Inputs as a JSON object.")
+@click.option("--name", help="A name for the execution, unique per workflow.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.option("--revision", type=int, help="Defaults to the latest.")
+@click.option("--wait", is_flag=True, help="Follow the tasks live; exit 0 only on COMPLETED.")
+@click.pass_context
+def start(
+    ctx: click.Context,
+    workflow: str,
+    params: tuple[str, ...],
+    inputs_file: TextIO | None,
+    name: str | None,
+    labels: tuple[str, ...],
+    revision: int | None,
+    wait: bool,
+) -> None:
+    """Start an execution of WORKFLOW."""
+    with _client(ctx) as client:
+        inputs: dict[str, Any] = json.load(inputs_file) if inputs_file else {}
+        if params:
+            declared = client.workflow(workflow)["definition"].get("parameters", {})
+            for item in params:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="-p")
+                kind = declared.get(key, {}).get("type", "string")
+                inputs[key] = _coerce(kind, value)
+        body: dict[str, Any] = {"inputs": inputs, "labels": dict(_pairs(labels, "--label"))}
+        if name:
+            body["name"] = name
+        if revision:
+            body["revision"] = revision
+        started = client.start(workflow, body)
+        if not wait:
+            _print_json(started)
+            return
+        click.echo(f"started {started['id']} ({workflow} r{started['revision']})", err=True)
+        final = _watch(client, started["id"])
+    sys.exit(0 if final["state"] == "COMPLETED" else 1)
+
+
+def _pairs(items: tuple[str, ...], hint: str) -> Iterator[tuple[str, str]]:
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=hint)
+        yield key, value
+
+
+_MARKS = {"RUNNING": "…", "SCHEDULED": "⏲", "COMPLETED": "✓", "FAILED": "✗", "CANCELED": "⊘"}
+
+
+def _watch(client: Client, execution_id: str) -> Any:
+    """Show task states as they change until the execution ends; returns the final execution."""
+    live = sys.stdout.isatty()
+    shown: dict[tuple[str, int], str] = {}
+    lines = 0
+    while True:
+        ex = client.execution(execution_id)
+        rows = [
+            f"  {_MARKS.get(t['state'], '?')} {t['task']:<24} {t['state']:<10} "
+            f"attempt {t['attempt']}" + (f"  {t['error']['message']}" if t.get("error") else "")
+            for t in ex["tasks"]
+        ]
+        header = f"{ex['workflow']} {ex['id']}: {ex['state']}"
+        if live:
+            if lines:
+                click.echo(f"\x1b[{lines}F\x1b[J", nl=False)
+            click.echo("\n".join([header, *rows]))
+            lines = len(rows) + 1
+        else:
+            for t in ex["tasks"]:
+                key = (t["task"], t["attempt"])
+                if shown.get(key) != t["state"]:
+                    shown[key] = t["state"]
+                    click.echo(f"{t['task']} attempt {t['attempt']}: {t['state']}")
+        if ex["state"] in TERMINAL:
+            if not live:
+                click.echo(header)
+            if ex.get("outputs"):
+                _print_json(ex["outputs"])
+            if ex.get("error"):
+                click.echo(f"error: {ex['error'].get('message', ex['error'])}", err=True)
+            return ex
+        time.sleep(0.2)
+
+
+@main.command()
+@click.argument("execution_id")
+@click.pass_context
+def get(ctx: click.Context, execution_id: str) -> None:
+    """Show an execution with its task runs (JSON)."""
+    with _client(ctx) as client:
+        _print_json(client.execution(execution_id))
+
+
+@main.command("ls")
+@click.option("--workflow", help="Only this workflow's executions.")
+@click.option("--state", help="Only executions in this state.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.pass_context
+def list_executions(
+    ctx: click.Context, workflow: str | None, state: str | None, limit: int
+) -> None:
+    """List executions, newest first."""
+    with _client(ctx) as client:
+        page = client.executions(workflow=workflow, state=state, limit=limit)
+    for ex in page["items"]:
+        click.echo(f"{ex['id']}  {ex['state']:<17} {ex['workflow']:<24} {ex['started_at']}")
+    if not page["items"]:
+        click.echo("no executions", err=True)
+
+
+@main.command()
+@click.argument("execution_id")
+@click.pass_context
+def cancel(ctx: click.Context, execution_id: str) -> None:
+    """Cancel an execution (its running tasks are stopped)."""
+    with _client(ctx) as client:
+        ex = client.cancel(execution_id)
+    click.echo(f"{ex['id']}: cancel requested ({ex['state']})")
+
+
+@main.group()
+def token() -> None:
+    """Manage tokens."""
+
+
+@token.command("create")
+@click.option("--project", default="default", show_default=True)
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--description", default="")
+@click.pass_context
+def token_create(ctx: click.Context, project: str, role: str, description: str) -> None:
+    """Create a token and print it (it is shown only once)."""
+    with _client(ctx) as client:
+        created = client.create_token(project, role, description)
+    click.echo(created["token"])
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply pending schema migrations (serve also does this at start)."""
+    settings = Settings.from_env(data_dir=ctx.obj["data_dir"])
+    if settings.url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = connect(settings.url)
+    upgrade(engine)
+    click.echo(f"database at revision {current_revision(engine)}")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

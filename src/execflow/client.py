@@ -1,0 +1,68 @@
+"""A small HTTP client of the native API, used by the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from execflow.errors import ExecflowError
+
+
+class ApiError(ExecflowError):
+    """The server refused the request."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        self.status = status
+        self.code = str(error.get("id", "http_error"))
+        self.problems: list[dict[str, str]] = list(error.get("details") or [])
+        super().__init__(str(error.get("description") or f"HTTP {status}"))
+
+
+class Client:
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ExecflowError(f"cannot reach {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"error": {"description": response.text[:200]}}
+            raise ApiError(response.status_code, body)
+        return response.json() if response.content else None
+
+    def apply(self, name: str, text: str, yaml: bool) -> Any:
+        ctype = "application/yaml" if yaml else "application/json"
+        return self.request(
+            "PUT", f"/api/v1/workflows/{name}", content=text, headers={"Content-Type": ctype}
+        )
+
+    def workflow(self, name: str) -> Any:
+        return self.request("GET", f"/api/v1/workflows/{name}")
+
+    def start(self, workflow: str, body: dict[str, Any]) -> Any:
+        return self.request("POST", f"/api/v1/workflows/{workflow}/executions", json=body)
+
+    def execution(self, execution_id: str) -> Any:
+        return self.request("GET", f"/api/v1/executions/{execution_id}")
+
+    def executions(self, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.request("GET", "/api/v1/executions", params=query)
+
+    def cancel(self, execution_id: str) -> Any:
+        return self.request("POST", f"/api/v1/executions/{execution_id}/cancel")
+
+    def create_token(self, project: str, role: str, description: str) -> Any:
+        body = {"role": role, "description": description}
+        return self.request("POST", f"/api/v1/projects/{project}/tokens", json=body)
