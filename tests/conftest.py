@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from execflow.store import Store, connect, upgrade
 
 PG_URL = os.environ.get("EXECFLOW_TEST_POSTGRES_URL")
-_TEMPLATE = "execflow_template"
+_TEMPLATE = f"execflow_template_{os.getpid()}"
 
 
 def _pg_admin() -> sa.Engine:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +33,15 @@ class Harness:
         await self.engine.run_until_idle()
         return await self.service.get_execution(self.admin, record.id)
 
+    async def step_until(self, execution_id: str, done: Callable[[ExecutionRecord], bool]) -> None:
+        """Tick the engine (waiting for its results in between) until `done` holds."""
+        for _ in range(200):
+            await self.engine.tick()
+            if done(await self.service.get_execution(self.admin, execution_id)):
+                return
+            await self.engine.wait(1.0)
+        raise AssertionError("the execution never reached the expected point")
+
 
 @asynccontextmanager
 async def harness(
@@ -47,7 +56,7 @@ async def harness(
     engine = Engine(store, LocalExecutor(workers), definitions, settings, clock)
     service = Service(store, definitions, engine, clock)
     admin = await service.authenticate(secret)
-    await engine.executor.start()
+    await engine.start(loop=False)
     try:
         yield Harness(store, engine, service, admin, clock)
     finally:

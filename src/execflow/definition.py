@@ -7,11 +7,12 @@ start's inputs against the parameters the same way.
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -171,45 +172,69 @@ class Definition:
 
 
 def load_text(text: str | bytes, content_type: str = "application/json") -> Any:
-    """Parse a JSON or YAML document, refusing duplicate keys; InvalidDefinition otherwise."""
+    """Parse a JSON or YAML document; InvalidDefinition if it does not parse, or lists
+    every duplicate key (which parsers would otherwise silently drop) with its pointer."""
     try:
         if "yaml" in content_type or "yml" in content_type:
-            return yaml.load(text, Loader=_StrictLoader)
-        return json.loads(text, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as exc:
-        raise InvalidDefinition(details=[Detail(exc.pointer, exc.reason)]) from exc
-    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
+            doc = yaml.load(text, Loader=_StrictLoader)
+        else:
+            doc = json.loads(text, object_pairs_hook=_keep_duplicates)
+    except (yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidDefinition(f"the document does not parse: {exc}") from exc
+    duplicates = list(_duplicates(doc, ""))
+    if duplicates:
+        raise InvalidDefinition("the document repeats keys", duplicates)
+    return doc
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, pointer: str, reason: str) -> None:
-        super().__init__(reason)
-        self.pointer, self.reason = pointer, reason
+class _Mapping(dict[Any, Any]):
+    """A parsed mapping that remembers the keys it saw more than once."""
+
+    repeated: list[tuple[Any, str]]
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _keep_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = _Mapping()
+    out.repeated = []
     for key, value in pairs:
         if key in out:
-            raise _DuplicateKey(f"/{key}", f"duplicate key {key!r}")
+            out.repeated.append((key, ""))
         out[key] = value
     return out
 
 
+def _duplicates(doc: Any, where: str) -> Iterator[Detail]:
+    if isinstance(doc, dict):
+        for key, note in getattr(doc, "repeated", []):
+            yield Detail(f"{where}{_pointer(key)}", f"duplicate key {key!r}{note}")
+        for key, value in doc.items():
+            yield from _duplicates(value, where + _pointer(key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield from _duplicates(value, f"{where}/{i}")
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML loading that refuses duplicate keys instead of keeping the last one."""
+    """Safe YAML loading that records duplicate keys instead of silently keeping the last."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
+    out = _Mapping()
+    out.repeated = []
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError as exc:
             line = key_node.start_mark.line + 1
-            raise _DuplicateKey(f"/{key}", f"duplicate key {key!r} (line {line})")
-        seen.add(key)
-    return loader.construct_mapping(node)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"line {line}: a key must be a scalar", key_node.start_mark
+            ) from exc
+        if key in out:
+            out.repeated.append((key, f" (line {key_node.start_mark.line + 1})"))
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -231,11 +256,8 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
     if name is not None:
         raw.setdefault("name", name)
     problems: list[Detail] = []
-    try:
-        shape = _Shape.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidDefinition(details=_pydantic_details(exc)) from exc
-    if not NAME_RE.match(shape.name):
+    shape = _shape(raw, problems)
+    if not any(p.pointer == "/name" for p in problems) and not NAME_RE.match(shape.name):
         problems.append(Detail("/name", f"{shape.name!r} does not match {NAME_RE.pattern}"))
     if name is not None and shape.name != name:
         problems.append(Detail("/name", f"{shape.name!r} differs from {name!r} in the path"))
@@ -248,6 +270,28 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
         raise InvalidDefinition(details=problems)
     source = json.loads(json.dumps(raw, default=str))
     return Definition(shape.name, shape.description, parameters, tasks, dict(shape.outputs), source)
+
+
+def _shape(raw: dict[str, Any], problems: list[Detail]) -> _Shape:
+    """The top-level shape; on errors, keep the parts that are usable so that the
+    rest of the document is still checked and every problem reported at once."""
+    try:
+        return _Shape.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_details(exc))
+
+    def part(key: str) -> dict[str, Any]:
+        value = raw.get(key)
+        return value if isinstance(value, dict) else {}
+
+    name = raw.get("name")
+    return _Shape.model_construct(
+        name=name if isinstance(name, str) else "",
+        description="",
+        parameters=part("parameters"),
+        tasks=part("tasks"),
+        outputs=part("outputs"),
+    )
 
 
 def _parameters(raw: dict[str, Any], problems: list[Detail]) -> dict[str, Parameter]:
@@ -302,7 +346,8 @@ def _check_args(
     except ValidationError as exc:
         found = []
         for err in exc.errors():
-            if err["type"] != "missing" and _is_dynamic(args, err["loc"]):
+            static = err["type"] in ("missing", "extra_forbidden")
+            if not static and _is_dynamic(args, err["loc"]):
                 continue
             found.append(Detail(_pointer(*where, *err["loc"]), err["msg"]))
         return found
@@ -350,7 +395,7 @@ def _check_references(
     problems: list[Detail],
 ) -> None:
     for tid, task in tasks.items():
-        before = dag.upstream(needs, tid) if dag.find_cycle(needs) is None else set(shape.tasks)
+        before = dag.upstream(needs, tid)
         base = ("tasks", tid, "with")
         for ptr, src in expressions.expressions_in(task.with_):
             problems.extend(
@@ -401,7 +446,7 @@ def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> 
                 continue
             resolved[pname] = inputs[pname]
         elif param.default is not None:
-            resolved[pname] = param.default
+            resolved[pname] = copy.deepcopy(param.default)
         elif param.required:
             problems.append(Detail(where, "a value is required"))
         else:

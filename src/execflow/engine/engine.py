@@ -102,6 +102,7 @@ class Engine:
         self._adopt: list[tuple[ExecutionRecord, Definition | None]] = []
         self._cancels: set[str] = set()
         self._touched: set[str] = set()
+        self._released: set[str] = set()
         self._wake = asyncio.Event()
         self._claim_wanted = True
         self._next_poll = self.clock.now()
@@ -178,6 +179,9 @@ class Engine:
         """Advance everything that is due now, in one transaction."""
         self._wake.clear()
         now = self.clock.now()
+        if self._released:
+            released, self._released = self._released, set()
+            await self.store.call(self.store.release_leases, self.node_id, list(released))
         if now >= self._next_renew:
             await self._renew(now)
         if self._claim_wanted or now >= self._next_poll:
@@ -496,7 +500,7 @@ class Engine:
             except LeaseLost as lost:
                 log.warning("lost the lease of %d executions; dropping them", len(lost.ids))
                 for run_id in lost.ids:
-                    self._drop(run_id)
+                    self._drop(run_id, release=False)
                 ops[:] = [op for op in ops if op.execution_id not in lost.ids]
                 starts[:] = [s for s in starts if s[0].id not in lost.ids]
             except Exception:
@@ -511,8 +515,12 @@ class Engine:
                 for listener in self.listeners:
                     listener(op.execution_id, op.state)
 
-    def _drop(self, run_id: str) -> None:
+    def _drop(self, run_id: str, release: bool = True) -> None:
+        """Forget an execution; unless another engine holds it, give its lease back so that
+        it is rebuilt from the store rather than left leased to nobody."""
         self.runs.pop(run_id, None)
+        if release:
+            self._released.add(run_id)
         for key in [k for k in self._inflight if k[0] == run_id]:
             self._inflight.pop(key).cancel()
 
@@ -546,20 +554,28 @@ class Engine:
 
     # tests and tools -------------------------------------------------------------------------
 
+    async def wait(self, timeout: float) -> None:
+        """Wait until something is ready for the next tick, or `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
     def busy(self) -> bool:
         return bool(self._inflight or self._results or self._adopt or self._cancels)
 
     async def run_until_idle(self, max_ticks: int = 100_000) -> None:
         """Tick until nothing is in flight; with a ManualClock, jump to each pending timer."""
+        manual = isinstance(self.clock, ManualClock)
         for _ in range(max_ticks):
             await self.tick()
-            if self._inflight and not (self._results or self._adopt or self._cancels):
-                await asyncio.wait_for(self._wake.wait(), 60)
+            if self._results or self._adopt or self._cancels or self._touched:
                 continue
-            if self.busy() or self._touched:
+            if manual and self._timers and not self._inflight:
+                self.clock.set(self._timers[0][0])  # type: ignore[attr-defined]
                 continue
-            if self._timers and isinstance(self.clock, ManualClock):
-                self.clock.set(self._timers[0][0])
+            if self._inflight or self._timers:
+                timeout = 60.0 if manual else max(self._next_deadline_in(), 0.001)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
                 continue
             if self._claim_wanted:
                 continue

@@ -49,6 +49,7 @@ class LocalExecutor:
         self._python = python
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
+        self._respawns: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def start(self) -> None:
@@ -99,20 +100,23 @@ class LocalExecutor:
                 self._replace(worker)
 
     def _replace(self, worker: _Worker) -> None:
+        """Kill a worker (its task was cancelled, or it broke) and start another in its place."""
         worker.kill()
-        self._all.discard(worker)
-        if not self._closed:
-            task = asyncio.get_running_loop().create_task(self._respawn(worker))
-            task.add_done_callback(lambda t: t.exception())
+        task = asyncio.get_running_loop().create_task(self._respawn(worker))
+        self._respawns.add(task)
+        task.add_done_callback(self._respawns.discard)
 
     async def _respawn(self, old: _Worker) -> None:
         with contextlib.suppress(ProcessLookupError):
             await old.proc.wait()
+        self._all.discard(old)
         if not self._closed:
             self._idle.put_nowait(await self._spawn())
 
     async def close(self) -> None:
         self._closed = True
+        if self._respawns:
+            await asyncio.gather(*self._respawns, return_exceptions=True)
         for worker in list(self._all):
             worker.kill()
         for worker in list(self._all):

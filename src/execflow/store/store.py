@@ -353,14 +353,26 @@ class Store:
 
     # engine -----------------------------------------------------------------------
 
-    def release_leases(self, owner: str) -> int:
-        """Give up every lease `owner` holds (an engine restarting under the same identity)."""
+    def release_leases(self, owner: str, ids: Sequence[str] | None = None) -> int:
+        """Give up leases `owner` holds (all of them, as an engine restarting under the same
+        identity does, or those of `ids`), so any engine can claim them at once."""
         e = s.executions
+        where = e.c.lease_owner == owner
         with self.engine.begin() as conn:
-            res = conn.execute(
-                e.update().where(e.c.lease_owner == owner).values(lease_expires_at=None)
-            )
-            return int(res.rowcount)
+            if ids is None:
+                res = conn.execute(
+                    e.update().where(where).values(lease_owner=None, lease_expires_at=None)
+                )
+                return int(res.rowcount)
+            count = 0
+            for chunk in _chunks(list(ids), 500):
+                res = conn.execute(
+                    e.update()
+                    .where(where, e.c.id.in_(chunk))
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+                count += int(res.rowcount)
+            return count
 
     def claim(
         self, owner: str, limit: int, expires: datetime, now: datetime
