@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from execflow.clock import Clock, ManualClock
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.executors import LocalExecutor
@@ -45,7 +47,11 @@ class Harness:
 
 @asynccontextmanager
 async def harness(
-    store: Store, clock: Clock | None = None, workers: int = 2, node_id: str = "test-node"
+    store: Store,
+    clock: Clock | None = None,
+    workers: int = 2,
+    node_id: str = "test-node",
+    http: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[Harness]:
     clock = clock or ManualClock()
     now = clock.now()
@@ -53,7 +59,7 @@ async def harness(
     _, secret = store.create_token(project, "admin", now)
     definitions = DefinitionCache(store)
     settings = EngineSettings(node_id=node_id, poll_seconds=3600)
-    engine = Engine(store, LocalExecutor(workers), definitions, settings, clock)
+    engine = Engine(store, LocalExecutor(workers), definitions, settings, clock, http=http)
     service = Service(store, definitions, engine, clock)
     admin = await service.authenticate(secret)
     await engine.start(loop=False)

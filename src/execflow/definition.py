@@ -178,13 +178,17 @@ def load_text(text: str | bytes, content_type: str = "application/json") -> Any:
         if "yaml" in content_type or "yml" in content_type:
             doc = yaml.load(text, Loader=_StrictLoader)
         else:
-            doc = json.loads(text, object_pairs_hook=_keep_duplicates)
+            doc = json.loads(text, object_pairs_hook=_keep_duplicates, parse_constant=_no_constant)
     except (yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidDefinition(f"the document does not parse: {exc}") from exc
     duplicates = list(_duplicates(doc, ""))
     if duplicates:
         raise InvalidDefinition("the document repeats keys", duplicates)
     return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class _Mapping(dict[Any, Any]):
@@ -257,7 +261,7 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
         raw.setdefault("name", name)
     problems: list[Detail] = []
     shape = _shape(raw, problems)
-    if not any(p.pointer == "/name" for p in problems) and not NAME_RE.match(shape.name):
+    if not any(p.pointer == "/name" for p in problems) and not NAME_RE.fullmatch(shape.name):
         problems.append(Detail("/name", f"{shape.name!r} does not match {NAME_RE.pattern}"))
     if name is not None and shape.name != name:
         problems.append(Detail("/name", f"{shape.name!r} differs from {name!r} in the path"))
@@ -298,7 +302,7 @@ def _parameters(raw: dict[str, Any], problems: list[Detail]) -> dict[str, Parame
     out: dict[str, Parameter] = {}
     for pname, spec in raw.items():
         where = ("parameters", pname)
-        if not PARAM_RE.match(pname):
+        if not isinstance(pname, str) or not PARAM_RE.fullmatch(pname):
             problems.append(Detail(_pointer(*where), f"{pname!r} is not a valid parameter name"))
         try:
             param = Parameter.model_validate(spec)
@@ -319,7 +323,7 @@ def _parameters(raw: dict[str, Any], problems: list[Detail]) -> dict[str, Parame
 def _tasks(raw: dict[str, Any], problems: list[Detail]) -> dict[str, Task]:
     out: dict[str, Task] = {}
     for tid, spec in raw.items():
-        if not TASK_ID_RE.match(tid):
+        if not isinstance(tid, str) or not TASK_ID_RE.fullmatch(tid):
             problems.append(Detail(_pointer("tasks", tid), f"{tid!r} is not a valid task id"))
         try:
             task = Task.model_validate(spec)
@@ -460,3 +464,30 @@ def mask_secrets(definition: Definition, values: Mapping[str, Any]) -> dict[str,
     """Inputs as shown to people: secret parameters replaced by a fixed mask."""
     secret = definition.secret_params
     return {k: (SECRET_MASK if k in secret and v is not None else v) for k, v in values.items()}
+
+
+def secret_values(definition: Definition, inputs: Mapping[str, Any]) -> list[str]:
+    """The text of every secret input, longest first (so overlapping values mask fully)."""
+    found = set()
+    for name in definition.secret_params:
+        value = inputs.get(name)
+        if value is not None and value != "":
+            found.add(value if isinstance(value, str) else json.dumps(value))
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """A copy of a JSON value with every occurrence of a secret replaced by the mask."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, SECRET_MASK)
+        return value
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secrets) for v in value]
+    if not isinstance(value, bool) and isinstance(value, int | float) and str(value) in secrets:
+        return SECRET_MASK
+    return value

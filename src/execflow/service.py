@@ -12,7 +12,7 @@ from typing import Any
 
 from execflow.auth import SYSTEM_PROJECT, Privilege, require
 from execflow.clock import Clock, SystemClock
-from execflow.definition import Definition, parse_definition, resolve_inputs
+from execflow.definition import NAME_RE, Definition, parse_definition, resolve_inputs
 from execflow.engine import DefinitionCache, Engine
 from execflow.errors import Detail, InvalidInput, NotAuthenticated, NotFound, PermissionDenied
 from execflow.records import ExecutionRecord, Principal, RevisionRecord, WorkflowRecord
@@ -41,7 +41,7 @@ class Service:
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise NotAuthenticated("a token is required (Authorization: Bearer …, or X-Auth-Token)")
-        principal = await self.store.call(self.store.authenticate, secret, self.clock.now())
+        principal = await self.store.read(self.store.authenticate, secret, self.clock.now())
         if principal is None:
             raise NotAuthenticated("the token is unknown, revoked or expired")
         return principal
@@ -61,15 +61,15 @@ class Service:
 
     async def list_workflows(self, who: Principal) -> list[WorkflowRecord]:
         require(who, Privilege.VIEW)
-        return await self.store.call(self.store.list_workflows, who.project_id)
+        return await self.store.read(self.store.list_workflows, who.project_id)
 
     async def get_workflow(
         self, who: Principal, name: str, revision: int | None = None
     ) -> tuple[WorkflowRecord, RevisionRecord]:
         require(who, Privilege.VIEW)
-        wf = await self.store.call(self.store.get_workflow, who.project_id, name)
+        wf = await self.store.read(self.store.get_workflow, who.project_id, name)
         number = wf.latest_revision if revision is None else revision
-        rev = await self.store.call(self.store.get_revision, wf.id, number)
+        rev = await self.store.read(self.store.get_revision, wf.id, number)
         return wf, rev
 
     async def delete_workflow(self, who: Principal, name: str) -> None:
@@ -89,7 +89,7 @@ class Service:
     ) -> ExecutionRecord:
         """Validate and commit a new execution; it is durable when this returns."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
-        wf = await self.store.call(self.store.get_workflow, who.project_id, workflow)
+        wf = await self.store.read(self.store.get_workflow, who.project_id, workflow)
         number = wf.latest_revision if revision is None else revision
         if not 1 <= number <= wf.latest_revision:
             raise InvalidInput(
@@ -127,14 +127,25 @@ class Service:
         if self.engine is not None:
             owner = self.engine.node_id
             expires = now + timedelta(seconds=self.engine.settings.lease_seconds)
-        await self.store.call(self.store.create_execution, record, owner, expires)
+        await self.store.start(record, owner, expires)
         if self.engine is not None:
             self.engine.submit(record, definition)
         return record
 
+    async def wait_ended(
+        self, who: Principal, record: ExecutionRecord, timeout: float
+    ) -> ExecutionRecord | None:
+        """The ended execution if it ends within `timeout` seconds, else None."""
+        ended = False
+        if self.engine is not None and timeout > 0:
+            ended = await self.engine.wait_ended(record.id, timeout)
+        if not ended:
+            return None
+        return await self.get_execution(who, record.id)
+
     async def get_execution(self, who: Principal, execution_id: str) -> ExecutionRecord:
         require(who, Privilege.VIEW)
-        return await self.store.call(self.store.get_execution, execution_id, who.project_id)
+        return await self.store.read(self.store.get_execution, execution_id, who.project_id)
 
     async def definition_of(self, record: ExecutionRecord) -> Definition:
         return await self.definitions.get(record.workflow_id, record.revision)
@@ -177,7 +188,7 @@ class Service:
         if project != who.project_name and who.project_name != SYSTEM_PROJECT:
             raise PermissionDenied("only admins of the default project manage other projects")
         now = self.clock.now()
-        if not _EXEC_NAME.match(project):
+        if not NAME_RE.fullmatch(project):
             raise InvalidInput(details=[Detail("/project", f"{project!r} is not a valid name")])
         project_id = await self.store.call(self.store.ensure_project, project, now)
         return await self.store.call(self.store.create_token, project_id, role, now, description)
@@ -185,13 +196,13 @@ class Service:
 
 def _check_name_and_labels(name: str | None, labels: dict[str, str] | None) -> list[Detail]:
     problems = []
-    if name is not None and not _EXEC_NAME.match(name):
+    if name is not None and not _EXEC_NAME.fullmatch(name):
         problems.append(Detail("/name", f"{name!r} does not match {_EXEC_NAME.pattern}"))
     labels = labels or {}
     if len(labels) > MAX_LABELS:
         problems.append(Detail("/labels", f"at most {MAX_LABELS} labels"))
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             problems.append(
                 Detail(f"/labels/{key}", "a label key must match " + _LABEL_KEY.pattern)
             )

@@ -94,4 +94,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, "internal_error", "an internal error occurred")
+        rid = {"X-Request-ID": request_id(request)}
+        return error_response(
+            request, 500, "internal_error", "an internal error occurred", None, rid
+        )

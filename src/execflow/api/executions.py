@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from execflow.api.deps import PrincipalDep, ServiceDep
 from execflow.api.schemas import (
@@ -27,21 +27,55 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+MAX_WAIT = 60.0
+
+
+def wait_preference(prefer: str | None) -> float:
+    """Seconds asked for by `Prefer: wait=N` (RFC 7240), at most 60; 0 when absent."""
+    for part in (prefer or "").replace(";", ",").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "wait":
+            try:
+                return max(0.0, min(float(value.strip().strip('"')), MAX_WAIT))
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
 @router.post(
     "/workflows/{name}/executions",
     status_code=202,
-    response_model=ExecutionStarted,
-    responses={409: {"model": ErrorBody}, **_ERRORS},
+    response_model=ExecutionStarted | ExecutionPublic,
+    responses={
+        200: {"model": ExecutionPublic, "description": "Ended within `Prefer: wait=N`"},
+        409: {"model": ErrorBody},
+        **_ERRORS,
+    },
     summary="Start an execution (asynchronously)",
 )
 async def start_execution(
-    name: str, body: ExecutionCreate, response: Response, service: ServiceDep, who: PrincipalDep
-) -> ExecutionStarted:
-    """202 once the execution is committed; follow it at the `Location` it names."""
+    name: str,
+    body: ExecutionCreate,
+    response: Response,
+    service: ServiceDep,
+    who: PrincipalDep,
+    prefer: Annotated[str | None, Header(description="`wait=N`: wait up to N ≤ 60 s")] = None,
+) -> ExecutionStarted | ExecutionPublic:
+    """202 once the execution is committed; follow it at the `Location` it names.
+
+    With `Prefer: wait=N`, answers 200 with the ended execution if it ends within N seconds.
+    """
     record = await service.start(
         who, name, body.inputs, revision=body.revision, name=body.name, labels=body.labels
     )
     response.headers["Location"] = f"/api/v1/executions/{record.id}"
+    wait = wait_preference(prefer)
+    if wait:
+        ended = await service.wait_ended(who, record, wait)
+        if ended is not None:
+            response.status_code = 200
+            response.headers["Preference-Applied"] = f"wait={wait:g}"
+            return ExecutionPublic.of_detail(ended, await service.definition_of(ended))
     return ExecutionStarted.of(record)
 
 

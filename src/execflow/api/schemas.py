@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from execflow.definition import Definition, mask_secrets
+from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.records import ExecutionRecord, RevisionRecord, TaskRunRecord, WorkflowRecord
 from execflow.states import ExecutionState, TaskRunState
 
@@ -123,7 +123,7 @@ class TaskRunPublic(_Out):
     duration_ms: float | None = None
 
     @classmethod
-    def of(cls, tr: TaskRunRecord) -> TaskRunPublic:
+    def of(cls, tr: TaskRunRecord, secrets: list[str] | None = None) -> TaskRunPublic:
         duration = None
         if tr.started_at and tr.ended_at:
             duration = round((tr.ended_at - tr.started_at).total_seconds() * 1000, 3)
@@ -131,8 +131,8 @@ class TaskRunPublic(_Out):
             task=tr.task_id,
             attempt=tr.attempt,
             state=tr.state,
-            output=tr.output,
-            error=tr.error,
+            output=redact(tr.output, secrets or []),
+            error=redact(tr.error, secrets or []),
             queued_at=tr.queued_at,
             started_at=tr.started_at,
             ended_at=tr.ended_at,
@@ -152,16 +152,18 @@ class ExecutionPublic(ExecutionSummary):
 
     @classmethod
     def of_detail(cls, ex: ExecutionRecord, definition: Definition) -> ExecutionPublic:
+        """Secret inputs are masked here and wherever their values reappear (outputs, errors)."""
+        secrets = secret_values(definition, ex.inputs)
         return cls(
             **ExecutionSummary.of(ex).model_dump(),
             inputs=mask_secrets(definition, ex.inputs),
-            outputs=ex.outputs,
-            error=ex.error,
+            outputs=redact(ex.outputs, secrets),
+            error=redact(ex.error, secrets),
             created_at=ex.created_at,
             updated_at=ex.updated_at,
             cancel_requested=ex.cancel_requested,
             started_by=ex.started_by,
-            tasks=[TaskRunPublic.of(t) for t in ex.task_runs],
+            tasks=[TaskRunPublic.of(t, secrets) for t in ex.task_runs],
         )
 
 

@@ -70,7 +70,7 @@ class DefinitionCache:
     async def get(self, workflow_id: str, revision: int) -> Definition:
         found = self._items.get((workflow_id, revision))
         if found is None:
-            rec = await self._store.call(self._store.get_revision, workflow_id, revision)
+            rec = await self._store.read(self._store.get_revision, workflow_id, revision)
             found = parse_definition(rec.definition)
             self.put(workflow_id, revision, found)
         return found
@@ -110,6 +110,7 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.listeners: list[Callable[[str, ExecutionState], None]] = []
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -500,7 +501,7 @@ class Engine:
             except LeaseLost as lost:
                 log.warning("lost the lease of %d executions; dropping them", len(lost.ids))
                 for run_id in lost.ids:
-                    self._drop(run_id, release=False)
+                    self._drop(run_id)  # releases only if this node still holds it
                 ops[:] = [op for op in ops if op.execution_id not in lost.ids]
                 starts[:] = [s for s in starts if s[0].id not in lost.ids]
             except Exception:
@@ -514,13 +515,16 @@ class Engine:
             if isinstance(op, UpdateExecution):
                 for listener in self.listeners:
                     listener(op.execution_id, op.state)
+                if op.state.terminal:
+                    for waiter in self._waiters.pop(op.execution_id, ()):
+                        if not waiter.done():
+                            waiter.set_result(None)
 
-    def _drop(self, run_id: str, release: bool = True) -> None:
-        """Forget an execution; unless another engine holds it, give its lease back so that
-        it is rebuilt from the store rather than left leased to nobody."""
+    def _drop(self, run_id: str) -> None:
+        """Forget an execution and give back its lease if this node still holds it, so it is
+        rebuilt from the store (by any engine) rather than left leased to nobody."""
         self.runs.pop(run_id, None)
-        if release:
-            self._released.add(run_id)
+        self._released.add(run_id)
         for key in [k for k in self._inflight if k[0] == run_id]:
             self._inflight.pop(key).cancel()
 
@@ -553,6 +557,27 @@ class Engine:
         self._wake.set()
 
     # tests and tools -------------------------------------------------------------------------
+
+    async def wait_ended(self, execution_id: str, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for an execution this engine holds to end (committed).
+
+        False when it did not end in time, or when this engine does not hold it."""
+        held = execution_id in self.runs or any(r.id == execution_id for r, _ in self._adopt)
+        if not held:
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(execution_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._waiters.get(execution_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[execution_id]
 
     async def wait(self, timeout: float) -> None:
         """Wait until something is ready for the next tick, or `timeout` seconds."""

@@ -59,19 +59,37 @@ class LeaseLost(Exception):
 
 
 class Store:
-    def __init__(self, engine: Engine, threads: int | None = None) -> None:
+    """Writes run on their own threads (one for SQLite, whose writer is single anyway, so
+    it is never contended inside a process) and reads on others, so that a burst of
+    reads never delays a commit: in WAL mode SQLite readers do not block the writer."""
+
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        size = threads or (1 if self.is_sqlite else 4)
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="execflow-db")
+        writers = 1 if self.is_sqlite else 4
+        self._writes = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="execflow-dbw")
+        self._reads = ThreadPoolExecutor(max_workers=3, thread_name_prefix="execflow-dbr")
+        self._starts = GroupCommit(self)
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run a store method on the database threads."""
+        """Run a store method that writes, on the writer threads."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._writes, lambda: fn(*args, **kwargs))
+
+    async def read(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a store method that only reads, on the reader threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, lambda: fn(*args, **kwargs))
+
+    async def start(
+        self, record: ExecutionRecord, owner: str | None, expires: datetime | None
+    ) -> ExecutionRecord:
+        """Commit a new execution; concurrent starts share one transaction (group commit)."""
+        return await self._starts.submit((record, owner, expires))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._writes.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
         self.engine.dispose()
 
     # projects and tokens ---------------------------------------------------------
@@ -257,27 +275,35 @@ class Store:
             ).scalar_one_or_none()
             if taken is not None:
                 raise Conflict(f"an execution named {rec.name!r} already exists ({taken})")
-            conn.execute(
-                e.insert().values(
-                    id=rec.id,
-                    project_id=rec.project_id,
-                    workflow_id=rec.workflow_id,
-                    workflow_name=rec.workflow_name,
-                    revision=rec.revision,
-                    name=rec.name,
-                    state=rec.state.value,
-                    inputs=rec.inputs,
-                    labels=rec.labels,
-                    created_at=rec.created_at,
-                    started_at=rec.started_at,
-                    updated_at=rec.updated_at,
-                    cancel_requested=False,
-                    started_by=rec.started_by,
-                    lease_owner=lease_owner,
-                    lease_expires_at=lease_expires_at,
-                )
-            )
+            conn.execute(e.insert().values(_execution_values(rec, lease_owner, lease_expires_at)))
         return rec
+
+    def create_executions(
+        self, batch: Sequence[tuple[ExecutionRecord, str | None, datetime | None]]
+    ) -> list[ExecutionRecord | Conflict]:
+        """Insert many new executions in one transaction; a taken name is that item's Conflict."""
+        e = s.executions
+        results: list[ExecutionRecord | Conflict] = []
+        rows = []
+        names: set[tuple[str, str]] = set()
+        with self.engine.begin() as conn:
+            for rec, owner, expires in batch:
+                key = (rec.workflow_id, rec.name)
+                taken = (
+                    key in names
+                    or conn.execute(
+                        sa.select(e.c.id).where(e.c.workflow_id == key[0], e.c.name == key[1])
+                    ).first()
+                )
+                if taken:
+                    results.append(Conflict(f"an execution named {rec.name!r} already exists"))
+                    continue
+                names.add(key)
+                rows.append(_execution_values(rec, owner, expires))
+                results.append(rec)
+            if rows:
+                conn.execute(e.insert(), rows)
+        return results
 
     def get_execution(
         self, execution_id: str, project_id: str | None = None, with_tasks: bool = True
@@ -413,6 +439,16 @@ class Store:
         """Write one tick's changes in one transaction; on a lost race, LeaseLost and no write."""
         lost: set[str] = set()
         with self.engine.begin() as conn:
+            # Task-run writes are fenced by the lease too: one check for the whole batch.
+            touched = {op.execution_id for op in ops if not isinstance(op, UpdateExecution)}
+            if touched:
+                e = s.executions
+                held: set[str] = set()
+                for chunk in _chunks(sorted(touched), 500):
+                    q = sa.select(e.c.id).where(e.c.id.in_(chunk), e.c.lease_owner == owner)
+                    held.update(conn.execute(q).scalars())
+                if touched - held:
+                    raise LeaseLost(touched - held)
             inserts = [op.run for op in ops if isinstance(op, InsertTaskRun)]
             if inserts:
                 conn.execute(s.task_runs.insert(), [_task_run_values(r) for r in inserts])
@@ -477,6 +513,70 @@ class Store:
         return bool(res.rowcount == 1)
 
 
+class GroupCommit:
+    """Coalesces concurrent starts into one transaction, so that a burst of N start
+    requests costs one commit (one fsync) instead of N, with each still acknowledged
+    only after its row is durable."""
+
+    def __init__(self, store: Store, max_batch: int = 256) -> None:
+        self._store = store
+        self._max = max_batch
+        self._queue: list[tuple[Any, asyncio.Future[ExecutionRecord]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(
+        self, item: tuple[ExecutionRecord, str | None, datetime | None]
+    ) -> ExecutionRecord:
+        future: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            try:
+                results = await self._store.call(
+                    self._store.create_executions, [item for item, _ in batch]
+                )
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+def _execution_values(
+    rec: ExecutionRecord, owner: str | None, expires: datetime | None
+) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "project_id": rec.project_id,
+        "workflow_id": rec.workflow_id,
+        "workflow_name": rec.workflow_name,
+        "revision": rec.revision,
+        "name": rec.name,
+        "state": rec.state.value,
+        "inputs": rec.inputs,
+        "labels": rec.labels,
+        "created_at": rec.created_at,
+        "started_at": rec.started_at,
+        "updated_at": rec.updated_at,
+        "cancel_requested": False,
+        "started_by": rec.started_by,
+        "lease_owner": owner,
+        "lease_expires_at": expires,
+    }
+
+
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -491,7 +591,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, last_id = json.loads(raw)
-        return datetime.fromisoformat(at), str(last_id)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return when, str(last_id)
     except (ValueError, TypeError) as exc:
         raise InvalidInput("the cursor is not one this server handed out") from exc
 

@@ -1,0 +1,1 @@
+"""The execflow benchmark: `python -m bench` (see README.md here)."""

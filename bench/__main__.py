@@ -1,0 +1,207 @@
+"""Run the execflow benchmark against a real server process and print a table.
+
+    python -m bench [--quick] [--database-url URL] [--workers N]
+
+Workloads:
+  W1 seq10      ten sequential echo tasks; POST to terminal state, one in flight
+  W2 fanout100  one task -> 100 parallel echo tasks -> one; POST to terminal state
+  W3 throughput many seq10 executions in flight: start acks/s, executions/s, task runs/s
+  W4 python40   forty sequential python tasks computing fib(10); total time
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = {"COMPLETED", "FAILED", "CANCELED"}
+
+
+def seq(n: int) -> dict[str, Any]:
+    tasks: dict[str, Any] = {"t0": {"action": "echo", "with": {"i": 0}}}
+    for i in range(1, n):
+        tasks[f"t{i}"] = {"action": "echo", "needs": [f"t{i - 1}"], "with": {"i": i}}
+    return {"name": f"seq{n}", "tasks": tasks}
+
+
+def fanout(n: int) -> dict[str, Any]:
+    tasks: dict[str, Any] = {"start": {"action": "echo"}}
+    for i in range(n):
+        tasks[f"b{i}"] = {"action": "echo", "needs": ["start"], "with": {"i": i}}
+    tasks["join"] = {"action": "echo", "needs": [f"b{i}" for i in range(n)]}
+    return {"name": f"fanout{n}", "tasks": tasks}
+
+
+def python40() -> dict[str, Any]:
+    tasks: dict[str, Any] = {}
+    for i in range(40):
+        task: dict[str, Any] = {
+            "action": "python",
+            "with": {"function": "bench.functions:fib", "args": {"n": 10}},
+        }
+        if i:
+            task["needs"] = [f"p{i - 1}"]
+        tasks[f"p{i}"] = task
+    return {"name": "python40", "tasks": tasks}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(data_dir: Path, workers: int, database_url: str | None) -> Iterator[tuple[str, str]]:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if database_url:
+        env["EXECFLOW_DATABASE_URL"] = database_url
+    cmd = [sys.executable, "-m", "execflow.cli", "--data-dir", str(data_dir), "serve",
+           "--port", str(port), "--workers", str(workers)]
+    log = (data_dir / "server.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start; see {data_dir / 'server.log'}")
+            time.sleep(0.1)
+        yield url, (data_dir / "admin-token").read_text().strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def wait_terminal(client: httpx.AsyncClient, eid: str, interval: float) -> dict[str, Any]:
+    while True:
+        body: dict[str, Any] = (await client.get(f"/api/v1/executions/{eid}")).json()
+        if body["state"] in TERMINAL:
+            return body
+        await asyncio.sleep(interval)
+
+
+async def latency(client: httpx.AsyncClient, workflow: str, runs: int) -> list[float]:
+    """End-to-end milliseconds from the POST to seeing the terminal state, one at a time."""
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = await client.post(
+            f"/api/v1/workflows/{workflow}/executions", json={}, headers={"Prefer": "wait=60"}
+        )
+        out.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200 and r.json()["state"] == "COMPLETED", r.text
+    return out
+
+
+async def throughput(client: httpx.AsyncClient, count: int, concurrency: int) -> dict[str, float]:
+    ids: list[str] = []
+    sem = asyncio.Semaphore(concurrency)
+
+    async def start() -> None:
+        async with sem:
+            r = await client.post("/api/v1/workflows/seq10/executions", json={})
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(start() for _ in range(count)))
+    acked = time.perf_counter() - t0
+    # Executions are picked up in order; wait for the last few, then check every one.
+    for eid in ids[-8:]:
+        await wait_terminal(client, eid, 0.02)
+    total = time.perf_counter() - t0
+    for eid in ids:
+        final = await wait_terminal(client, eid, 0.02)
+        assert final["state"] == "COMPLETED", final
+    return {"acks_per_s": count / acked, "executions_per_s": count / total,
+            "task_runs_per_s": count * 10 / total, "seconds": total}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def run(url: str, token: str, quick: bool) -> list[tuple[str, str, str, str]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits,
+                                 timeout=60) as client:
+        for wf in (seq(10), fanout(100), python40()):
+            r = await client.put(f"/api/v1/workflows/{wf['name']}", json=wf)
+            assert r.status_code in (200, 201), r.text
+        await latency(client, "seq10", 5)  # warm up
+        w1 = await latency(client, "seq10", 30 if quick else 200)
+        w2 = await latency(client, "fanout100", 10 if quick else 50)
+        w3 = await throughput(client, 300 if quick else 2000, 64)
+        t0 = time.perf_counter()
+        r = await client.post("/api/v1/workflows/python40/executions", json={})
+        final = await wait_terminal(client, r.json()["id"], 0.001)
+        w4 = time.perf_counter() - t0
+        assert final["state"] == "COMPLETED", final
+    return [
+        ("W1 seq10", "p50 / p99 (ms)", f"{statistics.median(w1):.1f} / {pct(w1, 0.99):.1f}",
+         "p50 ≤ 50"),
+        ("W2 fanout100", "p50 / p99 (ms)", f"{statistics.median(w2):.1f} / {pct(w2, 0.99):.1f}",
+         "p50 ≤ 300"),
+        ("W3 throughput", "task runs/s", f"{w3['task_runs_per_s']:.0f}", "≥ 1,000"),
+        ("W3 throughput", "executions/s", f"{w3['executions_per_s']:.0f}", ""),
+        ("W3 throughput", "start acks/s", f"{w3['acks_per_s']:.0f}", "≥ 500"),
+        ("W4 python40", "total (s)", f"{w4:.2f}", "≤ 1.0"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
+    parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="execflow-bench-"))
+    try:
+        with server(data_dir, args.workers, args.database_url) as (url, token):
+            rows = asyncio.run(run(url, token, args.quick))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    db = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"execflow benchmark: {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} cores, {db}, {args.workers} workers")
+    print()
+    print("| workload | metric | measured | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
