@@ -219,7 +219,7 @@ def start(
         body: dict[str, Any] = {"inputs": inputs, "labels": dict(_pairs(labels, "--label"))}
         if name:
             body["name"] = name
-        if revision:
+        if revision is not None:
             body["revision"] = revision
         started = client.start(workflow, body)
         if not wait:

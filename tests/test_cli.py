@@ -1,0 +1,301 @@
+"""The `execflow` command against a real server process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from execflow.cli import main
+from tests.test_server import REPO_ROOT, Server, free_port, poll, server_env, start_server
+
+pytestmark = pytest.mark.slow
+
+TYPED: dict[str, Any] = {
+    "name": "typed",
+    "parameters": {
+        "n": {"type": "integer", "required": True},
+        "s": {"type": "string", "default": "x"},
+    },
+    "tasks": {"show": {"action": "echo", "with": {"n": "${{ params.n }}", "s": "${{ params.s }}"}}},
+    "outputs": {"n": "${{ tasks.show.output.n }}", "s": "${{ tasks.show.output.s }}"},
+}
+FAILING: dict[str, Any] = {
+    "name": "failing",
+    "tasks": {
+        "t": {
+            "action": "python",
+            "with": {"function": "tests.fixtures.tasks:boom", "args": {"message": "kaput"}},
+        }
+    },
+}
+SLOW: dict[str, Any] = {
+    "name": "slow",
+    "tasks": {
+        "t": {
+            "action": "python",
+            "with": {"function": "tests.fixtures.tasks:slow", "args": {"seconds": 30}},
+        }
+    },
+}
+
+
+@dataclass
+class Cli:
+    server: Server
+    runner: CliRunner
+
+    def __call__(self, *args: str, token: str | None = None) -> Result:
+        base = ["--url", self.server.url, "--data-dir", str(self.server.data_dir)]
+        if token:
+            base += ["--token", token]
+        return self.runner.invoke(main, [*base, *args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("cli") / "data", free_port())
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def definitions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("definitions")
+    for wf in (TYPED, FAILING, SLOW):
+        (folder / f"{wf['name']}.yaml").write_text(yaml.safe_dump(wf))
+    return folder
+
+
+@pytest.fixture
+def cli(server: Server) -> Cli:
+    env: dict[str, str | None] = {"EXECFLOW_TOKEN": None, "EXECFLOW_URL": None}
+    return Cli(server, CliRunner(env=env))
+
+
+@pytest.fixture
+def applied(cli: Cli, definitions: Path) -> Cli:
+    """The CLI, with the test workflows applied (a no-op when they already are)."""
+    for wf in (TYPED, FAILING, SLOW):
+        result = cli("apply", "-f", str(definitions / f"{wf['name']}.yaml"))
+        assert result.exit_code == 0, result.output
+    return cli
+
+
+def outputs_of(stdout: str) -> Any:
+    """The JSON document `start --wait` prints after the task lines."""
+    lines = stdout.splitlines()
+    return json.loads("\n".join(lines[lines.index("{") :]))
+
+
+def test_apply_prints_the_revision(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "rev.yaml"
+    wf: dict[str, Any] = {"name": "rev", "tasks": {"a": {"action": "echo", "with": {"v": 1}}}}
+    path.write_text(yaml.safe_dump(wf))
+    result = cli("apply", "-f", str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "rev: created, revision 1\n"
+    assert cli("apply", "-f", str(path)).stdout == "rev: applied, revision 1\n"
+    wf["tasks"]["a"]["with"]["v"] = 2
+    path.write_text(yaml.safe_dump(wf))
+    assert cli("apply", "-f", str(path)).stdout == "rev: applied, revision 2\n"
+
+
+def test_apply_json_and_an_invalid_definition(cli: Cli, tmp_path: Path) -> None:
+    good = tmp_path / "json-wf.json"
+    good.write_text(json.dumps({"name": "json-wf", "tasks": {"a": {"action": "echo"}}}))
+    result = cli("apply", "-f", str(good))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "json-wf: created, revision 1\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "tasks": {"a": {"action": "nope"}}}))
+    result = cli("apply", "-f", str(bad))
+    assert result.exit_code == 1
+    assert "/tasks/a/action" in result.stderr
+
+
+def test_start_wait_completes_and_types_params(applied: Cli) -> None:
+    result = applied("start", "typed", "-p", "n=3", "-p", "s=3", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "show attempt 1: COMPLETED" in result.stdout
+    assert outputs_of(result.stdout) == {"n": 3, "s": "3"}
+    assert result.stderr.startswith("started ")
+
+
+def test_start_wait_exits_1_on_a_failed_execution(applied: Cli) -> None:
+    result = applied("start", "failing", "--wait")
+    assert result.exit_code == 1, result.output
+    assert "t attempt 1: FAILED" in result.stdout
+    assert "FAILED" in result.stdout.splitlines()[-1]
+    assert "RuntimeError: kaput" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("params", "pointer"),
+    [(["n=three"], "/inputs/n"), (["n=1", "zzz=1"], "/inputs/zzz"), (["s=a"], "/inputs/n")],
+)
+def test_bad_input_names_the_field(applied: Cli, params: list[str], pointer: str) -> None:
+    before = applied("ls", "--workflow", "typed", "--limit", "500").stdout
+    result = applied("start", "typed", *(a for p in params for a in ("-p", p)))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "error: " in result.stderr
+    assert f"  {pointer}: " in result.stderr
+    # Nothing was started.
+    assert applied("ls", "--workflow", "typed", "--limit", "500").stdout == before
+
+
+def test_malformed_param_is_a_usage_error(applied: Cli) -> None:
+    result = applied("start", "typed", "-p", "n")
+    assert result.exit_code == 2
+    assert "is not KEY=VALUE" in result.stderr
+
+
+def test_start_without_wait_then_get_ls_and_cancel(applied: Cli) -> None:
+    result = applied("start", "slow")
+    assert result.exit_code == 0, result.output
+    started = json.loads(result.stdout)
+    execution_id = started["id"]
+    assert started["workflow"] == "slow"
+
+    def running() -> bool:
+        return bool(applied.server.execution(execution_id)["state"] == "RUNNING")
+
+    poll("the slow task to run", running)
+    result = applied("get", execution_id)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert (shown["id"], shown["state"]) == (execution_id, "RUNNING")
+    assert [(t["task"], t["state"]) for t in shown["tasks"]] == [("t", "RUNNING")]
+
+    listed = applied("ls").stdout.splitlines()
+    line = next(line for line in listed if line.startswith(execution_id))
+    assert line.split()[1:3] == ["RUNNING", "slow"]
+    only_running = applied("ls", "--state", "RUNNING").stdout
+    assert execution_id in only_running
+    assert execution_id not in applied("ls", "--state", "COMPLETED").stdout
+
+    result = applied("cancel", execution_id)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{execution_id}: cancel requested")
+    ex = applied.server.wait_state(execution_id, {"CANCELED", "COMPLETED", "FAILED"}, 10)
+    assert ex["state"] == "CANCELED"
+    assert ex["tasks"][0]["state"] == "CANCELED"
+
+
+def test_cancel_of_an_ended_execution_is_refused(applied: Cli) -> None:
+    result = applied("start", "typed", "-p", "n=1", "--wait")
+    assert result.exit_code == 0, result.output
+    execution_id = result.stderr.split()[1]
+    result = applied("cancel", execution_id)
+    assert result.exit_code == 1
+    assert "409" in result.stderr
+    assert "already ended" in result.stderr
+
+
+def test_inputs_file_with_params_over_it(applied: Cli, tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"n": 5, "s": "from-file"}))
+    result = applied("start", "typed", "--inputs", str(inputs), "-p", "s=cli", "--wait")
+    assert result.exit_code == 0, result.output
+    assert outputs_of(result.stdout) == {"n": 5, "s": "cli"}
+
+
+def test_get_an_unknown_execution_fails(cli: Cli) -> None:
+    result = cli("get", "no-such-execution")
+    assert result.exit_code == 1
+    assert "404" in result.stderr
+
+
+def test_ls_with_no_match(cli: Cli) -> None:
+    result = cli("ls", "--workflow", "never-applied")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "no executions" in result.stderr
+
+
+def test_token_create_viewer_reads_but_cannot_write(cli: Cli) -> None:
+    result = cli("token", "create", "--role", "viewer", "--description", "ci")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert token and "\n" not in token
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=cli.server.url, headers=headers) as http:
+        assert http.get("/api/v1/workflows").status_code == 200
+        r = http.put("/api/v1/workflows/viewer-wf", json={"tasks": {"a": {"action": "echo"}}})
+        assert r.status_code == 403, r.text
+    # The CLI uses an explicit token over the saved admin token.
+    assert cli("ls", token=token).exit_code == 0
+    result = cli("token", "create", "--role", "viewer", token=token)
+    assert result.exit_code == 1
+    assert "403" in result.stderr
+
+
+def test_a_bad_token_is_refused(cli: Cli) -> None:
+    result = cli("ls", token="not-a-token")
+    assert result.exit_code == 1
+    assert "401" in result.stderr
+
+
+def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    runner = CliRunner(env={"EXECFLOW_TOKEN": None})
+    url = f"http://127.0.0.1:{free_port()}"
+    result = runner.invoke(main, ["--url", url, "--data-dir", str(tmp_path), "ls"])
+    assert result.exit_code == 1
+    assert f"cannot reach {url}" in result.stderr
+
+
+def test_db_upgrade_migrates_a_new_data_dir(tmp_path: Path) -> None:
+    runner = CliRunner(env={"EXECFLOW_DATABASE_URL": None})
+    args = ["--data-dir", str(tmp_path / "fresh"), "db", "upgrade"]
+    first = runner.invoke(main, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert first.stdout.startswith("database at revision ")
+    assert (tmp_path / "fresh" / "execflow.db").exists()
+    again = runner.invoke(main, args, catch_exceptions=False)
+    assert again.stdout == first.stdout
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in sorted(group.commands.items()):
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+
+
+ALL_COMMANDS = [(), *_commands(main)]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: " ".join(c) or "execflow")
+def test_help_works_on_every_command(command: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage: ")
+    assert " ".join(["main", *command]) in result.stdout.splitlines()[0]
+
+
+def test_help_lists_the_commands() -> None:
+    assert {"apply", "cancel", "db", "get", "ls", "serve", "start", "token"} <= set(main.commands)
+
+
+def test_the_module_runs_as_a_program() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "execflow.cli", "--version"],
+        cwd=REPO_ROOT,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("execflow, version ")

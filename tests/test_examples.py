@@ -1,0 +1,189 @@
+"""Every shipped example runs to completion in-process, with outputs that make sense."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from execflow.examples import example_files, media, reports
+from execflow.records import ExecutionRecord
+from execflow.runtime import load_examples
+from execflow.states import ExecutionState, TaskRunState
+from execflow.store import Store
+from tests.harness import Harness, harness
+
+STUB_URL = "http://stub.test/healthz"
+# What each example is started with; an example missing here fails the coverage test.
+INPUTS: dict[str, dict[str, Any]] = {
+    "daily-sales-report": {"day": "2024-03-01"},
+    "media-pipeline": {"object": "cats/tabby.jpg"},
+    "service-health-check": {"url": STUB_URL},
+}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def healthy(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"status": "ok"})
+
+
+@asynccontextmanager
+async def examples(store: Store, handler: Handler = healthy) -> AsyncIterator[Harness]:
+    """A harness whose engine makes HTTP calls to `handler`, with the examples loaded."""
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http,
+        harness(store, http=http) as h,
+    ):
+        assert sorted(load_examples(store, h.clock.now())) == sorted(INPUTS)
+        yield h
+
+
+def attempts(ex: ExecutionRecord, task: str) -> list[tuple[int, TaskRunState]]:
+    return [(t.attempt, t.state) for t in ex.task_runs if t.task_id == task]
+
+
+def output_of(ex: ExecutionRecord, task: str) -> Any:
+    return next(t.output for t in ex.task_runs if t.task_id == task and t.output is not None)
+
+
+def _example_names() -> list[str]:
+    return [yaml.safe_load(text)["name"] for text in example_files().values()]
+
+
+def test_every_example_has_inputs_here() -> None:
+    assert sorted(_example_names()) == sorted(INPUTS)
+
+
+@pytest.mark.parametrize("name", _example_names())
+async def test_example_runs_to_completion(store: Store, name: str) -> None:
+    async with examples(store) as h:
+        ex = await h.run(name, INPUTS[name])
+        assert ex.state == ExecutionState.COMPLETED, ex.error
+        assert ex.error is None
+        assert ex.outputs
+        definition = yaml.safe_load(example_files()[f"{name}.yaml"])
+        assert {t.task_id for t in ex.task_runs} == set(definition["tasks"])
+        assert all(t.state == TaskRunState.COMPLETED for t in ex.task_runs)
+
+
+async def test_media_pipeline_outputs(store: Store) -> None:
+    async with examples(store) as h:
+        ex = await h.run("media-pipeline", {"object": "cats/tabby.jpg"})
+    assert ex.state == ExecutionState.COMPLETED, ex.error
+    probed = media.probe("uploads", "cats/tabby.jpg")
+    assert ex.outputs == {
+        "width": probed["width"],
+        "height": probed["height"],
+        "renditions": 3,
+        "published": "uploads/cats/tabby.jpg",
+    }
+    published = output_of(ex, "publish")
+    assert published["content_type"] == "image/jpeg"
+    assert published["checksum"] == hashlib.sha256(b"uploads/cats/tabby.jpg").hexdigest()
+    sizes = [r["size"] for r in published["renditions"]]
+    assert sizes == [64, 256, 1024]
+    for r in published["renditions"]:
+        assert max(r["width"], r["height"]) <= r["size"]
+
+
+async def test_media_pipeline_uses_the_sizes_given(store: Store) -> None:
+    async with examples(store) as h:
+        ex = await h.run("media-pipeline", {"object": "a.png", "bucket": "b", "sizes": [32]})
+    assert ex.state == ExecutionState.COMPLETED, ex.error
+    assert ex.outputs is not None
+    assert ex.outputs["renditions"] == 1
+    assert ex.outputs["published"] == "b/a.png"
+    assert output_of(ex, "publish")["content_type"] == "image/png"
+
+
+async def test_daily_sales_report_is_repeatable(store: Store) -> None:
+    async with examples(store) as h:
+        first = await h.run("daily-sales-report", {"day": "2024-03-01"})
+        again = await h.run("daily-sales-report", {"day": "2024-03-01"})
+        other = await h.run("daily-sales-report", {"day": "2024-03-02", "orders": 50})
+    for ex in (first, again, other):
+        assert ex.state == ExecutionState.COMPLETED, ex.error
+    assert first.id != again.id
+    assert first.outputs is not None and again.outputs is not None and other.outputs is not None
+    total = first.outputs["total"]
+    assert isinstance(total, float) and total > 0
+    assert again.outputs == first.outputs
+    assert other.outputs["total"] != total
+    expected = sum(row["amount"] for row in reports.extract("2024-03-01", 500))
+    assert total == pytest.approx(expected, abs=0.05)
+    assert first.outputs["best_region"] in reports.REGIONS
+    by_region = output_of(first, "by_region")
+    assert first.outputs["best_region"] == max(by_region, key=by_region.__getitem__)
+
+
+async def test_health_check_calls_the_url(store: Store) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    async with examples(store, handler) as h:
+        ex = await h.run("service-health-check", {"url": STUB_URL})
+    assert ex.state == ExecutionState.COMPLETED, ex.error
+    assert ex.outputs == {"healthy": True, "status": 200}
+    assert [(r.method, str(r.url)) for r in seen] == [("GET", STUB_URL)]
+    assert seen[0].headers["accept"] == "application/json"
+
+
+async def test_health_check_reports_an_unexpected_status(store: Store) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "degraded"})
+
+    async with examples(store, handler) as h:
+        ex = await h.run("service-health-check", {"url": STUB_URL})
+        assert ex.outputs == {"healthy": False, "status": 200}
+        ex = await h.run("service-health-check", {"url": STUB_URL, "expect": "degraded"})
+        assert ex.outputs == {"healthy": True, "status": 200}
+
+
+async def test_health_check_retries_a_503(store: Store) -> None:
+    statuses = [503, 200]
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = statuses[len(calls)]
+        calls.append(status)
+        return httpx.Response(status, json={"status": "ok" if status == 200 else "down"})
+
+    async with examples(store, handler) as h:
+        ex = await h.run("service-health-check", {"url": STUB_URL})
+    assert ex.state == ExecutionState.COMPLETED, ex.error
+    assert ex.outputs == {"healthy": True, "status": 200}
+    assert calls == [503, 200]
+    assert attempts(ex, "call") == [(1, TaskRunState.FAILED), (2, TaskRunState.COMPLETED)]
+    failed, succeeded = (t for t in ex.task_runs if t.task_id == "call")
+    assert failed.error is not None
+    assert failed.error["type"] == "http_status"
+    assert "503" in failed.error["message"]
+    assert failed.ended_at is not None and succeeded.started_at is not None
+    # retry: initial_delay 500ms
+    assert (succeeded.started_at - failed.ended_at).total_seconds() == 0.5
+
+
+async def test_health_check_does_not_retry_a_404(store: Store) -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(404, json={"status": "missing"})
+
+    async with examples(store, handler) as h:
+        ex = await h.run("service-health-check", {"url": STUB_URL})
+    assert ex.state == ExecutionState.FAILED
+    assert len(calls) == 1
+    assert attempts(ex, "call") == [(1, TaskRunState.FAILED)]
+    assert attempts(ex, "report") == []
+    assert ex.error is not None
+    assert (ex.error["task"], ex.error["type"]) == ("call", "http_status")

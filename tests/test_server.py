@@ -1,0 +1,276 @@
+"""The real server process: crash recovery after SIGKILL, the data-dir lock, the quickstart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 20.0
+# Variables that would make a server (or the CLI) use something other than its data dir.
+_ISOLATE = (
+    "EXECFLOW_DATABASE_URL",
+    "EXECFLOW_DATA_DIR",
+    "EXECFLOW_NODE_ID",
+    "EXECFLOW_SQLITE_SYNCHRONOUS",
+    "EXECFLOW_TOKEN",
+    "EXECFLOW_URL",
+    "EXECFLOW_WORKERS",
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env() -> dict[str, str]:
+    """The test's environment, minus execflow settings, with the repo root importable."""
+    env = {k: v for k, v in os.environ.items() if k not in _ISOLATE}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def cli_argv(data_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "execflow.cli", "--data-dir", str(data_dir), *args]
+
+
+def poll(what: str, check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    """Call `check` until it returns something truthy, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Server:
+    """One `execflow serve` process and a client with its admin token."""
+
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    port: int
+    log: Path
+    client: httpx.Client
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def execution(self, execution_id: str) -> Any:
+        r = self.client.get(f"/api/v1/executions/{execution_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_state(self, execution_id: str, states: set[str], timeout: float = 20.0) -> Any:
+        def reached() -> Any:
+            ex = self.execution(execution_id)
+            return ex if ex["state"] in states else None
+
+        return poll(f"{execution_id} to reach {states}", reached, timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit; always reaped."""
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
+
+
+def start_server(data_dir: Path, port: int, *extra: str, log_name: str = "server") -> Server:
+    """Start `execflow serve` and return once /healthz answers (or fail with its output)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.parent / f"{data_dir.name}-{log_name}-{port}-{time.monotonic_ns()}.log"
+    argv = cli_argv(data_dir, "serve", "--port", str(port), "--workers", "2", *extra)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=REPO_ROOT, env=server_env(), stdout=out, stderr=subprocess.STDOUT
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    server = Server(proc, data_dir, port, log, client)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited ({proc.returncode}):\n{server.output()}")
+            try:
+                if client.get("/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not become ready:\n{server.output()}")
+            time.sleep(0.05)
+        token = (data_dir / "admin-token").read_text().strip()
+        client.headers["Authorization"] = f"Bearer {token}"
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Servers a test starts (append them); all are stopped at teardown."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie nobody has reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+SLOW_MIDDLE: dict[str, Any] = {
+    "name": "slow-middle",
+    "parameters": {"marker": {"type": "string", "required": True}},
+    "tasks": {
+        "first": {"action": "echo", "with": {"n": 1}},
+        "middle": {
+            "action": "python",
+            "needs": ["first"],
+            "with": {
+                "function": "tests.fixtures.tasks:slow",
+                "args": {"seconds": 2, "marker": "${{ params.marker }}"},
+            },
+            "retry": {"max_attempts": 2, "initial_delay": "100ms"},
+        },
+        "last": {
+            "action": "echo",
+            "needs": ["middle"],
+            "with": {"middle": "${{ tasks.middle.output }}"},
+        },
+    },
+    "outputs": {"middle": "${{ tasks.last.output.middle }}"},
+}
+
+
+def test_sigkill_mid_task_then_restart_retries_and_completes(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    first = start_server(data_dir, port)
+    servers.append(first)
+    r = first.client.put("/api/v1/workflows/slow-middle", json=SLOW_MIDDLE)
+    assert r.status_code == 201, r.text
+    marker = tmp_path / "worker-pid"
+    r = first.client.post(
+        "/api/v1/workflows/slow-middle/executions", json={"inputs": {"marker": str(marker)}}
+    )
+    assert r.status_code == 202, r.text
+    execution_id = r.json()["id"]
+
+    def middle_running() -> bool:
+        tasks = first.execution(execution_id)["tasks"]
+        return any(t["task"] == "middle" and t["state"] == "RUNNING" for t in tasks)
+
+    poll("the middle task to run", middle_running)
+    # The worker has entered the function (it writes its pid first, then sleeps).
+    poll("the worker to start the function", marker.exists)
+    workers = _children(first.proc.pid)
+    assert len(workers) == 2, workers
+    poll("the marker to hold a pid", lambda: marker.read_text().strip())
+    assert int(marker.read_text()) in workers
+
+    os.kill(first.proc.pid, signal.SIGKILL)
+    assert first.proc.wait(timeout=10) == -signal.SIGKILL
+    # Orphaned workers notice their parent is gone and end their process group.
+    poll("the killed server's workers to exit", lambda: not any(map(_alive, workers)), 10)
+
+    second = start_server(data_dir, port, log_name="restarted")
+    servers.append(second)
+    ex = second.wait_state(execution_id, {"COMPLETED", "FAILED", "CANCELED"})
+    assert ex["state"] == "COMPLETED", ex
+    assert ex["outputs"] == {"middle": "done"}
+    middle = [t for t in ex["tasks"] if t["task"] == "middle"]
+    assert [(t["attempt"], t["state"]) for t in middle] == [(1, "FAILED"), (2, "COMPLETED")]
+    assert middle[0]["error"]["type"] == "lost"
+    assert middle[1]["output"] == "done"
+    assert [(t["task"], t["state"]) for t in ex["tasks"] if t["task"] != "middle"] == [
+        ("first", "COMPLETED"),
+        ("last", "COMPLETED"),
+    ]
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    data_dir = tmp_path / "data"
+    running = start_server(data_dir, free_port())
+    servers.append(running)
+    argv = cli_argv(data_dir, "serve", "--port", str(free_port()), "--workers", "1")
+    result = subprocess.run(
+        argv, cwd=REPO_ROOT, env=server_env(), capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode != 0
+    assert f"another execflow server is using {data_dir}" in result.stderr
+    # The refused server did not disturb the running one.
+    assert running.proc.poll() is None
+    assert running.client.get("/api/v1/workflows").status_code == 200
+
+
+def test_quickstart_runs_the_media_pipeline(tmp_path: Path, servers: list[Server]) -> None:
+    server = start_server(tmp_path / "data", free_port(), "--examples")
+    servers.append(server)
+    assert "Loaded examples: " in server.output()
+    names = {w["name"] for w in server.client.get("/api/v1/workflows").json()["items"]}
+    assert names == {"daily-sales-report", "media-pipeline", "service-health-check"}
+    r = server.client.post(
+        "/api/v1/workflows/media-pipeline/executions",
+        json={"inputs": {"object": "cats/tabby.jpg"}},
+    )
+    assert r.status_code == 202, r.text
+    ex = server.wait_state(r.json()["id"], {"COMPLETED", "FAILED", "CANCELED"})
+    assert ex["state"] == "COMPLETED", ex
+    assert ex["outputs"]["published"] == "uploads/cats/tabby.jpg"
+    assert ex["outputs"]["renditions"] == 3
