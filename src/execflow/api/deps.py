@@ -14,7 +14,8 @@ _bearer = HTTPBearer(auto_error=False, description="A token: `Authorization: Bea
 _header = APIKeyHeader(name="X-Auth-Token", auto_error=False, description="The same token")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async on purpose: FastAPI runs plain functions on a thread pool, a hop per request
     service: Service = request.app.state.service
     return service
 

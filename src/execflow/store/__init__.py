@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from execflow.store.database import connect, upgrade
-from execflow.store.store import LeaseLost, Store
+from execflow.store.store import Store
+from execflow.store.writes import LeaseLost
 
 __all__ = ["LeaseLost", "Store", "connect", "upgrade"]

@@ -1,0 +1,233 @@
+"""Writing one engine tick: every change in one transaction, in bulk, every row guarded.
+
+Statements are built once per shape (which columns change) and executed with
+`executemany`, and the rows each one touched are counted: a guard that did not
+hold (a stale attempt, an unexpected state, a lease held by someone else)
+shows as a missing row, and the batch is then rolled back and re-checked row
+by row to name the executions concerned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from execflow.records import TaskRunRecord
+from execflow.store import schema as s
+from execflow.store.ops import UNSET, InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
+
+
+class LeaseLost(Exception):
+    """Some executions in a batch are no longer leased by this engine."""
+
+    def __init__(self, ids: set[str]) -> None:
+        super().__init__(f"lease lost for {len(ids)} executions")
+        self.ids = ids
+
+
+_TASK_RUN_COLUMNS = ("output", "error", "wake_at", "started_at", "ended_at")
+_EXECUTION_COLUMNS = ("outputs", "error", "ended_at", "lease_owner", "lease_expires_at")
+_statements: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _task_run_statement(columns: tuple[str, ...]) -> Any:
+    key = ("task_runs", columns)
+    stmt = _statements.get(key)
+    if stmt is None:
+        t = s.task_runs
+        stmt = (
+            t.update()
+            .where(
+                t.c.execution_id == sa.bindparam("k_execution"),
+                t.c.task_id == sa.bindparam("k_task"),
+                t.c.attempt == sa.bindparam("k_attempt"),
+                t.c.state == sa.bindparam("k_expected"),
+                # the engine writing must still hold the execution's lease
+                sa.exists().where(
+                    s.executions.c.id == t.c.execution_id,
+                    s.executions.c.lease_owner == sa.bindparam("k_owner"),
+                ),
+            )
+            .values({c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in ("state", *columns)})
+        )
+        _statements[key] = stmt
+    return stmt
+
+
+def _execution_statement(columns: tuple[str, ...]) -> Any:
+    key = ("executions", columns)
+    stmt = _statements.get(key)
+    if stmt is None:
+        e = s.executions
+        values = ("state", "updated_at", *columns)
+        stmt = (
+            e.update()
+            .where(
+                e.c.id == sa.bindparam("k_execution"),
+                e.c.state == sa.bindparam("k_expected"),
+                e.c.lease_owner == sa.bindparam("k_owner"),
+            )
+            .values({c: sa.bindparam(f"v_{c}", type_=e.c[c].type) for c in values})
+        )
+        _statements[key] = stmt
+    return stmt
+
+
+def _task_run_params(owner: str, op: UpdateTaskRun) -> tuple[tuple[str, ...], dict[str, Any]]:
+    given = {
+        "output": op.output,
+        "error": op.error,
+        "wake_at": op.wake_at,
+        "started_at": UNSET if op.started_at is None else op.started_at,
+        "ended_at": UNSET if op.ended_at is None else op.ended_at,
+    }
+    columns = tuple(c for c in _TASK_RUN_COLUMNS if given[c] is not UNSET)
+    params = {
+        "k_execution": op.execution_id,
+        "k_task": op.task_id,
+        "k_attempt": op.attempt,
+        "k_expected": op.expected.value,
+        "k_owner": owner,
+        "v_state": op.state.value,
+        **{f"v_{c}": given[c] for c in columns},
+    }
+    return columns, params
+
+
+def _execution_params(owner: str, op: UpdateExecution) -> tuple[tuple[str, ...], dict[str, Any]]:
+    given = {
+        "outputs": op.outputs,
+        "error": op.error,
+        "ended_at": UNSET if op.ended_at is None else op.ended_at,
+        "lease_owner": None if op.release else UNSET,
+        "lease_expires_at": None if op.release else UNSET,
+    }
+    columns = tuple(c for c in _EXECUTION_COLUMNS if given[c] is not UNSET)
+    params = {
+        "k_execution": op.execution_id,
+        "k_expected": op.expected.value,
+        "k_owner": owner,
+        "v_state": op.state.value,
+        "v_updated_at": op.now,
+        **{f"v_{c}": given[c] for c in columns},
+    }
+    return columns, params
+
+
+def apply(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
+    """Write a tick's operations in one transaction; if any guard fails, nothing is written
+    and LeaseLost names the executions concerned."""
+    transaction = conn.begin()
+    try:
+        complete = _write(conn, owner, ops)
+    except BaseException:
+        transaction.rollback()
+        raise
+    if complete:
+        transaction.commit()
+        return
+    transaction.rollback()
+    raise LeaseLost(_find_lost(conn, owner, ops))
+
+
+def _write(conn: Connection, owner: str, ops: Sequence[Op]) -> bool:
+    _check_leases(conn, owner, ops)
+    inserts = [op.run for op in ops if isinstance(op, InsertTaskRun)]
+    if inserts:
+        conn.execute(s.task_runs.insert(), [task_run_values(r) for r in inserts])
+    for kind, columns, rows in _groups(owner, ops):
+        stmt = _task_run_statement(columns) if kind == "t" else _execution_statement(columns)
+        if conn.execute(stmt, rows).rowcount != len(rows):
+            return False
+    return True
+
+
+def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
+    """Task-run writes are fenced by the lease too; one query for the whole batch."""
+    touched = sorted({op.execution_id for op in ops if isinstance(op, InsertTaskRun)})
+    e = s.executions
+    held: set[str] = set()
+    for i in range(0, len(touched), 500):
+        chunk = touched[i : i + 500]
+        q = sa.select(e.c.id).where(e.c.id.in_(chunk), e.c.lease_owner == owner)
+        held.update(conn.execute(q).scalars())
+    if len(held) != len(touched):
+        raise LeaseLost(set(touched) - held)
+
+
+def _groups(owner: str, ops: Sequence[Op]) -> list[tuple[str, tuple[str, ...], list[Any]]]:
+    """Updates grouped by statement shape. Grouping reorders, so when one row is updated
+    twice in a batch only consecutive updates of the same shape are grouped."""
+    keyed: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
+    rows_seen: set[tuple[Any, ...]] = set()
+    repeated = False
+    row: tuple[Any, ...]
+    for op in ops:
+        if isinstance(op, UpdateTaskRun):
+            columns, params = _task_run_params(owner, op)
+            keyed.append(("t", columns, params))
+            row = ("t", op.execution_id, op.task_id, op.attempt)
+        elif isinstance(op, UpdateExecution):
+            columns, params = _execution_params(owner, op)
+            keyed.append(("e", columns, params))
+            row = ("e", op.execution_id)
+        else:
+            continue
+        repeated = repeated or row in rows_seen
+        rows_seen.add(row)
+    groups: list[tuple[str, tuple[str, ...], list[Any]]] = []
+    if not repeated:
+        by_shape: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+        for kind, columns, params in keyed:
+            by_shape.setdefault((kind, columns), []).append(params)
+        # task runs before executions: an execution ends only after its task runs did
+        order = sorted(by_shape, key=lambda k: k[0] != "t")
+        return [(k[0], k[1], by_shape[k]) for k in order]
+    for kind, columns, params in keyed:
+        if groups and groups[-1][0] == kind and groups[-1][1] == columns:
+            groups[-1][2].append(params)
+        else:
+            groups.append((kind, columns, [params]))
+    return groups
+
+
+def _find_lost(conn: Connection, owner: str, ops: Sequence[Op]) -> set[str]:
+    """Replay the batch row by row (then roll back) to name the executions whose guard failed."""
+    lost: set[str] = set()
+    transaction = conn.begin()
+    try:
+        inserts = [op.run for op in ops if isinstance(op, InsertTaskRun)]
+        if inserts:
+            conn.execute(s.task_runs.insert(), [task_run_values(r) for r in inserts])
+        for op in ops:
+            if isinstance(op, UpdateTaskRun):
+                columns, params = _task_run_params(owner, op)
+                ok = conn.execute(_task_run_statement(columns), params).rowcount == 1
+            elif isinstance(op, UpdateExecution):
+                columns, params = _execution_params(owner, op)
+                ok = conn.execute(_execution_statement(columns), params).rowcount == 1
+            else:
+                continue
+            if not ok:
+                lost.add(op.execution_id)
+    finally:
+        transaction.rollback()
+    return lost
+
+
+def task_run_values(run: TaskRunRecord) -> dict[str, Any]:
+    return {
+        "execution_id": run.execution_id,
+        "task_id": run.task_id,
+        "attempt": run.attempt,
+        "state": run.state.value,
+        "output": run.output,
+        "error": run.error,
+        "queued_at": run.queued_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "wake_at": run.wake_at,
+    }
