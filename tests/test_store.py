@@ -16,9 +16,12 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from execflow.clock import ManualClock
 from execflow.definition import Definition, parse_definition
+from execflow.engine import DefinitionCache
 from execflow.errors import Conflict, InvalidInput, NotFound
 from execflow.records import ExecutionRecord, Principal, TaskRunRecord, WorkflowRecord
+from execflow.service import Service
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import LeaseLost, Store
 from execflow.store import schema as s
@@ -117,7 +120,7 @@ def test_a_token_authenticates_as_its_project_and_role(store: Store) -> None:
     store.ensure_project("other", T0)
     pid = store.ensure_project("p", T0)
     token_id, secret = store.create_token(pid, "operator", T0, description="ci")
-    assert store.authenticate(secret, at(1)) == Principal(token_id, pid, "p", "operator")
+    assert store.authenticate(secret, at(1)) == (Principal(token_id, pid, "p", "operator"), None)
     assert store.authenticate(secret + "x", at(1)) is None
     assert store.authenticate("ef_unknown", at(1)) is None
 
@@ -149,13 +152,16 @@ def test_only_a_hash_of_the_secret_is_stored(store: Store) -> None:
     assert not any(secret in str(value) for value in row.values())
 
 
-def test_authenticate_records_last_use_at_most_once_a_minute(store: Store) -> None:
+async def test_authenticate_records_last_use_at_most_once_a_minute(store: Store) -> None:
     pid = store.ensure_project("p", T0)
     token_id, secret = store.create_token(pid, "admin", T0)
+    clock = ManualClock(T0)
+    service = Service(store, DefinitionCache(store), None, clock)
     q = sa.select(s.tokens.c.last_used_at).where(s.tokens.c.id == token_id)
     seen = []
     for when in (at(10), at(40), at(71)):
-        store.authenticate(secret, when)
+        clock.set(when)
+        await service.authenticate(secret)
         with store.engine.connect() as conn:
             seen.append(conn.execute(q).scalar_one())
     assert seen == [at(10), at(10), at(71)]

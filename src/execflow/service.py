@@ -41,9 +41,14 @@ class Service:
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise NotAuthenticated("a token is required (Authorization: Bearer …, or X-Auth-Token)")
-        principal = await self.store.read(self.store.authenticate, secret, self.clock.now())
-        if principal is None:
+        now = self.clock.now()
+        found = await self.store.read(self.store.authenticate, secret, now)
+        if found is None:
             raise NotAuthenticated("the token is unknown, revoked or expired")
+        principal, last_used = found
+        if last_used is None or (now - last_used).total_seconds() > 60:
+            # Coarse on purpose: one write a minute per token, not one per request.
+            await self.store.call(self.store.touch_token, principal.token_id, now)
         return principal
 
     # workflows ---------------------------------------------------------------------

@@ -6,12 +6,15 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execflow import __version__
 from execflow.api import errors, executions, tokens, workflows
+from execflow.api.deps import SECURITY, SECURITY_SCHEMES
 from execflow.runtime import Runtime
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -68,6 +71,21 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
     @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in schema["paths"].items():
+                if path.startswith("/api/"):
+                    for operation in operations.values():
+                        operation["security"] = SECURITY
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     app.add_middleware(RequestIdMiddleware)
     return app

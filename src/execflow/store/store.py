@@ -12,9 +12,11 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -88,6 +90,27 @@ class Store:
         self._writes = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="execflow-dbw")
         self._reads = ThreadPoolExecutor(max_workers=3, thread_name_prefix="execflow-dbr")
         self._starts = GroupCommit(self)
+        self._local = threading.local()
+        self._readers: list[Connection] = []
+
+    @contextmanager
+    def _reader(self) -> Iterator[Connection]:
+        """A connection for reads. On SQLite each thread keeps one open: checking a pooled
+        connection out and resetting it costs more than the read. pysqlite opens no
+        transaction for a SELECT, so every read sees the latest commit."""
+        if not self.is_sqlite:
+            with self.engine.connect() as pooled:
+                yield pooled
+            return
+        kept: Connection | None = getattr(self._local, "conn", None)
+        if kept is None or kept.closed:
+            kept = self._local.conn = self.engine.connect()
+            self._readers.append(kept)
+        try:
+            yield kept
+        finally:
+            if kept.in_transaction():
+                kept.rollback()
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a store method that writes, on the writer threads."""
@@ -114,6 +137,8 @@ class Store:
     def close(self) -> None:
         self._writes.shutdown(wait=True)
         self._reads.shutdown(wait=True)
+        for conn in self._readers:
+            conn.close()
         self.engine.dispose()
 
     # projects and tokens ---------------------------------------------------------
@@ -128,13 +153,13 @@ class Store:
             return str(pid)
 
     def project_id(self, name: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             q = sa.select(s.projects.c.id).where(s.projects.c.name == name)
             pid = conn.execute(q).scalar_one_or_none()
             return None if pid is None else str(pid)
 
     def count_tokens(self) -> int:
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(s.tokens)).scalar_one())
 
     def create_token(
@@ -164,18 +189,19 @@ class Store:
             )
         return token_id, secret
 
-    def authenticate(self, secret: str, now: datetime) -> Principal | None:
-        t = s.tokens
-        with self.engine.connect() as conn:
+    def authenticate(self, secret: str, now: datetime) -> tuple[Principal, datetime | None] | None:
+        """The principal of a live token, with when it was last used (read only)."""
+        with self._reader() as conn:
             row = conn.execute(_TOKEN_BY_HASH, {"hash": hash_secret(secret)}).mappings().first()
-            if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
-                return None
-            last = row["last_used_at"]
-            if last is None or (now - last).total_seconds() > 60:
-                # Coarse on purpose: one write a minute per token, not one per request.
-                conn.execute(t.update().where(t.c.id == row["id"]).values(last_used_at=now))
-                conn.commit()
-        return Principal(row["id"], row["project_id"], row["name"], row["role"])
+        if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
+            return None
+        principal = Principal(row["id"], row["project_id"], row["name"], row["role"])
+        return principal, row["last_used_at"]
+
+    def touch_token(self, token_id: str, now: datetime) -> None:
+        t = s.tokens
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.id == token_id).values(last_used_at=now))
 
     # workflows --------------------------------------------------------------------
 
@@ -235,11 +261,11 @@ class Store:
     def list_workflows(self, project_id: str) -> list[WorkflowRecord]:
         w = s.workflows
         q = sa.select(w).where(w.c.project_id == project_id).order_by(w.c.name)
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             return [_workflow(row) for row in conn.execute(q).mappings()]
 
     def get_workflow(self, project_id: str, name: str) -> WorkflowRecord:
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             params = {"project": project_id, "name": name}
             row = conn.execute(_WORKFLOW_BY_NAME, params).mappings().first()
         if row is None:
@@ -249,7 +275,7 @@ class Store:
     def get_revision(self, workflow_id: str, number: int) -> RevisionRecord:
         r = s.revisions
         q = sa.select(r).where(r.c.workflow_id == workflow_id, r.c.number == number)
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             row = conn.execute(q).mappings().first()
         if row is None:
             raise NotFound(f"revision {number} not found")
@@ -327,7 +353,7 @@ class Store:
     def get_execution(
         self, execution_id: str, project_id: str | None = None, with_tasks: bool = True
     ) -> ExecutionRecord:
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             row = conn.execute(_EXECUTION_BY_ID, {"id": execution_id}).mappings().first()
             if row is None or (project_id is not None and row["project_id"] != project_id):
                 raise NotFound(f"execution {execution_id!r} not found")
@@ -372,7 +398,7 @@ class Store:
                 sa.or_(e.c.created_at < at, sa.and_(e.c.created_at == at, e.c.id < last_id))
             )
         q = q.order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit + 1)
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             rows = list(conn.execute(q).mappings())
         page = [_execution(row, ()) for row in rows[:limit]]
         more = len(rows) > limit
