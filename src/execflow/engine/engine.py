@@ -32,7 +32,7 @@ from execflow.engine.run import Attempt, Run
 from execflow.errors import TaskFailure, TaskTimeout
 from execflow.executors import LocalExecutor, Outcome
 from execflow.records import ExecutionRecord, TaskRunRecord
-from execflow.states import ExecutionState, TaskRunState
+from execflow.states import ExecutionState, TaskRunState, can_transition
 from execflow.store import LeaseLost, Store
 from execflow.store.ops import InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
 
@@ -385,7 +385,6 @@ class Engine:
         task = run.definition.tasks[attempt.task_id]
         action = ACTIONS[task.action]
         key = (run.id, attempt.task_id, attempt.attempt)
-        expected = T.SCHEDULED
         try:
             rendered = run.definition.renderers[attempt.task_id](run.context())
             args = action.args.model_validate(rendered)
@@ -397,20 +396,7 @@ class Engine:
             )
             attempt.state, attempt.error = T.FAILED, error
             run.failure = run.failure or {"task": attempt.task_id, **error}
-            if scheduled:
-                ops.append(
-                    UpdateTaskRun(
-                        run.id,
-                        attempt.task_id,
-                        attempt.attempt,
-                        expected,
-                        T.FAILED,
-                        error=error,
-                        ended_at=now,
-                    )
-                )
-            else:
-                ops.append(InsertTaskRun(_record(run.id, attempt, now, ended_at=now)))
+            self._persist(run, attempt, now, ops, scheduled, error=error, ended_at=now)
             return
         attempt.state = T.RUNNING
         if action.placement is Placement.TIMER and action.wake_at is not None:
@@ -421,20 +407,28 @@ class Engine:
             starts.append((run, attempt, args))
             if task.timeout:
                 self._add_timer(now + timedelta(seconds=task.timeout), "timeout", key)
+        self._persist(run, attempt, now, ops, scheduled, started_at=now, wake_at=attempt.wake_at)
+
+    def _persist(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        scheduled: bool,
+        **fields: Any,
+    ) -> None:
+        """Record a starting attempt: update its SCHEDULED row, or insert it."""
         if scheduled:
             ops.append(
                 UpdateTaskRun(
-                    run.id,
-                    attempt.task_id,
-                    attempt.attempt,
-                    expected,
-                    T.RUNNING,
-                    started_at=now,
-                    wake_at=attempt.wake_at,
+                    run.id, attempt.task_id, attempt.attempt, T.SCHEDULED, attempt.state, **fields
                 )
             )
         else:
-            ops.append(InsertTaskRun(_record(run.id, attempt, now, started_at=now)))
+            ended = fields.get("ended_at")
+            started = fields.get("started_at")
+            ops.append(InsertTaskRun(_record(run.id, attempt, now, started, ended)))
 
     def _cancel(self, run: Run, now: datetime, ops: list[Op]) -> None:
         for a in run.active():
@@ -477,6 +471,8 @@ class Engine:
     ) -> None:
         if state == run.state:
             return
+        if not can_transition(run.state, state):
+            raise AssertionError(f"illegal transition {run.state} -> {state} of {run.id}")
         ops.append(
             UpdateExecution(
                 run.id,
