@@ -122,7 +122,7 @@ async def wait_terminal(client: Client, eid: str, interval: float) -> dict[str, 
     while True:
         _, body = await client.call("GET", f"/api/v1/executions/{eid}")
         if body["state"] in TERMINAL:
-            return body
+            return dict(body)
         await asyncio.sleep(interval)
 
 

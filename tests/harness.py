@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,18 @@ class Harness:
     service: Service
     admin: Principal
     clock: Clock
+    crashed: bool = False
+
+    async def crash(self) -> None:
+        """Stop the engine the way a crash does: nothing more is written, leases stay taken."""
+        self.crashed = True
+        tasks = list(self.engine._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.engine.executor.close()
+        if self.engine._own_http:
+            await self.engine.resources.http.aclose()
 
     async def apply(self, definition: dict[str, Any]) -> int:
         _, revision, _ = await self.service.put_workflow(self.admin, definition["name"], definition)
@@ -64,6 +77,8 @@ async def harness(
     admin = await service.authenticate(secret)
     await engine.start(loop=False)
     try:
-        yield Harness(store, engine, service, admin, clock)
+        h = Harness(store, engine, service, admin, clock)
+        yield h
     finally:
-        await engine.stop()
+        if not h.crashed:
+            await engine.stop(grace=0)

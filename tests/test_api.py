@@ -30,7 +30,9 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    settings = Settings(data_dir=tmp_path, workers=2, sqlite_synchronous="OFF", node_id="api")
+    settings = Settings(
+        data_dir=tmp_path, workers=2, sqlite_synchronous="OFF", node_id="api", shutdown_grace=0
+    )
     runtime = Runtime.build(settings)
     token = runtime.prepare()
     assert token is not None

@@ -15,7 +15,7 @@ from execflow.executors import Outcome
 from execflow.records import ExecutionRecord
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
-from tests.harness import Harness, harness
+from tests.harness import harness
 
 FIXTURES = "tests.fixtures.tasks"
 
@@ -314,13 +314,6 @@ async def test_failure_stops_downstream_but_siblings_finish(store: Store) -> Non
         assert attempts(ex, "after_good") == []
 
 
-async def _crash(h: Harness) -> None:
-    """Stop an engine the way a crash does: nothing more is written, leases stay taken."""
-    await h.engine.executor.close()
-    for task in h.engine._inflight.values():
-        task.cancel()
-
-
 @pytest.mark.parametrize(("max_attempts", "final"), [(1, "FAILED"), (2, "COMPLETED")])
 async def test_recovery_retries_what_was_in_flight(
     store: Store, tmp_path: Path, max_attempts: int, final: str
@@ -346,7 +339,7 @@ async def test_recovery_retries_what_was_in_flight(
         await a.step_until(started.id, lambda ex: bool(attempts(ex, "t")))
         ex = await a.service.get_execution(a.admin, started.id)
         assert attempts(ex, "t") == [(1, TaskRunState.RUNNING)]
-        await _crash(a)
+        await a.crash()
     clock.advance(31)  # past the lease
     async with harness(store, clock, node_id="b") as b:
         await b.engine.run_until_idle()
@@ -366,7 +359,7 @@ async def test_same_node_restart_resumes_at_once(store: Store) -> None:
         await a.apply(wf)
         started = await a.service.start(a.admin, "seq3")
         await a.engine.tick()
-        await _crash(a)
+        await a.crash()
     async with harness(store, clock, node_id="n1") as again:
         await again.engine.run_until_idle()
         ex = await again.service.get_execution(again.admin, started.id)
@@ -396,3 +389,28 @@ async def test_a_stale_result_is_rejected(store: Store) -> None:
             ex = await new.service.get_execution(new.admin, started.id)
             first = ex.task_runs[0]
             assert (first.attempt, first.state, first.output) == (1, TaskRunState.FAILED, None)
+
+
+async def test_graceful_stop_lets_running_tasks_finish_and_hands_over(store: Store) -> None:
+    """A redeploy costs no attempt: what runs finishes, nothing new starts, leases go back."""
+    wf = {
+        "name": "redeploy",
+        "tasks": {
+            "t": py("slow", args={"seconds": 0.3}),
+            "next": {"action": "echo", "needs": ["t"]},
+        },
+    }
+    async with harness(store, SystemClock(), node_id="old") as old:
+        await old.apply(wf)
+        started = await old.service.start(old.admin, "redeploy")
+        await old.step_until(started.id, lambda ex: bool(attempts(ex, "t")))
+        await old.engine.stop(grace=30)
+        ex = await old.service.get_execution(old.admin, started.id)
+        assert attempts(ex, "t") == [(1, TaskRunState.COMPLETED)]
+        assert attempts(ex, "next") == []
+        assert ex.state == ExecutionState.RUNNING
+    async with harness(store, SystemClock(), node_id="new") as new:
+        await new.engine.run_until_idle()  # no lease to wait for
+        ex = await new.service.get_execution(new.admin, started.id)
+        assert ex.state == ExecutionState.COMPLETED
+        assert attempts(ex, "t") == [(1, TaskRunState.COMPLETED)]

@@ -42,6 +42,7 @@ class Runtime:
             node_id=settings.node_id or _node_id(settings),
             lease_seconds=settings.lease_seconds,
             poll_seconds=settings.poll_seconds,
+            shutdown_grace=settings.shutdown_grace,
         )
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock)

@@ -26,6 +26,7 @@ class Settings:
     lease_seconds: float = 30.0
     poll_seconds: float = 1.0
     sqlite_synchronous: str = "FULL"
+    shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown
     load_examples: bool = False
 
     @classmethod
@@ -38,6 +39,8 @@ class Settings:
             values["workers"] = int(env["EXECFLOW_WORKERS"])
         if "EXECFLOW_NODE_ID" in env:
             values["node_id"] = env["EXECFLOW_NODE_ID"]
+        if "EXECFLOW_SHUTDOWN_GRACE" in env:
+            values["shutdown_grace"] = float(env["EXECFLOW_SHUTDOWN_GRACE"])
         if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
             values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

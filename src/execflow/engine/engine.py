@@ -49,6 +49,7 @@ class EngineSettings:
     poll_seconds: float = 1.0
     max_runs: int = 20_000
     claim_batch: int = 500
+    shutdown_grace: float = 10.0
 
     def resolved_node_id(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -109,6 +110,7 @@ class Engine:
         self._next_renew = self.clock.now()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._draining = False
         self.listeners: list[Callable[[str, ExecutionState], None]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
@@ -124,17 +126,39 @@ class Engine:
         if loop:
             self._loop_task = asyncio.create_task(self._loop(), name="execflow-engine")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully: start nothing new, let running tasks finish for up to `grace`
+        seconds and record them, then give back every lease so that the next process (or
+        another node) resumes at once. What still runs then is stopped; its attempt will be
+        retried under its policy, as after a crash."""
         self._stopping = True
         self._wake.set()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        self._draining = True
+        grace = self.settings.shutdown_grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        try:
+            while self._inflight or self._results:
+                await self.tick()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                if self._inflight and not self._results:
+                    await self.wait(min(remaining, 0.5))
+        except Exception:
+            log.exception("could not record the last results while stopping")
         for task in list(self._inflight.values()):
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        try:
+            await self.store.call(self.store.release_leases, self.node_id)
+        except Exception:
+            log.exception("could not release leases; they will expire")
         await self.executor.close()
         if self._own_http:
             await self.resources.http.aclose()
@@ -185,7 +209,7 @@ class Engine:
             await self.store.call(self.store.release_leases, self.node_id, list(released))
         if now >= self._next_renew:
             await self._renew(now)
-        if self._claim_wanted or now >= self._next_poll:
+        if not self._draining and (self._claim_wanted or now >= self._next_poll):
             await self._claim(now)
         for record, definition in self._adopt:
             await self._adopt_record(record, definition, now)
@@ -278,8 +302,8 @@ class Engine:
             failure = TaskTimeout(f"timed out after {limit:g}s", "timeout")
             self._record_result(key, Outcome.failed(failure), now, ops, starts)
         elif kind == "wake" and attempt.state is T.SCHEDULED:
-            if run.cancel_requested:
-                return
+            if run.cancel_requested or self._draining:
+                return  # stays SCHEDULED in the store; whoever resumes it sets the timer again
             self._touched.add(run.id)
             self._begin(run, attempt, now, ops, starts, scheduled=True)
         elif kind == "wake" and attempt.state is T.RUNNING:
@@ -351,8 +375,9 @@ class Engine:
         if run.cancel_requested:
             self._cancel(run, now, ops)
             return
-        if run.failure is None:
-            for task_id in run.ready():
+        ready = run.ready() if run.failure is None else []
+        if not self._draining:
+            for task_id in ready:
                 attempt = Attempt(task_id, 1, T.RUNNING)
                 run.attempts[task_id] = attempt
                 self._begin(run, attempt, now, ops, starts, scheduled=False)
@@ -364,6 +389,8 @@ class Engine:
                 for a in active
             )
             self._set_state(run, E.RUNNING if busy else E.WAITING, now, ops)
+        elif ready and self._draining:
+            pass  # these start wherever the execution resumes
         elif run.failure is not None:
             self._set_state(run, E.FAILED, now, ops, error=run.failure)
         elif len(run.attempts) == len(run.definition.tasks):
