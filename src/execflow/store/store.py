@@ -92,6 +92,7 @@ class Store:
         self._starts = GroupCommit(self)
         self._local = threading.local()
         self._readers: list[Connection] = []
+        self._tick_conn: Connection | None = None
 
     @contextmanager
     def _reader(self) -> Iterator[Connection]:
@@ -139,6 +140,8 @@ class Store:
         self._reads.shutdown(wait=True)
         for conn in self._readers:
             conn.close()
+        if self._tick_conn is not None:
+            self._tick_conn.close()
         self.engine.dispose()
 
     # projects and tokens ---------------------------------------------------------
@@ -480,7 +483,21 @@ class Store:
             return list(conn.execute(q).scalars())
 
     def apply(self, owner: str, ops: Sequence[Op]) -> None:
-        """Write one tick's changes in one transaction; on a lost race, LeaseLost and no write."""
+        """Write one tick's changes in one transaction; on a lost race, LeaseLost and no write.
+
+        The engine's progress commits without waiting for the disk (SQLite
+        `synchronous=NORMAL` on its own connection, PostgreSQL `synchronous_commit=off`):
+        a crash of this process loses nothing; a power cut or a crash of the database can
+        lose only the last ticks, whose tasks then run again, as at-least-once allows. The
+        log is sequential, so the next acknowledged (fully synchronous) commit, a start
+        say, makes every earlier tick durable as well."""
+        if self.is_sqlite:
+            if self._tick_conn is None or self._tick_conn.closed:
+                self._tick_conn = self.engine.connect()
+                self._tick_conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                self._tick_conn.commit()
+            writes.apply(self._tick_conn, owner, ops)
+            return
         with self.engine.connect() as conn:
             writes.apply(conn, owner, ops)
 

@@ -122,6 +122,8 @@ def apply(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
     and LeaseLost names the executions concerned."""
     transaction = conn.begin()
     try:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")  # see Store.apply
         complete = _write(conn, owner, ops)
     except BaseException:
         transaction.rollback()
