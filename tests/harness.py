@@ -65,13 +65,14 @@ async def harness(
     workers: int = 2,
     node_id: str = "test-node",
     http: httpx.AsyncClient | None = None,
+    claim_batch: int = 500,
 ) -> AsyncIterator[Harness]:
     clock = clock or ManualClock()
     now = clock.now()
     project = store.ensure_project("default", now)
     _, secret = store.create_token(project, "admin", now)
     definitions = DefinitionCache(store)
-    settings = EngineSettings(node_id=node_id, poll_seconds=3600)
+    settings = EngineSettings(node_id=node_id, poll_seconds=3600, claim_batch=claim_batch)
     engine = Engine(store, LocalExecutor(workers), definitions, settings, clock, http=http)
     service = Service(store, definitions, engine, clock)
     admin = await service.authenticate(secret)

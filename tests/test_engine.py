@@ -13,6 +13,7 @@ import pytest
 from execflow.clock import ManualClock, SystemClock
 from execflow.executors import Outcome
 from execflow.records import ExecutionRecord
+from execflow.service import Service
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from tests.harness import harness
@@ -414,3 +415,35 @@ async def test_graceful_stop_lets_running_tasks_finish_and_hands_over(store: Sto
         ex = await new.service.get_execution(new.admin, started.id)
         assert ex.state == ExecutionState.COMPLETED
         assert attempts(ex, "t") == [(1, TaskRunState.COMPLETED)]
+
+
+async def test_two_engines_share_the_work_and_run_each_task_once(store: Store) -> None:
+    """Several engines on one database: each execution is claimed by one of them at a time,
+    every task runs exactly once, and both engines take part."""
+    async with (
+        harness(store, node_id="a", claim_batch=5) as a,
+        harness(store, node_id="b", claim_batch=5) as b,
+    ):
+        await a.apply(seq(3))
+        # Started through a service with no local engine: nobody holds them yet.
+        api_only = Service(store, a.service.definitions, None, a.clock)
+        ids = [(await api_only.start(a.admin, "seq3")).id for _ in range(40)]
+        finished_by: dict[str, list[str]] = {}
+        for h in (a, b):
+            h.engine.listeners.append(
+                lambda eid, state, node=h.engine.node_id: (
+                    finished_by.setdefault(eid, []).append(node) if state.terminal else None
+                )
+            )
+        await asyncio.gather(a.engine.run_until_idle(), b.engine.run_until_idle())
+        for execution_id in ids:
+            ex = await a.service.get_execution(a.admin, execution_id)
+            assert ex.state == ExecutionState.COMPLETED
+            assert [(t.task_id, t.attempt) for t in ex.task_runs] == [
+                ("t0", 1),
+                ("t1", 1),
+                ("t2", 1),
+            ]
+        assert sorted(finished_by) == sorted(ids)
+        assert all(len(nodes) == 1 for nodes in finished_by.values())
+        assert {n for nodes in finished_by.values() for n in nodes} == {"a", "b"}
