@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -429,12 +430,16 @@ async def test_two_engines_share_the_work_and_run_each_task_once(store: Store) -
         api_only = Service(store, a.service.definitions, None, a.clock)
         ids = [(await api_only.start(a.admin, "seq3")).id for _ in range(40)]
         finished_by: dict[str, list[str]] = {}
+
+        def recorder(node: str) -> Callable[[str, ExecutionState], None]:
+            def record(execution_id: str, state: ExecutionState) -> None:
+                if state.terminal:
+                    finished_by.setdefault(execution_id, []).append(node)
+
+            return record
+
         for h in (a, b):
-            h.engine.listeners.append(
-                lambda eid, state, node=h.engine.node_id: (
-                    finished_by.setdefault(eid, []).append(node) if state.terminal else None
-                )
-            )
+            h.engine.listeners.append(recorder(h.engine.node_id))
         await asyncio.gather(a.engine.run_until_idle(), b.engine.run_until_idle())
         for execution_id in ids:
             ex = await a.service.get_execution(a.admin, execution_id)
