@@ -17,6 +17,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from execflow.cli import main
+from tests.test_control import APPROVAL
 from tests.test_server import REPO_ROOT, Server, free_port, poll, server_env, start_server
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def definitions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("definitions")
-    for wf in (TYPED, FAILING, SLOW):
+    for wf in (TYPED, FAILING, SLOW, APPROVAL):
         (folder / f"{wf['name']}.yaml").write_text(yaml.safe_dump(wf))
     return folder
 
@@ -86,7 +87,7 @@ def cli(server: Server) -> Cli:
 @pytest.fixture
 def applied(cli: Cli, definitions: Path) -> Cli:
     """The CLI, with the test workflows applied (a no-op when they already are)."""
-    for wf in (TYPED, FAILING, SLOW):
+    for wf in (TYPED, FAILING, SLOW, APPROVAL):
         result = cli("apply", "-f", str(definitions / f"{wf['name']}.yaml"))
         assert result.exit_code == 0, result.output
     return cli
@@ -185,12 +186,40 @@ def test_start_without_wait_then_get_ls_and_cancel(applied: Cli) -> None:
     assert execution_id in only_running
     assert execution_id not in applied("ls", "--state", "COMPLETED").stdout
 
-    result = applied("cancel", execution_id)
+    result = applied("cancel", execution_id, "--force")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"{execution_id}: cancel requested")
     ex = applied.server.wait_state(execution_id, {"CANCELED", "COMPLETED", "FAILED"}, 10)
     assert ex["state"] == "CANCELED"
     assert ex["tasks"][0]["state"] == "CANCELED"
+
+
+def test_suspend_signal_and_resume(applied: Cli) -> None:
+    execution_id = json.loads(applied("start", "approval").stdout)["id"]
+    applied.server.wait_state(execution_id, {"WAITING_ON_SIGNAL"}, 10)
+
+    result = applied("suspend", execution_id)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{execution_id}: suspend requested")
+    applied.server.wait_state(execution_id, {"SUSPENDED"}, 10)
+
+    result = applied("signal", execution_id, "approval", "-d", '{"approved": "no"}')
+    assert result.exit_code == 1
+    assert "/payload/approved" in result.stderr
+    result = applied("signal", execution_id, "approval", "-d", "{oops")
+    assert result.exit_code == 2
+    assert "not JSON" in result.stderr
+    result = applied("signal", execution_id, "approval", "-d", '{"approved": true, "by": "cli"}')
+    assert result.exit_code == 0, result.output
+    assert f"{execution_id}: signal approval delivered" in result.stdout
+
+    result = applied("resume", execution_id)
+    assert result.exit_code == 0, result.output
+    ex = applied.server.wait_state(execution_id, {"COMPLETED", "FAILED", "CANCELED"}, 10)
+    assert (ex["state"], ex["outputs"]) == ("COMPLETED", {"approved_by": "cli"})
+    result = applied("resume", execution_id)
+    assert result.exit_code == 1
+    assert "not suspended" in result.stderr
 
 
 def test_cancel_of_an_ended_execution_is_refused(applied: Cli) -> None:
@@ -285,7 +314,19 @@ def test_help_works_on_every_command(command: tuple[str, ...]) -> None:
 
 
 def test_help_lists_the_commands() -> None:
-    assert {"apply", "cancel", "db", "get", "ls", "serve", "start", "token"} <= set(main.commands)
+    assert {
+        "apply",
+        "cancel",
+        "db",
+        "get",
+        "ls",
+        "resume",
+        "serve",
+        "signal",
+        "start",
+        "suspend",
+        "token",
+    } <= set(main.commands)
 
 
 def test_the_module_runs_as_a_program() -> None:

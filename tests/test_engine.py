@@ -243,7 +243,7 @@ async def test_cancel_kills_running_processes(store: Store, tmp_path: Path) -> N
         started = await h.service.start(h.admin, "long")
         await h.engine.tick()
         pid = int(await _wait_for_file(pid_file))
-        await h.service.cancel(h.admin, started.id)
+        await h.service.cancel(h.admin, started.id, force=True)
         await h.engine.run_until_idle()
         ex = await h.service.get_execution(h.admin, started.id)
         assert ex.state == ExecutionState.CANCELED

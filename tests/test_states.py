@@ -22,6 +22,7 @@ T = TaskRunState
 ALLOWED_EXECUTION = {
     (E.INITIALIZING, E.RUNNING),
     (E.INITIALIZING, E.WAITING),
+    (E.INITIALIZING, E.WAITING_ON_SIGNAL),
     (E.INITIALIZING, E.SUSPENDED),
     (E.INITIALIZING, E.COMPLETED),
     (E.INITIALIZING, E.FAILED),
@@ -47,6 +48,7 @@ ALLOWED_EXECUTION = {
     (E.SUSPENDED, E.RUNNING),
     (E.SUSPENDED, E.WAITING),
     (E.SUSPENDED, E.WAITING_ON_SIGNAL),
+    (E.SUSPENDED, E.COMPLETED),
     (E.SUSPENDED, E.FAILED),
     (E.SUSPENDED, E.CANCELED),
     (E.FAILED, E.RUNNING),
@@ -117,9 +119,11 @@ def test_failed_or_canceled_execution_can_only_run_again(old: ExecutionState) ->
     assert {new for new in E if new != old and can_transition(old, new)} == {E.RUNNING}
 
 
-def test_suspended_execution_cannot_complete_directly() -> None:
-    assert not can_transition(E.SUSPENDED, E.COMPLETED)
+def test_a_suspended_execution_completes_when_its_last_running_task_does() -> None:
+    # suspending stops new task runs, not the running ones: the last of them may end it
+    assert can_transition(E.SUSPENDED, E.COMPLETED)
     assert can_transition(E.SUSPENDED, E.CANCELED)
+    assert not can_transition(E.SUSPENDED, E.INITIALIZING)
 
 
 @pytest.mark.parametrize("old", list(ACTIVE))

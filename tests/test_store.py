@@ -26,7 +26,7 @@ from execflow.states import ExecutionState, TaskRunState
 from execflow.store import LeaseLost, Store
 from execflow.store import schema as s
 from execflow.store.database import current_revision, head_revision
-from execflow.store.ops import InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
+from execflow.store.ops import FinishCommand, InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
 
 E = ExecutionState
 T = TaskRunState
@@ -462,19 +462,34 @@ def test_claim_returns_executions_with_their_task_runs(store: Store) -> None:
     assert claimed[bare.id].task_runs == ()
 
 
-def test_renew_extends_only_the_owners_leases_and_reports_cancels(store: Store) -> None:
+def test_renew_extends_only_the_owners_leases(store: Store) -> None:
     wf = workflow(store)
     mine = [start(store, wf, f"mine{i}", created_at=at(i)).id for i in range(2)]
     theirs = start(store, wf, "theirs", created_at=at(5)).id
     assert ids(store.claim("a", 2, at(30), T0)) == set(mine)
     assert ids(store.claim("b", 2, at(30), T0)) == {theirs}
-    store.request_cancel(mine[1], wf.project_id, at(1))
-    store.request_cancel(theirs, wf.project_id, at(1))
 
-    assert store.renew("a", at(90)) == [mine[1]]
+    store.renew("a", at(90))
     assert [lease(store, i) for i in mine] == [("a", at(90))] * 2
     assert lease(store, theirs) == ("b", at(30))
     assert ids(store.claim("c", 10, at(120), at(60))) == {theirs}
+
+
+def test_an_engine_sees_the_pending_commands_of_what_it_holds_until_done(store: Store) -> None:
+    wf = workflow(store)
+    mine = [start(store, wf, f"mine{i}", created_at=at(i)).id for i in range(2)]
+    theirs = start(store, wf, "theirs", created_at=at(5)).id
+    store.claim("a", 2, at(30), T0)
+    store.claim("b", 2, at(30), T0)
+    store.request_cancel(mine[1], wf.project_id, at(1))
+    store.request_cancel(theirs, wf.project_id, at(1))
+
+    pending = store.pending_commands("a")
+    assert [(c.execution_id, c.kind) for c in pending] == [(mine[1], "cancel")]
+    assert store.get_execution(mine[1]).cancel_requested is True
+    store.apply("a", [FinishCommand(mine[1], pending[0].id, at(2))])
+    assert store.pending_commands("a") == []
+    assert [c.execution_id for c in store.pending_commands("b")] == [theirs]
 
 
 def test_released_leases_can_be_claimed_again(store: Store) -> None:

@@ -304,12 +304,56 @@ def list_executions(
 
 @main.command()
 @click.argument("execution_id")
+@click.option("--force", is_flag=True, help="Stop running tasks at once.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(0, 3600),
+    help="Seconds running tasks may take to finish [server default: 30].",
+)
 @click.pass_context
-def cancel(ctx: click.Context, execution_id: str) -> None:
-    """Cancel an execution (its running tasks are stopped)."""
+def cancel(ctx: click.Context, execution_id: str, force: bool, grace: float | None) -> None:
+    """Cancel an execution: nothing new starts, running tasks may finish within a grace
+    period, then they are stopped."""
     with _client(ctx) as client:
-        ex = client.cancel(execution_id)
+        ex = client.cancel(execution_id, force=force, grace=grace)
     click.echo(f"{ex['id']}: cancel requested ({ex['state']})")
+
+
+@main.command()
+@click.argument("execution_id")
+@click.pass_context
+def suspend(ctx: click.Context, execution_id: str) -> None:
+    """Suspend an execution: no new task run starts, running ones finish."""
+    with _client(ctx) as client:
+        ex = client.control(execution_id, "suspend")
+    click.echo(f"{ex['id']}: suspend requested ({ex['state']})")
+
+
+@main.command()
+@click.argument("execution_id")
+@click.pass_context
+def resume(ctx: click.Context, execution_id: str) -> None:
+    """Resume a suspended execution."""
+    with _client(ctx) as client:
+        ex = client.control(execution_id, "resume")
+    click.echo(f"{ex['id']}: resume requested ({ex['state']})")
+
+
+@main.command()
+@click.argument("execution_id")
+@click.argument("name")
+@click.option("-d", "--data", default="null", show_default=True, help="The payload, as JSON.")
+@click.pass_context
+def signal(ctx: click.Context, execution_id: str, name: str, data: str) -> None:
+    """Deliver signal NAME (an approval, an answer) to the task of EXECUTION_ID waiting for
+    it; the payload becomes that task's output."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
+    with _client(ctx) as client:
+        ex = client.signal(execution_id, name, payload)
+    click.echo(f"{ex['id']}: signal {name} delivered ({ex['state']})")
 
 
 @main.group()

@@ -60,8 +60,23 @@ class Client:
         query = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", "/api/v1/executions", params=query)
 
-    def cancel(self, execution_id: str) -> Any:
-        return self.request("POST", f"/api/v1/executions/{execution_id}/cancel")
+    def cancel(self, execution_id: str, force: bool = False, grace: float | None = None) -> Any:
+        params: dict[str, Any] = {"force": "true"} if force else {}
+        if grace is not None:
+            params["grace"] = grace
+        return self.request("POST", f"/api/v1/executions/{execution_id}/cancel", params=params)
+
+    def control(self, execution_id: str, verb: str) -> Any:
+        """suspend or resume"""
+        return self.request("POST", f"/api/v1/executions/{execution_id}/{verb}")
+
+    def signal(self, execution_id: str, name: str, payload: Any) -> Any:
+        path = f"/api/v1/executions/{execution_id}/signals/{name}"
+        return self.request("POST", path, json=payload)
+
+    def logs(self, execution_id: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.request("GET", f"/api/v1/executions/{execution_id}/logs", params=query)
 
     def create_token(self, project: str, role: str, description: str) -> Any:
         body = {"role": role, "description": description}

@@ -51,6 +51,7 @@ class TaskRunRecord:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     wake_at: datetime | None = None
+    waiting: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,39 @@ class ExecutionRecord:
     updated_at: datetime
     cancel_requested: bool = False
     started_by: str | None = None
+    scheduled_at: datetime | None = None
+    log_level: int = 6
     task_runs: tuple[TaskRunRecord, ...] = field(default=())
 
     @property
     def urn(self) -> str:
         return f"urn:execflow:{self.project_id}:execution:{self.workflow_name}:{self.id}"
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """A request for a running execution (cancel, suspend, resume, signal) its engine
+    carries out."""
+
+    id: int
+    execution_id: str
+    kind: str
+    payload: dict[str, Any]
+    actor: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One entry of an execution's audit log; `level` is a syslog severity (0-7)."""
+
+    execution_id: str
+    at: datetime
+    level: int
+    kind: str
+    message: str
+    task_id: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] | None = None
+    actor: str | None = None
+    id: int | None = None

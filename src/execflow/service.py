@@ -7,22 +7,64 @@ here; nothing below this layer knows about HTTP.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from execflow.actions.signal import check_payload
 from execflow.auth import SYSTEM_PROJECT, Privilege, require
 from execflow.clock import Clock, SystemClock
 from execflow.definition import NAME_RE, Definition, parse_definition, resolve_inputs
 from execflow.engine import DefinitionCache, Engine
-from execflow.errors import Detail, InvalidInput, NotAuthenticated, NotFound, PermissionDenied
+from execflow.errors import (
+    Conflict,
+    Detail,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+)
 from execflow.records import ExecutionRecord, Principal, RevisionRecord, WorkflowRecord
-from execflow.states import ExecutionState
+from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from execflow.store.store import ROLES, new_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _EXEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_LABELS = 32
+MAX_CANCEL_GRACE = 3600.0
+
+
+@dataclass(frozen=True)
+class PendingSignal:
+    name: str
+    task: str
+    attempt: int
+    schema: dict[str, Any] | None
+    description: str
+    since: datetime | None
+    timeout: float | None
+
+
+def pending_signals(rec: ExecutionRecord) -> list[PendingSignal]:
+    """The signals an execution waits for now, from its running task runs."""
+    found = []
+    for tr in rec.task_runs:
+        if tr.state is TaskRunState.RUNNING and tr.waiting and "signal" in tr.waiting:
+            w = tr.waiting
+            found.append(
+                PendingSignal(
+                    w["signal"],
+                    tr.task_id,
+                    tr.attempt,
+                    w.get("schema"),
+                    w.get("description", ""),
+                    tr.started_at,
+                    w.get("timeout"),
+                )
+            )
+    return found
 
 
 class Service:
@@ -172,13 +214,93 @@ class Service:
             self.store.list_executions, who.project_id, workflow, state, labels, limit, cursor
         )
 
-    async def cancel(self, who: Principal, execution_id: str) -> ExecutionRecord:
+    async def cancel(
+        self, who: Principal, execution_id: str, force: bool = False, grace: float | None = None
+    ) -> ExecutionRecord:
+        """Stop an execution: nothing new starts and waits end at once; running tasks may
+        finish within the grace period (the engine's `cancel_grace` unless given), or are
+        stopped at once with `force`. Cancelling again may shorten the grace period."""
         require(who, Privilege.MANAGE_EXECUTIONS)
+        if grace is not None and not 0 <= grace <= MAX_CANCEL_GRACE:
+            detail = Detail("query:grace", f"must be between 0 and {MAX_CANCEL_GRACE:g} seconds")
+            raise InvalidInput(details=[detail])
+
+        def active(rec: ExecutionRecord) -> None:
+            if rec.state.terminal:
+                raise Conflict(f"execution {execution_id!r} has already ended ({rec.state})")
+
+        payload: dict[str, Any] = {"force": force}
+        if grace is not None:
+            payload["grace"] = grace
+        return await self._command(who, execution_id, "cancel", payload, active)
+
+    async def suspend(self, who: Principal, execution_id: str) -> ExecutionRecord:
+        """No new task run starts; running ones finish; the execution shows SUSPENDED."""
+        require(who, Privilege.MANAGE_EXECUTIONS)
+
+        def suspendable(rec: ExecutionRecord) -> None:
+            if rec.state.terminal:
+                raise Conflict(f"execution {execution_id!r} has already ended ({rec.state})")
+            if rec.state is ExecutionState.SUSPENDED:
+                raise Conflict(f"execution {execution_id!r} is already suspended")
+            if rec.cancel_requested:
+                raise Conflict(f"execution {execution_id!r} is being cancelled")
+
+        return await self._command(who, execution_id, "suspend", {}, suspendable)
+
+    async def resume(self, who: Principal, execution_id: str) -> ExecutionRecord:
+        require(who, Privilege.MANAGE_EXECUTIONS)
+
+        def suspended(rec: ExecutionRecord) -> None:
+            if rec.state is not ExecutionState.SUSPENDED:
+                raise Conflict(f"execution {execution_id!r} is not suspended ({rec.state})")
+
+        return await self._command(who, execution_id, "resume", {}, suspended)
+
+    async def signal(
+        self, who: Principal, execution_id: str, name: str, payload: Any
+    ) -> ExecutionRecord:
+        """Deliver a signal to the task waiting for it; its payload becomes the task's output.
+
+        409 when nothing waits for `name`; 422 naming each field when the payload does not
+        fit the waiting task's schema. Either way nothing changes."""
+        require(who, Privilege.MANAGE_EXECUTIONS)
+
+        def awaited(rec: ExecutionRecord) -> None:
+            if rec.state.terminal:
+                raise Conflict(f"execution {execution_id!r} has already ended ({rec.state})")
+            waits = pending_signals(rec)
+            match = [w for w in waits if w.name == name]
+            if not match:
+                known = ", ".join(sorted({w.name for w in waits})) or "none"
+                raise Conflict(f"nothing waits for signal {name!r} (waiting for: {known})")
+            problems = check_payload(match[0].schema, payload)
+            if problems:
+                raise InvalidInput(f"the payload of signal {name!r} is not valid", problems)
+
+        body = {"name": name, "payload": payload}
+        return await self._command(who, execution_id, "signal", body, awaited)
+
+    async def _command(
+        self,
+        who: Principal,
+        execution_id: str,
+        kind: str,
+        payload: dict[str, Any],
+        check: Callable[[ExecutionRecord], None],
+    ) -> ExecutionRecord:
         record = await self.store.call(
-            self.store.request_cancel, execution_id, who.project_id, self.clock.now()
+            self.store.request,
+            execution_id,
+            who.project_id,
+            kind,
+            payload,
+            who.token_id,
+            self.clock.now(),
+            check,
         )
         if self.engine is not None:
-            self.engine.request_cancel(execution_id)
+            self.engine.notify()
         return record
 
     # tokens --------------------------------------------------------------------------

@@ -29,11 +29,14 @@ ACTIVE = frozenset(ExecutionState) - TERMINAL
 
 _E = ExecutionState
 EXECUTION_TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
-    _E.INITIALIZING: frozenset({_E.RUNNING, _E.WAITING, _E.SUSPENDED, *TERMINAL}),
+    _E.INITIALIZING: frozenset(
+        {_E.RUNNING, _E.WAITING, _E.WAITING_ON_SIGNAL, _E.SUSPENDED, *TERMINAL}
+    ),
     _E.RUNNING: frozenset({_E.WAITING, _E.WAITING_ON_SIGNAL, _E.SUSPENDED, *TERMINAL}),
     _E.WAITING: frozenset({_E.RUNNING, _E.WAITING_ON_SIGNAL, _E.SUSPENDED, *TERMINAL}),
     _E.WAITING_ON_SIGNAL: frozenset({_E.RUNNING, _E.WAITING, _E.SUSPENDED, *TERMINAL}),
-    _E.SUSPENDED: frozenset({_E.RUNNING, _E.WAITING, _E.WAITING_ON_SIGNAL, _E.FAILED, _E.CANCELED}),
+    # running tasks finish while suspended: the last one may complete the execution
+    _E.SUSPENDED: frozenset({_E.RUNNING, _E.WAITING, _E.WAITING_ON_SIGNAL, *TERMINAL}),
     _E.COMPLETED: frozenset(),
     # a failed or cancelled execution may be retried from the failure (it runs again)
     _E.FAILED: frozenset({_E.RUNNING}),

@@ -4,7 +4,8 @@ An action declares the shape of its `with` arguments (a pydantic model) and
 where it runs: `INLINE` actions are coroutines run by the engine's event loop
 (cheap I/O), `POOL` actions run in a long-lived worker process (user code and
 commands, which may block or crash), `TIMER` actions are completed by the
-engine's clock at a persisted wake-up time, so a restart does not restart them.
+engine's clock at a persisted wake-up time, so a restart does not restart them;
+`SIGNAL` actions wait for a signal delivered through the API.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Placement(enum.StrEnum):
     INLINE = "inline"
     POOL = "pool"
     TIMER = "timer"
+    SIGNAL = "signal"  # completed by a signal from outside (or failed by its timeout)
 
 
 class Args(BaseModel):

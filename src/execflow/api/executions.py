@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 
 from execflow.api.deps import PrincipalDep, ServiceDep
 from execflow.api.schemas import (
@@ -117,15 +117,74 @@ async def list_executions(
     return ExecutionList(items=[ExecutionSummary.of(e) for e in items], next_cursor=next_cursor)
 
 
+_CONTROL = {409: {"model": ErrorBody}, **_ERRORS}
+
+
 @router.post(
     "/executions/{execution_id}/cancel",
     status_code=202,
     response_model=ExecutionSummary,
-    responses={409: {"model": ErrorBody}, **_ERRORS},
+    responses=_CONTROL,
     summary="Cancel an execution",
 )
 async def cancel_execution(
+    execution_id: str,
+    service: ServiceDep,
+    who: PrincipalDep,
+    force: Annotated[bool, Query(description="Stop running tasks at once")] = False,
+    grace: Annotated[
+        float | None, Query(description="Seconds running tasks may take to finish")
+    ] = None,
+) -> ExecutionSummary:
+    """Nothing new starts; sleeps, retries and signal waits end at once. Running tasks may
+    finish within a grace period (30 s unless `grace` says otherwise); with `force=true`, or
+    once the period is over, they are stopped (processes killed) and end CANCELED. Cancelling
+    again, with `force=true` say, shortens the period."""
+    record = await service.cancel(who, execution_id, force=force, grace=grace)
+    return ExecutionSummary.of(record)
+
+
+@router.post(
+    "/executions/{execution_id}/suspend",
+    status_code=202,
+    response_model=ExecutionSummary,
+    responses=_CONTROL,
+    summary="Suspend an execution",
+)
+async def suspend_execution(
     execution_id: str, service: ServiceDep, who: PrincipalDep
 ) -> ExecutionSummary:
-    """Running task runs are stopped (their processes killed) and end CANCELED."""
-    return ExecutionSummary.of(await service.cancel(who, execution_id))
+    """No new task run starts; the running ones finish. The execution shows SUSPENDED."""
+    return ExecutionSummary.of(await service.suspend(who, execution_id))
+
+
+@router.post(
+    "/executions/{execution_id}/resume",
+    status_code=202,
+    response_model=ExecutionSummary,
+    responses=_CONTROL,
+    summary="Resume a suspended execution",
+)
+async def resume_execution(
+    execution_id: str, service: ServiceDep, who: PrincipalDep
+) -> ExecutionSummary:
+    return ExecutionSummary.of(await service.resume(who, execution_id))
+
+
+@router.post(
+    "/executions/{execution_id}/signals/{signal}",
+    status_code=202,
+    response_model=ExecutionSummary,
+    responses=_CONTROL,
+    summary="Deliver a signal (an approval, a person's input) to a waiting task",
+)
+async def send_signal(
+    execution_id: str,
+    signal: str,
+    service: ServiceDep,
+    who: PrincipalDep,
+    payload: Annotated[Any, Body(description="Becomes the waiting task's output")] = None,
+) -> ExecutionSummary:
+    """The payload must fit the JSON Schema the waiting task declares (see `pending_signals`
+    of the execution): otherwise 422 naming each field. A signal nobody waits for: 409."""
+    return ExecutionSummary.of(await service.signal(who, execution_id, signal, payload))

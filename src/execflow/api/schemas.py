@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.records import ExecutionRecord, RevisionRecord, TaskRunRecord, WorkflowRecord
+from execflow.service import PendingSignal, pending_signals
 from execflow.states import ExecutionState, TaskRunState
 
 
@@ -140,6 +141,30 @@ class TaskRunPublic(_Out):
         )
 
 
+class SignalPublic(_Out):
+    name: str
+    task: str
+    attempt: int
+    schema_: dict[str, Any] | None = Field(
+        alias="schema", description="JSON Schema of the payload (null: anything)"
+    )
+    description: str
+    since: datetime | None
+    timeout_seconds: float | None
+
+    @classmethod
+    def of(cls, p: PendingSignal) -> SignalPublic:
+        return cls(
+            name=p.name,
+            task=p.task,
+            attempt=p.attempt,
+            schema=p.schema,
+            description=p.description,
+            since=p.since,
+            timeout_seconds=p.timeout,
+        )
+
+
 class ExecutionPublic(ExecutionSummary):
     inputs: dict[str, Any] = Field(description="Secret parameters are masked")
     outputs: dict[str, Any] | None
@@ -148,6 +173,10 @@ class ExecutionPublic(ExecutionSummary):
     updated_at: datetime
     cancel_requested: bool
     started_by: str | None
+    scheduled_at: datetime | None
+    pending_signals: list[SignalPublic] = Field(
+        description="Signals the execution waits for, with the schema of their payload"
+    )
     tasks: list[TaskRunPublic] = Field(description="Every attempt of every task, oldest first")
 
     @classmethod
@@ -163,6 +192,8 @@ class ExecutionPublic(ExecutionSummary):
             updated_at=ex.updated_at,
             cancel_requested=ex.cancel_requested,
             started_by=ex.started_by,
+            scheduled_at=ex.scheduled_at,
+            pending_signals=[SignalPublic.of(p) for p in pending_signals(ex)],
             tasks=[TaskRunPublic.of(t, secrets) for t in ex.task_runs],
         )
 

@@ -26,20 +26,32 @@ import httpx
 from pydantic import ValidationError
 
 from execflow.actions import ACTIONS, Placement, Resources
+from execflow.actions.signal import SignalArgs, check_payload, waiting
 from execflow.clock import Clock, ManualClock, SystemClock
 from execflow.definition import Definition, parse_definition
 from execflow.engine.run import Attempt, Run
 from execflow.errors import TaskFailure, TaskTimeout
 from execflow.executors import LocalExecutor, Outcome
-from execflow.records import ExecutionRecord, TaskRunRecord
+from execflow.records import CommandRecord, EventRecord, ExecutionRecord, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState, can_transition
 from execflow.store import LeaseLost, Store
-from execflow.store.ops import InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
+from execflow.store.ops import (
+    FinishCommand,
+    InsertEvent,
+    InsertTaskRun,
+    Op,
+    UpdateExecution,
+    UpdateTaskRun,
+)
 
 log = logging.getLogger("execflow.engine")
 
 Key = tuple[str, str, int]  # execution id, task id, attempt
 E, T = ExecutionState, TaskRunState
+
+# syslog severities of the audit log
+ERROR, WARNING, NOTICE, INFO, DEBUG = 3, 4, 5, 6, 7
+_STATE_LEVELS = {E.FAILED: ERROR, E.CANCELED: NOTICE, E.SUSPENDED: NOTICE}
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class EngineSettings:
     max_runs: int = 20_000
     claim_batch: int = 500
     shutdown_grace: float = 10.0
+    # how long running tasks of a cancelled execution may take to finish (unless forced)
+    cancel_grace: float = 30.0
 
     def resolved_node_id(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -102,6 +116,8 @@ class Engine:
         self._results: list[tuple[Key, Outcome]] = []
         self._adopt: list[tuple[ExecutionRecord, Definition | None]] = []
         self._cancels: set[str] = set()
+        self._commands: list[CommandRecord] = []
+        self._commands_wanted = False
         self._touched: set[str] = set()
         self._released: set[str] = set()
         self._wake = asyncio.Event()
@@ -190,7 +206,13 @@ class Engine:
         self._wake.set()
 
     def request_cancel(self, execution_id: str) -> None:
+        """Cancel at once, without a grace period (the engine's own use: a stopping parent)."""
         self._cancels.add(execution_id)
+        self._wake.set()
+
+    def notify(self) -> None:
+        """A command was recorded for an execution: look for commands at the next tick."""
+        self._commands_wanted = True
         self._wake.set()
 
     def poke(self) -> None:
@@ -209,11 +231,17 @@ class Engine:
             await self.store.call(self.store.release_leases, self.node_id, list(released))
         if now >= self._next_renew:
             await self._renew(now)
-        if not self._draining and (self._claim_wanted or now >= self._next_poll):
+        polling = now >= self._next_poll
+        if not self._draining and (self._claim_wanted or polling):
             await self._claim(now)
+        if self._adopt:
+            self._commands_wanted = True  # an execution taken over may have some waiting
         for record, definition in self._adopt:
             await self._adopt_record(record, definition, now)
         self._adopt.clear()
+        if self._commands_wanted or polling:
+            self._commands_wanted = False
+            self._commands = await self.store.read(self.store.pending_commands, self.node_id)
         ops: list[Op] = []
         starts: list[tuple[Run, Attempt, Any]] = []
         self._drain(now, ops, starts)
@@ -229,11 +257,12 @@ class Engine:
                 self._dispatch(run, attempt, args)
         for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
             del self.runs[run_id]
+        while self._timers and self._timers[0][3][0] not in self.runs:
+            heapq.heappop(self._timers)  # its execution ended or went elsewhere
 
     async def _renew(self, now: datetime) -> None:
         expires = now + timedelta(seconds=self.settings.lease_seconds)
-        for run_id in await self.store.call(self.store.renew, self.node_id, expires):
-            self._cancels.add(run_id)
+        await self.store.call(self.store.renew, self.node_id, expires)
         self._next_renew = now + timedelta(seconds=self.settings.lease_seconds / 3)
 
     async def _claim(self, now: datetime) -> None:
@@ -261,21 +290,31 @@ class Engine:
         self._touched.add(run.id)
         for a in list(run.attempts.values()):
             placement = ACTIONS[definition.tasks[a.task_id].action].placement
+            key = (run.id, a.task_id, a.attempt)
             if a.state is T.SCHEDULED or (a.state is T.RUNNING and placement is Placement.TIMER):
-                self._add_timer(a.wake_at or now, "wake", (run.id, a.task_id, a.attempt))
+                self._add_timer(a.wake_at or now, "wake", key)
+            elif a.state is T.RUNNING and placement is Placement.SIGNAL:
+                # Nothing ran: the wait goes on, and so does its deadline.
+                until = (a.waiting or {}).get("until")
+                if until:
+                    self._add_timer(datetime.fromisoformat(until), "timeout", key)
             elif a.state is T.RUNNING:
                 # In flight on an engine that stopped: it may or may not have run.
                 # Fail the attempt and let the retry policy decide (at least once).
                 lost = Outcome(False, error={"type": "lost", "message": "the engine stopped"})
-                self._results.append(((run.id, a.task_id, a.attempt), lost))
+                self._results.append((key, lost))
 
     def _drain(self, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]) -> None:
         for run_id in self._cancels:
             run = self.runs.get(run_id)
             if run is not None:
                 run.cancel_requested = True
+                run.cancel_deadline = None
                 self._touched.add(run_id)
         self._cancels.clear()
+        commands, self._commands = self._commands, []
+        for command in commands:
+            self._carry_out(command, now, ops, starts)
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, key = heapq.heappop(self._timers)
             self._fire(kind, key, now, ops, starts)
@@ -291,6 +330,10 @@ class Engine:
         ops: list[Op],
         starts: list[tuple[Run, Attempt, Any]],
     ) -> None:
+        if kind == "cancel":
+            if key[0] in self.runs:
+                self._touched.add(key[0])
+            return
         run, attempt = self._current(key)
         if run is None or attempt is None:
             return
@@ -298,17 +341,24 @@ class Engine:
             task = self._inflight.pop(key, None)
             if task is not None:
                 task.cancel()
-            limit = run.definition.tasks[key[1]].timeout or 0
-            failure = TaskTimeout(f"timed out after {limit:g}s", "timeout")
+            limit = (attempt.waiting or {}).get("timeout") or run.definition.tasks[key[1]].timeout
+            failure = TaskTimeout(f"timed out after {limit or 0:g}s", "timeout")
             self._record_result(key, Outcome.failed(failure), now, ops, starts)
         elif kind == "wake" and attempt.state is T.SCHEDULED:
-            if run.cancel_requested or self._draining:
+            if run.cancel_requested or run.suspended or self._draining:
                 return  # stays SCHEDULED in the store; whoever resumes it sets the timer again
             self._touched.add(run.id)
             self._begin(run, attempt, now, ops, starts, scheduled=True)
-        elif kind == "wake" and attempt.state is T.RUNNING:
+        elif (
+            kind == "wake"
+            and attempt.state is T.RUNNING
+            and self._placement(run, key[1]) is (Placement.TIMER)
+        ):
             woke = {"woke_at": now.isoformat()}
             self._record_result(key, Outcome(True, output=woke), now, ops, starts)
+
+    def _placement(self, run: Run, task_id: str) -> Placement:
+        return ACTIONS[run.definition.tasks[task_id].action].placement
 
     def _current(self, key: Key) -> tuple[Run | None, Attempt | None]:
         run = self.runs.get(key[0])
@@ -336,6 +386,7 @@ class Engine:
         run_id, task_id, number = key
         if outcome.ok:
             attempt.state, attempt.output = T.COMPLETED, outcome.output
+            self._log(run, ops, now, DEBUG, "task", f"task {task_id} completed", task_id, number)
             ops.append(
                 UpdateTaskRun(
                     run_id,
@@ -356,10 +407,15 @@ class Engine:
         )
         policy = run.definition.tasks[task_id].retry
         delay = policy.delay(number) if outcome.retryable else None
+        message = (outcome.error or {}).get("message", "")
         if delay is None or run.cancel_requested:
             if run.failure is None:
                 run.failure = {"task": task_id, **(outcome.error or {})}
+            text = f"task {task_id} failed: {message}"
+            self._log(run, ops, now, ERROR, "task", text, task_id, number, outcome.error)
             return
+        text = f"task {task_id} failed (attempt {number}), retrying in {delay:g}s: {message}"
+        self._log(run, ops, now, WARNING, "task", text, task_id, number, outcome.error)
         nxt = Attempt(task_id, number + 1, T.SCHEDULED, wake_at=now + timedelta(seconds=delay))
         run.attempts[task_id] = nxt
         ops.append(InsertTaskRun(_record(run_id, nxt, now)))
@@ -375,7 +431,7 @@ class Engine:
         if run.cancel_requested:
             self._cancel(run, now, ops)
             return
-        ready = run.ready() if run.failure is None else []
+        ready = run.ready() if run.failure is None and not run.suspended else []
         if not self._draining:
             for task_id in ready:
                 attempt = Attempt(task_id, 1, T.RUNNING)
@@ -383,21 +439,39 @@ class Engine:
                 self._begin(run, attempt, now, ops, starts, scheduled=False)
         active = run.active()
         if active:
-            busy = any(
-                a.state is T.RUNNING
-                and ACTIONS[run.definition.tasks[a.task_id].action].placement is not Placement.TIMER
-                for a in active
-            )
-            self._set_state(run, E.RUNNING if busy else E.WAITING, now, ops)
+            self._set_state(run, self._active_state(run, active), now, ops)
         elif ready and self._draining:
             pass  # these start wherever the execution resumes
         elif run.failure is not None:
             self._set_state(run, E.FAILED, now, ops, error=run.failure)
         elif len(run.attempts) == len(run.definition.tasks):
             self._complete(run, now, ops)
+        elif run.suspended:
+            self._set_state(run, E.SUSPENDED, now, ops)
         else:
             stuck = {"type": "stuck", "message": "no task can start"}
             self._set_state(run, E.FAILED, now, ops, error=stuck)
+
+    def _active_state(self, run: Run, active: list[Attempt]) -> ExecutionState:
+        """RUNNING while a task runs; else WAITING on timers, or WAITING_ON_SIGNAL when only
+        signals are awaited. A suspended execution shows SUSPENDED while its tasks finish."""
+        if run.suspended:
+            return E.SUSPENDED
+        signals = False
+        for a in active:
+            if a.state is T.SCHEDULED:
+                continue
+            placement = self._placement(run, a.task_id)
+            if placement is Placement.SIGNAL:
+                signals = True
+            elif placement is not Placement.TIMER:
+                return E.RUNNING
+        if signals and all(
+            a.state is T.RUNNING and self._placement(run, a.task_id) is Placement.SIGNAL
+            for a in active
+        ):
+            return E.WAITING_ON_SIGNAL
+        return E.WAITING
 
     def _begin(
         self,
@@ -426,9 +500,26 @@ class Engine:
             self._persist(run, attempt, now, ops, scheduled, error=error, ended_at=now)
             return
         attempt.state = T.RUNNING
+        tid = attempt.task_id
+        self._log(run, ops, now, DEBUG, "task", f"task {tid} started", tid, attempt.attempt)
         if action.placement is Placement.TIMER and action.wake_at is not None:
             attempt.wake_at = action.wake_at(args, now)
             self._add_timer(attempt.wake_at, "wake", key)
+        elif isinstance(args, SignalArgs):
+            attempt.wake_at = None
+            timeout = args.timeout or task.timeout
+            until = now + timedelta(seconds=timeout) if timeout else None
+            attempt.waiting = {
+                **waiting(args),
+                "timeout": timeout,
+                "until": until.isoformat() if until else None,
+            }
+            if until is not None:
+                self._add_timer(until, "timeout", key)
+            self._persist(
+                run, attempt, now, ops, scheduled, started_at=now, waiting=attempt.waiting
+            )
+            return
         else:
             attempt.wake_at = None
             starts.append((run, attempt, args))
@@ -458,7 +549,20 @@ class Engine:
             ops.append(InsertTaskRun(_record(run.id, attempt, now, started, ended)))
 
     def _cancel(self, run: Run, now: datetime, ops: list[Op]) -> None:
+        """Cancel what waits (scheduled attempts, sleeps, signals) at once; running tasks
+        may finish until the cancel's deadline, then they are stopped too."""
+        graceful = run.cancel_deadline is not None and now < run.cancel_deadline
         for a in run.active():
+            if (
+                graceful
+                and a.state is T.RUNNING
+                and self._placement(run, a.task_id)
+                in (
+                    Placement.INLINE,
+                    Placement.POOL,
+                )
+            ):
+                continue
             key = (run.id, a.task_id, a.attempt)
             task = self._inflight.pop(key, None)
             if task is not None:
@@ -475,6 +579,8 @@ class Engine:
                 )
             )
             a.state = T.CANCELED
+        if run.active():
+            return  # the cancel's deadline timer comes back for them
         error = {"type": "canceled", "message": "cancelled on request"}
         self._set_state(run, E.CANCELED, now, ops, error=error)
 
@@ -500,6 +606,13 @@ class Engine:
             return
         if not can_transition(run.state, state):
             raise AssertionError(f"illegal transition {run.state} -> {state} of {run.id}")
+        level = _STATE_LEVELS.get(state, INFO)
+        if level <= run.log_level:
+            text = f"execution {state.value.lower()}"
+            if error and state is not E.CANCELED:
+                text += f": {error.get('message', '')}"
+            data = {"from": run.state.value, "to": state.value}
+            self._log(run, ops, now, level, "state", text, data=data)
         ops.append(
             UpdateExecution(
                 run.id,
@@ -513,6 +626,103 @@ class Engine:
             )
         )
         run.state = state
+
+    # commands ------------------------------------------------------------------------------
+
+    def _carry_out(
+        self,
+        command: CommandRecord,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        """Carry out one recorded command, in the same transaction that marks it done."""
+        run = self.runs.get(command.execution_id)
+        if run is None or command.id in run.seen_commands:
+            return  # not (or no longer) ours: whoever holds the execution carries it out
+        run.seen_commands.add(command.id)
+        ops.append(FinishCommand(run.id, command.id, now))
+        self._touched.add(run.id)
+        actor = command.actor
+        payload = command.payload
+        if run.state.terminal:
+            return
+        if command.kind == "cancel":
+            force = bool(payload.get("force"))
+            grace = 0.0 if force else float(payload.get("grace") or self.settings.cancel_grace)
+            deadline = now + timedelta(seconds=grace)
+            if run.cancel_requested and run.cancel_deadline is None:
+                deadline = now  # already immediate
+            elif run.cancel_deadline is not None:
+                deadline = min(deadline, run.cancel_deadline)
+            run.cancel_requested, run.cancel_deadline = True, deadline
+            if deadline > now:
+                self._add_timer(deadline, "cancel", (run.id, "", 0))
+            how = "at once" if deadline <= now else f"running tasks may finish within {grace:g}s"
+            self._log(run, ops, now, NOTICE, "command", f"cancel requested ({how})", actor=actor)
+        elif command.kind == "suspend":
+            run.suspended = True
+            self._log(run, ops, now, NOTICE, "command", "suspend requested", actor=actor)
+        elif command.kind == "resume":
+            run.suspended = False
+            for a in run.attempts.values():
+                if a.state is T.SCHEDULED:  # their wake-ups were skipped while suspended
+                    self._add_timer(a.wake_at or now, "wake", (run.id, a.task_id, a.attempt))
+            self._log(run, ops, now, NOTICE, "command", "resume requested", actor=actor)
+        elif command.kind == "signal":
+            self._deliver_signal(run, command, now, ops, starts)
+
+    def _deliver_signal(
+        self,
+        run: Run,
+        command: CommandRecord,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        name, payload = command.payload.get("name"), command.payload.get("payload")
+        for a in run.active():
+            if a.state is T.RUNNING and (a.waiting or {}).get("signal") == name:
+                problems = check_payload((a.waiting or {}).get("schema"), payload)
+                if problems:
+                    text = f"signal {name} refused: {problems[0].pointer}: {problems[0].reason}"
+                    self._log(run, ops, now, WARNING, "signal", text, a.task_id, a.attempt)
+                    return
+                text = f"signal {name} received"
+                self._log(
+                    run,
+                    ops,
+                    now,
+                    NOTICE,
+                    "signal",
+                    text,
+                    a.task_id,
+                    a.attempt,
+                    actor=command.actor,
+                )
+                key = (run.id, a.task_id, a.attempt)
+                self._record_result(key, Outcome(True, output=payload), now, ops, starts)
+                return
+        text = f"signal {name} arrived but nothing waits for it any more"
+        self._log(run, ops, now, WARNING, "signal", text, actor=command.actor)
+
+    def _log(
+        self,
+        run: Run,
+        ops: list[Op],
+        now: datetime,
+        level: int,
+        kind: str,
+        message: str,
+        task_id: str | None = None,
+        attempt: int | None = None,
+        data: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Add an entry to the execution's audit log, if it is within its log level."""
+        if level <= run.log_level:
+            event = EventRecord(run.id, now, level, kind, message, task_id, attempt, data, actor)
+            ops.append(InsertEvent(event))
 
     # writing and dispatching ---------------------------------------------------------------
 
@@ -649,6 +859,7 @@ def _record(
         started_at=started_at,
         ended_at=ended_at,
         wake_at=a.wake_at,
+        waiting=a.waiting,
     )
 
 

@@ -24,10 +24,13 @@ class Attempt:
     output: Any = None
     error: dict[str, Any] | None = None
     wake_at: datetime | None = None
+    waiting: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, rec: TaskRunRecord) -> Attempt:
-        return cls(rec.task_id, rec.attempt, rec.state, rec.output, rec.error, rec.wake_at)
+        return cls(
+            rec.task_id, rec.attempt, rec.state, rec.output, rec.error, rec.wake_at, rec.waiting
+        )
 
 
 @dataclass
@@ -43,6 +46,12 @@ class Run:
     cancel_requested: bool = False
     attempts: dict[str, Attempt] = field(default_factory=dict)
     failure: dict[str, Any] | None = None
+    suspended: bool = False
+    # running tasks may finish until then; None once a cancel is immediate
+    cancel_deadline: datetime | None = None
+    log_level: int = 6
+    scheduled_at: datetime | None = None
+    seen_commands: set[int] = field(default_factory=set)
 
     @classmethod
     def from_record(cls, rec: ExecutionRecord, definition: Definition) -> Run:
@@ -56,6 +65,9 @@ class Run:
             rec.started_at,
             definition,
             rec.cancel_requested,
+            suspended=rec.state is ExecutionState.SUSPENDED,
+            log_level=rec.log_level,
+            scheduled_at=rec.scheduled_at,
         )
         for tr in rec.task_runs:  # ordered by insertion, so the latest attempt wins
             run.attempts[tr.task_id] = Attempt.from_record(tr)
@@ -80,6 +92,7 @@ class Run:
                 "workflow": self.workflow,
                 "revision": self.revision,
                 "started_at": self.started_at.isoformat(),
+                "scheduled_at": (self.scheduled_at or self.started_at).isoformat(),
             },
         }
 

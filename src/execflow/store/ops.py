@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from execflow.records import TaskRunRecord
+from execflow.records import EventRecord, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState
 
 UNSET: Any = object()
@@ -35,6 +35,7 @@ class UpdateTaskRun:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     wake_at: Any = UNSET
+    waiting: Any = UNSET
 
 
 @dataclass(frozen=True)
@@ -51,4 +52,22 @@ class UpdateExecution:
     release: bool = False
 
 
-Op = InsertTaskRun | UpdateTaskRun | UpdateExecution
+@dataclass(frozen=True)
+class InsertEvent:
+    event: EventRecord
+
+    @property
+    def execution_id(self) -> str:
+        return self.event.execution_id
+
+
+@dataclass(frozen=True)
+class FinishCommand:
+    """Mark a command carried out, in the same transaction as its effects."""
+
+    execution_id: str
+    command_id: int
+    now: datetime
+
+
+Op = InsertTaskRun | UpdateTaskRun | UpdateExecution | InsertEvent | FinishCommand

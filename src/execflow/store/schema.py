@@ -125,6 +125,10 @@ executions = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("started_by", String(32)),
+    # When the first task may start (a start may be put off until then).
+    Column("scheduled_at", UTCDateTime),
+    # The floor of what the audit log keeps (a syslog severity, 7 = debug).
+    Column("log_level", Integer, nullable=False, default=6, server_default="6"),
     # Which engine advances this execution, and until when: another engine may
     # take it over once the lease has expired (after a crash, say).
     Column("lease_owner", String(64)),
@@ -152,5 +156,43 @@ task_runs = Table(
     Column("ended_at", UTCDateTime),
     # When a SCHEDULED attempt may start, or when a sleeping one wakes up.
     Column("wake_at", UTCDateTime),
+    # What a RUNNING attempt waits for from outside, e.g. {"signal": name, "schema": {...}}.
+    Column("waiting", Json),
     UniqueConstraint("execution_id", "task_id", "attempt"),
+)
+
+# Requests for an execution that its engine carries out (cancel, suspend, resume, a
+# signal): committed before they are acknowledged, done in the engine's tick transaction.
+commands = Table(
+    "commands",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("execution_id", String(32), ForeignKey("executions.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payload", Json),
+    Column("actor", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("done_at", UTCDateTime),
+    Index("ix_commands_pending", "done_at", "execution_id"),
+)
+
+# The audit log of each execution: engine events, who did what, and task output lines.
+events = Table(
+    "events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("execution_id", String(32), ForeignKey("executions.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("task_id", String(64)),
+    Column("attempt", Integer),
+    Column("message", Text, nullable=False),
+    Column("data", Json),
+    Column("actor", String(64)),
+    Index("ix_events_execution", "execution_id", "id"),
 )

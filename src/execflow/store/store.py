@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from execflow.definition import Definition
 from execflow.errors import Conflict, InvalidInput, NotFound
 from execflow.records import (
+    CommandRecord,
+    EventRecord,
     ExecutionRecord,
     Principal,
     RevisionRecord,
@@ -302,7 +304,8 @@ class Store:
             if active:
                 raise Conflict(f"workflow {name!r} has {active} active executions")
             ids = sa.select(e.c.id).where(e.c.workflow_id == wid).scalar_subquery()
-            conn.execute(s.task_runs.delete().where(s.task_runs.c.execution_id.in_(ids)))
+            for child in (s.task_runs, s.commands, s.events):
+                conn.execute(child.delete().where(child.c.execution_id.in_(ids)))
             conn.execute(e.delete().where(e.c.workflow_id == wid))
             conn.execute(s.revisions.delete().where(s.revisions.c.workflow_id == wid))
             conn.execute(w.delete().where(w.c.id == wid))
@@ -408,21 +411,79 @@ class Store:
         next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
         return page, next_cursor
 
-    def request_cancel(self, execution_id: str, project_id: str, now: datetime) -> ExecutionRecord:
+    def request(
+        self,
+        execution_id: str,
+        project_id: str,
+        kind: str,
+        payload: dict[str, Any],
+        actor: str | None,
+        now: datetime,
+        check: Callable[[ExecutionRecord], None],
+    ) -> ExecutionRecord:
+        """Record a command for an execution, in one transaction with `check` (which raises
+        to refuse it, seeing the execution and its task runs as they are now)."""
         e = s.executions
         with self.engine.begin() as conn:
-            q = sa.select(e.c.state).where(e.c.id == execution_id, e.c.project_id == project_id)
-            state = conn.execute(q).scalar_one_or_none()
-            if state is None:
+            row = conn.execute(_EXECUTION_BY_ID, {"id": execution_id}).mappings().first()
+            if row is None or row["project_id"] != project_id:
                 raise NotFound(f"execution {execution_id!r} not found")
-            if ExecutionState(state).terminal:
-                raise Conflict(f"execution {execution_id!r} has already ended ({state})")
+            runs = [
+                _task_run(r) for r in conn.execute(_TASK_RUNS_OF, {"id": execution_id}).mappings()
+            ]
+            check(_execution(row, runs))
             conn.execute(
-                e.update()
-                .where(e.c.id == execution_id)
-                .values(cancel_requested=True, updated_at=now)
+                s.commands.insert().values(
+                    execution_id=execution_id,
+                    kind=kind,
+                    payload=payload,
+                    actor=actor,
+                    created_at=now,
+                )
             )
+            values: dict[str, Any] = {"updated_at": now}
+            if kind == "cancel":
+                values["cancel_requested"] = True
+            conn.execute(e.update().where(e.c.id == execution_id).values(values))
         return self.get_execution(execution_id, project_id)
+
+    def request_cancel(self, execution_id: str, project_id: str, now: datetime) -> ExecutionRecord:
+        def active(rec: ExecutionRecord) -> None:
+            if rec.state.terminal:
+                raise Conflict(f"execution {execution_id!r} has already ended ({rec.state})")
+
+        return self.request(execution_id, project_id, "cancel", {}, None, now, active)
+
+    def pending_commands(self, owner: str) -> list[CommandRecord]:
+        """Commands not yet carried out for executions `owner` holds, oldest first."""
+        c, e = s.commands, s.executions
+        q = (
+            sa.select(c)
+            .join(e, e.c.id == c.c.execution_id)
+            .where(c.c.done_at.is_(None), e.c.lease_owner == owner)
+            .order_by(c.c.id)
+        )
+        with self._reader() as conn:
+            return [_command(r) for r in conn.execute(q).mappings()]
+
+    def list_events(
+        self,
+        execution_id: str,
+        max_level: int = 7,
+        task: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """An execution's audit log in order, from the entry after `after`."""
+        v = s.events
+        q = sa.select(v).where(
+            v.c.execution_id == execution_id, v.c.id > after, v.c.level <= max_level
+        )
+        if task is not None:
+            q = q.where(v.c.task_id == task)
+        q = q.order_by(v.c.id).limit(limit)
+        with self._reader() as conn:
+            return [_event(r) for r in conn.execute(q).mappings()]
 
     # engine -----------------------------------------------------------------------
 
@@ -473,14 +534,12 @@ class Store:
             runs = self._task_runs(conn, ids)
         return [_execution(row, runs.get(row["id"], ())) for row in rows]
 
-    def renew(self, owner: str, expires: datetime) -> list[str]:
-        """Extend this engine's leases; returns the ids it holds that have a cancel requested."""
+    def renew(self, owner: str, expires: datetime) -> None:
+        """Extend this engine's leases."""
         e = s.executions
         mine = sa.and_(e.c.lease_owner == owner, e.c.state.in_(_ACTIVE))
         with self.engine.begin() as conn:
             conn.execute(e.update().where(mine).values(lease_expires_at=expires))
-            q = sa.select(e.c.id).where(mine, e.c.cancel_requested.is_(True))
-            return list(conn.execute(q).scalars())
 
     def apply(self, owner: str, ops: Sequence[Op]) -> None:
         """Write one tick's changes in one transaction; on a lost race, LeaseLost and no write.
@@ -561,6 +620,8 @@ def _execution_values(
         "updated_at": rec.updated_at,
         "cancel_requested": False,
         "started_by": rec.started_by,
+        "scheduled_at": rec.scheduled_at,
+        "log_level": rec.log_level,
         "lease_owner": owner,
         "lease_expires_at": expires,
     }
@@ -612,6 +673,7 @@ def _task_run(row: RowMapping) -> TaskRunRecord:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         wake_at=row["wake_at"],
+        waiting=row["waiting"],
     )
 
 
@@ -634,5 +696,33 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
         updated_at=row["updated_at"],
         cancel_requested=bool(row["cancel_requested"]),
         started_by=row["started_by"],
+        scheduled_at=row["scheduled_at"],
+        log_level=row["log_level"],
         task_runs=tuple(runs),
+    )
+
+
+def _command(row: RowMapping) -> CommandRecord:
+    return CommandRecord(
+        id=row["id"],
+        execution_id=row["execution_id"],
+        kind=row["kind"],
+        payload=row["payload"] or {},
+        actor=row["actor"],
+        created_at=row["created_at"],
+    )
+
+
+def _event(row: RowMapping) -> EventRecord:
+    return EventRecord(
+        id=row["id"],
+        execution_id=row["execution_id"],
+        at=row["at"],
+        level=row["level"],
+        kind=row["kind"],
+        message=row["message"],
+        task_id=row["task_id"],
+        attempt=row["attempt"],
+        data=row["data"],
+        actor=row["actor"],
     )

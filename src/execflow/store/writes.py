@@ -15,9 +15,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from execflow.records import TaskRunRecord
+from execflow.records import EventRecord, TaskRunRecord
 from execflow.store import schema as s
-from execflow.store.ops import UNSET, InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
+from execflow.store.ops import (
+    UNSET,
+    FinishCommand,
+    InsertEvent,
+    InsertTaskRun,
+    Op,
+    UpdateExecution,
+    UpdateTaskRun,
+)
 
 
 class LeaseLost(Exception):
@@ -28,7 +36,7 @@ class LeaseLost(Exception):
         self.ids = ids
 
 
-_TASK_RUN_COLUMNS = ("output", "error", "wake_at", "started_at", "ended_at")
+_TASK_RUN_COLUMNS = ("output", "error", "wake_at", "waiting", "started_at", "ended_at")
 _EXECUTION_COLUMNS = ("outputs", "error", "ended_at", "lease_owner", "lease_expires_at")
 _statements: dict[tuple[str, tuple[str, ...]], Any] = {}
 
@@ -81,6 +89,7 @@ def _task_run_params(owner: str, op: UpdateTaskRun) -> tuple[tuple[str, ...], di
         "output": op.output,
         "error": op.error,
         "wake_at": op.wake_at,
+        "waiting": op.waiting,
         "started_at": UNSET if op.started_at is None else op.started_at,
         "ended_at": UNSET if op.ended_at is None else op.ended_at,
     }
@@ -144,12 +153,38 @@ def _write(conn: Connection, owner: str, ops: Sequence[Op]) -> bool:
         stmt = _task_run_statement(columns) if kind == "t" else _execution_statement(columns)
         if conn.execute(stmt, rows).rowcount != len(rows):
             return False
+    _write_log(conn, ops)
     return True
+
+
+def _write_log(conn: Connection, ops: Sequence[Op]) -> None:
+    """Audit-log entries and carried-out commands: not guarded themselves, they commit only
+    with the guarded writes of the same batch."""
+    events = [event_values(op.event) for op in ops if isinstance(op, InsertEvent)]
+    if events:
+        conn.execute(s.events.insert(), events)
+    done = [
+        {"k_id": op.command_id, "v_done": op.now} for op in ops if isinstance(op, FinishCommand)
+    ]
+    if done:
+        c = s.commands
+        stmt = (
+            c.update()
+            .where(c.c.id == sa.bindparam("k_id"))
+            .values(done_at=sa.bindparam("v_done", type_=c.c.done_at.type))
+        )
+        conn.execute(stmt, done)
 
 
 def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
     """Task-run writes are fenced by the lease too; one query for the whole batch."""
-    touched = sorted({op.execution_id for op in ops if isinstance(op, InsertTaskRun)})
+    touched = sorted(
+        {
+            op.execution_id
+            for op in ops
+            if isinstance(op, InsertTaskRun | InsertEvent | FinishCommand)
+        }
+    )
     e = s.executions
     held: set[str] = set()
     for i in range(0, len(touched), 500):
@@ -232,4 +267,19 @@ def task_run_values(run: TaskRunRecord) -> dict[str, Any]:
         "started_at": run.started_at,
         "ended_at": run.ended_at,
         "wake_at": run.wake_at,
+        "waiting": run.waiting,
+    }
+
+
+def event_values(event: EventRecord) -> dict[str, Any]:
+    return {
+        "execution_id": event.execution_id,
+        "at": event.at,
+        "level": event.level,
+        "kind": event.kind,
+        "task_id": event.task_id,
+        "attempt": event.attempt,
+        "message": event.message,
+        "data": event.data,
+        "actor": event.actor,
     }

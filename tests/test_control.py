@@ -1,0 +1,313 @@
+"""Steering running executions through the service, on SQLite and PostgreSQL: suspend and
+resume, signals, graceful and forced cancel, and the audit log they leave."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from execflow.clock import ManualClock, SystemClock
+from execflow.errors import Conflict, InvalidInput
+from execflow.records import ExecutionRecord
+from execflow.service import pending_signals
+from execflow.states import ExecutionState, TaskRunState
+from execflow.store import Store
+from tests.harness import Harness, harness
+from tests.test_engine import attempts, py
+
+E, T = ExecutionState, TaskRunState
+
+APPROVAL: dict[str, Any] = {
+    "name": "approval",
+    "tasks": {
+        "prepare": {"action": "echo", "with": {"amount": 120}},
+        "approve": {
+            "action": "signal",
+            "needs": ["prepare"],
+            "with": {
+                "name": "approval",
+                "description": "Approve the payment",
+                "schema": {
+                    "type": "object",
+                    "required": ["approved"],
+                    "properties": {"approved": {"type": "boolean"}, "by": {"type": "string"}},
+                },
+            },
+        },
+        "pay": {
+            "action": "echo",
+            "needs": ["approve"],
+            "with": {"approved": "${{ tasks.approve.output.approved }}"},
+        },
+    },
+    "outputs": {"approved_by": "${{ tasks.approve.output.by }}"},
+}
+
+
+async def get(h: Harness, execution_id: str) -> ExecutionRecord:
+    return await h.service.get_execution(h.admin, execution_id)
+
+
+async def log_of(h: Harness, execution_id: str) -> list[str]:
+    events = await h.store.read(h.store.list_events, execution_id)
+    return [e.message for e in events]
+
+
+# signals ---------------------------------------------------------------------------------
+
+
+async def test_an_execution_waits_on_a_signal_and_its_payload_becomes_the_output(
+    store: Store,
+) -> None:
+    async with harness(store) as h:
+        await h.apply(APPROVAL)
+        ex = await h.run("approval")
+        assert ex.state == E.WAITING_ON_SIGNAL
+        [waiting] = pending_signals(ex)
+        assert (waiting.name, waiting.task, waiting.description) == (
+            "approval",
+            "approve",
+            "Approve the payment",
+        )
+        assert waiting.schema is not None and waiting.schema["required"] == ["approved"]
+
+        await h.service.signal(h.admin, ex.id, "approval", {"approved": True, "by": "ada"})
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert ex.state == E.COMPLETED
+        assert ex.outputs == {"approved_by": "ada"}
+        assert [t.output for t in ex.task_runs if t.task_id == "pay"] == [{"approved": True}]
+        assert pending_signals(ex) == []
+        assert "signal approval received" in await log_of(h, ex.id)
+
+
+async def test_a_bad_or_unawaited_signal_is_refused_and_changes_nothing(store: Store) -> None:
+    async with harness(store) as h:
+        await h.apply(APPROVAL)
+        ex = await h.run("approval")
+        with pytest.raises(InvalidInput) as bad:
+            await h.service.signal(h.admin, ex.id, "approval", {"approved": "yes", "extra": 1})
+        assert [(d.pointer, d.reason) for d in bad.value.details] == [
+            ("/payload/approved", "'yes' is not of type 'boolean'")
+        ]
+        with pytest.raises(InvalidInput) as missing:
+            await h.service.signal(h.admin, ex.id, "approval", {})
+        assert [d.pointer for d in missing.value.details] == ["/payload"]
+        with pytest.raises(Conflict, match=r"nothing waits for signal 'other'.*approval"):
+            await h.service.signal(h.admin, ex.id, "other", {})
+        assert await h.store.read(h.store.pending_commands, h.engine.node_id) == []
+        await h.engine.run_until_idle()
+        assert (await get(h, ex.id)).state == E.WAITING_ON_SIGNAL
+
+
+async def test_a_signal_wait_survives_a_restart(store: Store) -> None:
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(APPROVAL)
+        ex = await a.run("approval")
+        assert ex.state == E.WAITING_ON_SIGNAL
+        await a.crash()
+    clock.advance(31)  # past the lease
+    async with harness(store, clock, node_id="b") as b:
+        await b.engine.run_until_idle()
+        ex = await get(b, ex.id)
+        assert ex.state == E.WAITING_ON_SIGNAL
+        assert attempts(ex, "approve") == [(1, T.RUNNING)]  # not lost: nothing was running
+        await b.service.signal(b.admin, ex.id, "approval", {"approved": False, "by": "bob"})
+        await b.engine.run_until_idle()
+        ex = await get(b, ex.id)
+        assert (ex.state, ex.outputs) == (E.COMPLETED, {"approved_by": "bob"})
+
+
+async def test_a_signal_wait_times_out_even_across_a_restart(store: Store) -> None:
+    wf = {
+        "name": "deadline",
+        "tasks": {"answer": {"action": "signal", "with": {"name": "answer", "timeout": "1h"}}},
+    }
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(wf)
+        started = await a.service.start(a.admin, "deadline")
+        await a.engine.tick()
+        await a.crash()
+    clock.advance(60)
+    async with harness(store, clock, node_id="b") as b:
+        await b.engine.run_until_idle()  # jumps the clock to the persisted deadline
+        ex = await get(b, started.id)
+        assert ex.state == E.FAILED
+        assert ex.error is not None and ex.error["type"] == "timeout"
+        assert clock.now() - started.started_at == timedelta(hours=1)
+
+
+# suspend and resume ------------------------------------------------------------------------
+
+
+async def test_suspend_stops_new_task_runs_and_resume_continues(store: Store) -> None:
+    async with harness(store) as h:
+        await h.apply(APPROVAL)
+        ex = await h.run("approval")
+        await h.service.suspend(h.admin, ex.id)
+        await h.engine.run_until_idle()
+        assert (await get(h, ex.id)).state == E.SUSPENDED
+
+        # the waiting task still takes its signal, but nothing after it starts
+        await h.service.signal(h.admin, ex.id, "approval", {"approved": True, "by": "ada"})
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert ex.state == E.SUSPENDED
+        assert attempts(ex, "approve") == [(1, T.COMPLETED)]
+        assert attempts(ex, "pay") == []
+
+        with pytest.raises(Conflict, match="already suspended"):
+            await h.service.suspend(h.admin, ex.id)
+        await h.service.resume(h.admin, ex.id)
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert ex.state == E.COMPLETED
+        with pytest.raises(Conflict, match="not suspended"):
+            await h.service.resume(h.admin, ex.id)
+        log = await log_of(h, ex.id)
+        assert log.index("suspend requested") < log.index("execution suspended")
+        assert log.index("execution suspended") < log.index("resume requested")
+        events = await h.store.read(h.store.list_events, ex.id)
+        actors = {e.message: e.actor for e in events}
+        assert actors["suspend requested"] == h.admin.token_id
+
+
+async def test_running_tasks_finish_while_suspended(store: Store) -> None:
+    wf = {
+        "name": "busy",
+        "tasks": {
+            "work": py("slow", args={"seconds": 0.2}),
+            "after": {"action": "echo", "needs": ["work"]},
+        },
+    }
+    async with harness(store, SystemClock()) as h:
+        await h.apply(wf)
+        started = await h.service.start(h.admin, "busy")
+        await h.engine.tick()  # "work" is handed to a worker
+        await h.service.suspend(h.admin, started.id)
+        await h.engine.run_until_idle()
+        ex = await get(h, started.id)
+        assert ex.state == E.SUSPENDED
+        assert attempts(ex, "work") == [(1, T.COMPLETED)]
+        assert attempts(ex, "after") == []
+
+
+async def test_retries_wait_while_suspended(store: Store, tmp_path: Path) -> None:
+    wf = {
+        "name": "retrying",
+        "tasks": {
+            "t": py(
+                "flaky",
+                {"max_attempts": 2, "initial_delay": "10s"},
+                args={"marker": str(tmp_path / "n"), "failures": 1},
+            )
+        },
+    }
+    clock = ManualClock()
+    async with harness(store, clock) as h:
+        await h.apply(wf)
+        started = await h.service.start(h.admin, "retrying")
+        await h.step_until(
+            started.id, lambda ex: attempts(ex, "t") == [(1, T.FAILED), (2, T.SCHEDULED)]
+        )
+        await h.service.suspend(h.admin, started.id)
+        await h.engine.run_until_idle()  # the back-off passes while suspended
+        ex = await get(h, started.id)
+        assert ex.state == E.SUSPENDED
+        assert attempts(ex, "t") == [(1, T.FAILED), (2, T.SCHEDULED)]
+        await h.service.resume(h.admin, started.id)
+        await h.engine.run_until_idle()
+        ex = await get(h, started.id)
+        assert ex.state == E.COMPLETED
+        assert attempts(ex, "t") == [(1, T.FAILED), (2, T.COMPLETED)]
+
+
+async def test_suspended_survives_a_restart(store: Store) -> None:
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(APPROVAL)
+        ex = await a.run("approval")
+        await a.service.suspend(a.admin, ex.id)
+        await a.engine.run_until_idle()
+        await a.crash()
+    clock.advance(31)
+    async with harness(store, clock, node_id="b") as b:
+        await b.service.signal(b.admin, ex.id, "approval", {"approved": True, "by": "cy"})
+        await b.engine.run_until_idle()
+        ex = await get(b, ex.id)
+        assert (ex.state, attempts(ex, "pay")) == (E.SUSPENDED, [])
+        await b.service.resume(b.admin, ex.id)
+        await b.engine.run_until_idle()
+        assert (await get(b, ex.id)).state == E.COMPLETED
+
+
+# cancel -------------------------------------------------------------------------------------
+
+
+SLOW_THEN_MORE: dict[str, Any] = {
+    "name": "slow",
+    "tasks": {
+        "work": py("slow", args={"seconds": 0.3}),
+        "wait": {"action": "signal", "with": {"name": "never"}},
+        "after": {"action": "echo", "needs": ["work"]},
+    },
+}
+
+
+async def test_cancel_lets_running_tasks_finish_within_the_grace_period(store: Store) -> None:
+    async with harness(store, SystemClock()) as h:
+        await h.apply(SLOW_THEN_MORE)
+        started = await h.service.start(h.admin, "slow")
+        await h.engine.tick()
+        await h.service.cancel(h.admin, started.id)
+        await h.engine.run_until_idle()
+        ex = await get(h, started.id)
+        assert ex.state == E.CANCELED
+        assert attempts(ex, "work") == [(1, T.COMPLETED)]  # finished within the grace period
+        assert attempts(ex, "wait") == [(1, T.CANCELED)]  # a wait ends at once
+        assert attempts(ex, "after") == []
+
+
+async def test_a_forced_cancel_stops_running_tasks_at_once(store: Store) -> None:
+    wf = {"name": "stuck", "tasks": {"work": py("slow", args={"seconds": 60})}}
+    async with harness(store, SystemClock()) as h:
+        await h.apply(wf)
+        started = await h.service.start(h.admin, "stuck")
+        await h.engine.tick()
+        await h.service.cancel(h.admin, started.id)  # graceful: 30 s by default
+        await h.engine.tick()
+        assert attempts(await get(h, started.id), "work") == [(1, T.RUNNING)]
+        await h.service.cancel(h.admin, started.id, force=True)  # shortens it to nothing
+        await h.engine.run_until_idle()
+        ex = await get(h, started.id)
+        assert (ex.state, attempts(ex, "work")) == (E.CANCELED, [(1, T.CANCELED)])
+        log = await log_of(h, started.id)
+        assert "cancel requested (running tasks may finish within 30s)" in log
+        assert "cancel requested (at once)" in log
+
+
+async def test_a_cancel_grace_period_ends_with_the_tasks_stopped(store: Store) -> None:
+    wf = {"name": "stuck", "tasks": {"work": py("slow", args={"seconds": 60})}}
+    async with harness(store, SystemClock()) as h:
+        await h.apply(wf)
+        started = await h.service.start(h.admin, "stuck")
+        await h.engine.tick()
+        await h.service.cancel(h.admin, started.id, grace=0.2)
+        await h.engine.run_until_idle()
+        ex = await get(h, started.id)
+        assert (ex.state, attempts(ex, "work")) == (E.CANCELED, [(1, T.CANCELED)])
+
+
+async def test_a_bad_grace_period_is_refused(store: Store) -> None:
+    async with harness(store) as h:
+        await h.apply(APPROVAL)
+        ex = await h.run("approval")
+        with pytest.raises(InvalidInput) as bad:
+            await h.service.cancel(h.admin, ex.id, grace=-1)
+        assert [d.pointer for d in bad.value.details] == ["query:grace"]
+        assert (await get(h, ex.id)).cancel_requested is False
