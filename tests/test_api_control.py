@@ -6,6 +6,8 @@ the audit log, through the real ASGI app."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.test_api import Api, api  # noqa: F401
@@ -113,3 +115,125 @@ async def test_a_viewer_cannot_steer_an_execution(api: Api) -> None:
         assert_error(r, 403)
     await api.idle()
     assert (await execution(api, execution_id))["state"] == "WAITING_ON_SIGNAL"
+
+
+# the audit log -------------------------------------------------------------------------------
+
+
+async def logs(api: Api, execution_id: str, **params: Any) -> Any:
+    r = await api.client.get(
+        f"/api/v1/executions/{execution_id}/logs", params=params, headers=api.auth()
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_the_audit_log_records_state_changes_and_who_did_what(api: Api) -> None:
+    execution_id = await waiting_for_approval(api)
+    await post(api, f"{execution_id}/signals/approval", json={"approved": True, "by": "ada"})
+    await api.idle()
+    items = (await logs(api, execution_id))["items"]
+    messages = [e["message"] for e in items]
+    assert messages == [
+        "execution running",
+        "execution waiting_on_signal",
+        "signal approval received",
+        "execution running",
+        "execution completed",
+    ]
+    assert [e["id"] for e in items] == sorted(e["id"] for e in items)
+    signal = items[2]
+    assert (signal["level"], signal["kind"], signal["task"]) == ("notice", "signal", "approve")
+    assert signal["actor"] is not None
+    assert items[1]["data"] == {"from": "RUNNING", "to": "WAITING_ON_SIGNAL"}
+
+    notice = (await logs(api, execution_id, level="notice"))["items"]
+    assert [e["message"] for e in notice] == ["signal approval received"]
+    assert (await logs(api, execution_id, task="approve"))["items"] == [signal]
+    first = await logs(api, execution_id, limit=3)
+    rest = await logs(api, execution_id, after=first["next_after"])
+    assert [e["id"] for e in first["items"] + rest["items"]] == [e["id"] for e in items]
+    assert rest["next_after"] is None
+
+
+async def test_log_level_at_start_sets_what_is_kept(api: Api) -> None:
+    await put(api, APPROVAL)
+    r = await api.client.post(
+        "/api/v1/workflows/approval/executions",
+        json={"log_level": "loud"},
+        headers=api.auth(),
+    )
+    assert "/log_level" in pointers(r)
+    assert_error(r, 422)
+    r = await api.client.get("/api/v1/executions", headers=api.auth())
+    assert r.json()["items"] == []
+
+    execution_id = await started(api, "approval", log_level="debug")
+    await api.idle()
+    detail = await execution(api, execution_id)
+    assert detail["log_level"] == "debug"
+    messages = [e["message"] for e in (await logs(api, execution_id))["items"]]
+    assert messages[:3] == ["task prepare started", "execution running", "task prepare completed"]
+
+    quiet = await started(api, "approval", log_level="error")
+    await api.idle()
+    assert (await logs(api, quiet))["items"] == []
+
+
+async def test_bad_log_queries_are_refused(api: Api) -> None:
+    execution_id = await waiting_for_approval(api)
+    path = f"/api/v1/executions/{execution_id}"
+    for params in ({"level": "chatty"}, {"after": "-1"}, {"limit": "0"}):
+        assert_error(await api.client.get(f"{path}/logs", params=params, headers=api.auth()), 422)
+    r = await api.client.get(f"{path}/events", params={"level": "x"}, headers=api.auth())
+    assert_error(r, 422)
+    assert_error(await api.client.get("/api/v1/executions/ghost/logs", headers=api.auth()), 404)
+    assert_error(await api.client.get("/api/v1/executions/ghost/events", headers=api.auth()), 404)
+    assert_error(await api.client.get(f"{path}/events"), 401)
+
+
+async def test_events_stream_the_log_and_end_with_the_execution(api: Api) -> None:
+    execution_id = await waiting_for_approval(api)
+    await post(api, f"{execution_id}/signals/approval", json={"approved": True, "by": "ada"})
+    await api.idle()
+    items = (await logs(api, execution_id))["items"]
+    r = await api.client.get(
+        f"/api/v1/executions/{execution_id}/events",
+        headers={**api.auth(), "Last-Event-ID": str(items[0]["id"])},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    blocks = [b for b in r.text.split("\n\n") if b.strip()]
+    fields = [dict(line.split(": ", 1) for line in b.splitlines()) for b in blocks]
+    assert [f.get("event") for f in fields] == ["state", "signal", "state", "state", "end"]
+    assert [f.get("id") for f in fields[:-1]] == [str(e["id"]) for e in items[1:]]
+    assert json.loads(fields[-2]["data"])["message"] == "execution completed"
+
+
+# a start put off until later -----------------------------------------------------------------
+
+
+async def test_a_scheduled_start_waits_and_reads_its_time_in_expressions(api: Api) -> None:
+    wf = {
+        "name": "later",
+        "tasks": {"t": {"action": "echo", "with": {"at": "${{ execution.scheduled_at }}"}}},
+        "outputs": {"at": "${{ tasks.t.output.at }}"},
+    }
+    await put(api, wf)
+    r = await api.client.post(
+        "/api/v1/workflows/later/executions",
+        json={"scheduled_at": "2026-01-01T00:00:00"},
+        headers=api.auth(),
+    )
+    assert pointers(r) == {"/scheduled_at": "give a time zone (e.g. Z or +02:00)"}
+    when = datetime.now(UTC) + timedelta(seconds=0.3)
+    execution_id = await started(api, "later", scheduled_at=when.isoformat())
+    await api.runtime.engine.tick()
+    detail = await execution(api, execution_id)
+    assert (detail["state"], detail["tasks"]) == ("WAITING", [])
+    assert datetime.fromisoformat(detail["scheduled_at"]) == when
+    await api.idle()
+    detail = await execution(api, execution_id)
+    assert detail["state"] == "COMPLETED"
+    assert datetime.fromisoformat(detail["outputs"]["at"]) == when
+    assert datetime.fromisoformat(detail["tasks"][0]["started_at"]) >= when

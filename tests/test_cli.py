@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +223,51 @@ def test_suspend_signal_and_resume(applied: Cli) -> None:
     result = applied("resume", execution_id)
     assert result.exit_code == 1
     assert "not suspended" in result.stderr
+
+
+def test_logs_follow_an_execution_live_until_it_ends(applied: Cli) -> None:
+    execution_id = json.loads(applied("start", "approval", "--log-level", "debug").stdout)["id"]
+    applied.server.wait_state(execution_id, {"WAITING_ON_SIGNAL"}, 10)
+
+    def approve_soon() -> None:
+        time.sleep(0.5)  # let `logs -f` print what is there and wait for more
+        path = f"/api/v1/executions/{execution_id}/signals/approval"
+        r = applied.server.client.post(path, json={"approved": True, "by": "bob"})
+        assert r.status_code == 202, r.text
+
+    approver = threading.Thread(target=approve_soon)
+    approver.start()
+    result = applied("logs", execution_id, "-f")
+    approver.join()
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.endswith("execution waiting_on_signal") for line in lines)
+    received = next(line for line in lines if "signal approval received" in line)
+    assert " notice  [approve#1] " in received and "(by " in received
+    assert lines[-1].endswith("execution completed")
+
+    result = applied("logs", execution_id, "--level", "notice")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1
+    result = applied("watch", execution_id)
+    assert result.exit_code == 0, result.output
+    assert "approval" in result.stdout and "COMPLETED" in result.stdout
+    result = applied("logs", "ghost")
+    assert result.exit_code == 1
+    assert "not found" in result.stderr
+
+
+def test_start_at_a_later_time(applied: Cli) -> None:
+    result = applied("start", "typed", "-p", "n=1", "--at", "2026-01-01T00:00:00")
+    assert result.exit_code == 1
+    assert "/scheduled_at" in result.stderr
+    when = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    result = applied("start", "typed", "-p", "n=1", "--at", when)
+    assert result.exit_code == 0, result.output
+    execution_id = json.loads(result.stdout)["id"]
+    assert applied.server.execution(execution_id)["state"] in {"INITIALIZING", "WAITING"}
+    ex = applied.server.wait_state(execution_id, {"COMPLETED"}, 10)
+    assert datetime.fromisoformat(ex["tasks"][0]["started_at"]) >= datetime.fromisoformat(when)
 
 
 def test_cancel_of_an_ended_execution_is_refused(applied: Cli) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import click
 import uvicorn
 
-from execflow import __version__
+from execflow import __version__, levels
 from execflow.api import create_app
 from execflow.client import ApiError, Client
 from execflow.definition import load_text
@@ -194,6 +194,12 @@ def _coerce(kind: str, text: str) -> Any:
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
 @click.option("--revision", type=int, help="Defaults to the latest.")
 @click.option("--wait", is_flag=True, help="Follow the tasks live; exit 0 only on COMPLETED.")
+@click.option("--at", "scheduled_at", help="Start no earlier than this ISO 8601 time (with zone).")
+@click.option(
+    "--log-level",
+    type=click.Choice(levels.NAMES),
+    help="The floor of what the audit log keeps [default: info].",
+)
 @click.pass_context
 def start(
     ctx: click.Context,
@@ -204,6 +210,8 @@ def start(
     labels: tuple[str, ...],
     revision: int | None,
     wait: bool,
+    scheduled_at: str | None,
+    log_level: str | None,
 ) -> None:
     """Start an execution of WORKFLOW."""
     with _client(ctx) as client:
@@ -221,6 +229,10 @@ def start(
             body["name"] = name
         if revision is not None:
             body["revision"] = revision
+        if scheduled_at:
+            body["scheduled_at"] = scheduled_at
+        if log_level:
+            body["log_level"] = log_level
         started = client.start(workflow, body)
         if not wait:
             _print_json(started)
@@ -274,6 +286,46 @@ def _watch(client: Client, execution_id: str) -> Any:
                 click.echo(f"error: {ex['error'].get('message', ex['error'])}", err=True)
             return ex
         time.sleep(0.2)
+
+
+@main.command()
+@click.argument("execution_id")
+@click.pass_context
+def watch(ctx: click.Context, execution_id: str) -> None:
+    """Follow an execution's task states live until it ends; exit 0 only on COMPLETED."""
+    with _client(ctx) as client:
+        final = _watch(client, execution_id)
+    sys.exit(0 if final["state"] == "COMPLETED" else 1)
+
+
+@main.command()
+@click.argument("execution_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries until it ends.")
+@click.option("--level", type=click.Choice(levels.NAMES), help="Only entries this severe or more.")
+@click.option("--task", help="Only entries of this task.")
+@click.pass_context
+def logs(
+    ctx: click.Context, execution_id: str, follow: bool, level: str | None, task: str | None
+) -> None:
+    """Print an execution's audit log: state changes, retries, who did what, task output."""
+    with _client(ctx) as client:
+        if follow:
+            for entry in client.follow(execution_id, level=level):
+                if task is None or entry.get("task") == task:
+                    click.echo(_log_line(entry))
+            return
+        after: int | None = 0
+        while after is not None:
+            page = client.logs(execution_id, level=level, task=task, after=after, limit=500)
+            for entry in page["items"]:
+                click.echo(_log_line(entry))
+            after = page["next_after"]
+
+
+def _log_line(entry: dict[str, Any]) -> str:
+    where = f" [{entry['task']}#{entry['attempt']}]" if entry.get("task") else ""
+    who = f" (by {entry['actor']})" if entry.get("actor") else ""
+    return f"{entry['at']} {entry['level']:<7}{where} {entry['message']}{who}"
 
 
 @main.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -73,6 +75,27 @@ class Client:
     def signal(self, execution_id: str, name: str, payload: Any) -> Any:
         path = f"/api/v1/executions/{execution_id}/signals/{name}"
         return self.request("POST", path, json=payload)
+
+    def follow(self, execution_id: str, level: str | None = None) -> Iterator[Any]:
+        """The audit-log entries of an execution as they come (Server-Sent Events), until
+        it has ended."""
+        params = {"level": level} if level else {}
+        path = f"/api/v1/executions/{execution_id}/events"
+        try:
+            with self._http.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(response.status_code, response.json())
+                kind = ""
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        kind = line.partition(":")[2].strip()
+                    elif line.startswith("data:") and kind != "end":
+                        yield json.loads(line.partition(":")[2])
+                    elif line.startswith("data:"):
+                        return
+        except httpx.HTTPError as exc:
+            raise ExecflowError(f"cannot reach {self._http.base_url}: {exc}") from exc
 
     def logs(self, execution_id: str, **params: Any) -> Any:
         query = {k: v for k, v in params.items() if v is not None}

@@ -6,12 +6,14 @@ here; nothing below this layer knows about HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from execflow import levels
 from execflow.actions.signal import check_payload
 from execflow.auth import SYSTEM_PROJECT, Privilege, require
 from execflow.clock import Clock, SystemClock
@@ -25,7 +27,13 @@ from execflow.errors import (
     NotFound,
     PermissionDenied,
 )
-from execflow.records import ExecutionRecord, Principal, RevisionRecord, WorkflowRecord
+from execflow.records import (
+    EventRecord,
+    ExecutionRecord,
+    Principal,
+    RevisionRecord,
+    WorkflowRecord,
+)
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from execflow.store.store import ROLES, new_id
@@ -34,6 +42,8 @@ _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _EXEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_LABELS = 32
 MAX_CANCEL_GRACE = 3600.0
+# how often a live follower looks for entries other nodes wrote
+FOLLOW_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,8 +143,13 @@ class Service:
         revision: int | None = None,
         name: str | None = None,
         labels: dict[str, str] | None = None,
+        log_level: int | str | None = None,
+        scheduled_at: datetime | None = None,
     ) -> ExecutionRecord:
-        """Validate and commit a new execution; it is durable when this returns."""
+        """Validate and commit a new execution; it is durable when this returns.
+
+        `scheduled_at` puts the first task off until then (the execution is WAITING);
+        `log_level` is the floor of what its audit log keeps (default info)."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
         wf = await self.store.read(self.store.get_workflow, who.project_id, workflow)
         number = wf.latest_revision if revision is None else revision
@@ -144,6 +159,14 @@ class Service:
             )
         definition = await self.definitions.get(wf.id, number)
         problems = _check_name_and_labels(name, labels)
+        level = levels.DEFAULT
+        if log_level is not None:
+            try:
+                level = levels.parse_level(log_level)
+            except ValueError as exc:
+                problems.append(Detail("/log_level", str(exc)))
+        if scheduled_at is not None and scheduled_at.tzinfo is None:
+            problems.append(Detail("/scheduled_at", "give a time zone (e.g. Z or +02:00)"))
         try:
             resolved = resolve_inputs(definition, inputs)
         except InvalidInput as exc:
@@ -169,6 +192,8 @@ class Service:
             ended_at=None,
             updated_at=now,
             started_by=who.token_id,
+            scheduled_at=scheduled_at,
+            log_level=level,
         )
         owner, expires = None, None
         if self.engine is not None:
@@ -193,6 +218,47 @@ class Service:
     async def get_execution(self, who: Principal, execution_id: str) -> ExecutionRecord:
         require(who, Privilege.VIEW)
         return await self.store.read(self.store.get_execution, execution_id, who.project_id)
+
+    async def logs(
+        self,
+        who: Principal,
+        execution_id: str,
+        level: int = levels.DEBUG,
+        task: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """A page of an execution's audit log: entries at `level` or more severe, in order."""
+        require(who, Privilege.VIEW)
+        await self.store.read(self.store.get_execution, execution_id, who.project_id, False)
+        return await self.store.read(
+            self.store.list_events, execution_id, level, task, after, limit
+        )
+
+    async def follow(
+        self, who: Principal, execution_id: str, after: int = 0, level: int = levels.DEBUG
+    ) -> AsyncIterator[EventRecord]:
+        """The audit log as it grows, from the entry after `after`, until the execution has
+        ended and everything it logged was given."""
+        require(who, Privilege.VIEW)
+        read, store = self.store.read, self.store
+        await read(store.get_execution, execution_id, who.project_id, False)
+        while True:
+            # Read the state before the entries: an end committed after the state was read
+            # is caught by the next round, so the last entries are never missed.
+            ended = (await read(store.get_execution, execution_id, None, False)).state.terminal
+            batch = await read(store.list_events, execution_id, level, None, after, 500)
+            for event in batch:
+                yield event
+            if batch:
+                after = batch[-1].id or after
+                continue
+            if ended:
+                return
+            if self.engine is not None:
+                await self.engine.changed(FOLLOW_POLL_SECONDS)
+            else:
+                await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
     async def definition_of(self, record: ExecutionRecord) -> Definition:
         return await self.definitions.get(record.workflow_id, record.revision)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from execflow import levels
 from execflow.api.deps import PrincipalDep, ServiceDep
 from execflow.api.schemas import (
     ErrorBody,
+    EventList,
+    EventPublic,
     ExecutionCreate,
     ExecutionList,
     ExecutionPublic,
@@ -16,6 +21,7 @@ from execflow.api.schemas import (
     ExecutionSummary,
 )
 from execflow.errors import Detail, InvalidInput
+from execflow.records import EventRecord
 
 router = APIRouter(prefix="/api/v1", tags=["executions"])
 
@@ -66,7 +72,14 @@ async def start_execution(
     With `Prefer: wait=N`, answers 200 with the ended execution if it ends within N seconds.
     """
     record = await service.start(
-        who, name, body.inputs, revision=body.revision, name=body.name, labels=body.labels
+        who,
+        name,
+        body.inputs,
+        revision=body.revision,
+        name=body.name,
+        labels=body.labels,
+        log_level=body.log_level,
+        scheduled_at=body.scheduled_at,
     )
     response.headers["Location"] = f"/api/v1/executions/{record.id}"
     wait = wait_preference(prefer)
@@ -118,6 +131,76 @@ async def list_executions(
 
 
 _CONTROL = {409: {"model": ErrorBody}, **_ERRORS}
+
+
+def _level(value: str | None) -> int:
+    try:
+        return levels.DEBUG if value is None else levels.parse_level(value)
+    except ValueError as exc:
+        raise InvalidInput(details=[Detail("query:level", str(exc))]) from exc
+
+
+@router.get(
+    "/executions/{execution_id}/logs",
+    response_model=EventList,
+    responses=_ERRORS,
+    summary="Page through an execution's audit log",
+)
+async def execution_logs(
+    execution_id: str,
+    service: ServiceDep,
+    who: PrincipalDep,
+    level: Annotated[
+        str | None, Query(description="Only entries this severe or more (e.g. warning)")
+    ] = None,
+    task: Annotated[str | None, Query(description="Only entries of this task")] = None,
+    after: Annotated[int, Query(ge=0, description="Entries after this id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventList:
+    """State changes, retries, who did what, and what tasks logged, oldest first."""
+    items = await service.logs(who, execution_id, _level(level), task, after, limit)
+    next_after = items[-1].id if len(items) == limit else None
+    return EventList(items=[EventPublic.of(e) for e in items], next_after=next_after)
+
+
+async def _followable(
+    execution_id: str,
+    service: ServiceDep,
+    who: PrincipalDep,
+    level: Annotated[
+        str | None, Query(description="Only entries this severe or more (e.g. notice)")
+    ] = None,
+    after: Annotated[int, Query(ge=0, description="Entries after this id")] = 0,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[EventRecord]:
+    """Checked before the stream starts, so that a 401, 403, 404 or 422 is a plain answer."""
+    if last_event_id and last_event_id.isdigit():
+        after = max(after, int(last_event_id))
+    floor = _level(level)
+    await service.get_execution(who, execution_id)
+    return service.follow(who, execution_id, after, floor)
+
+
+@router.get(
+    "/executions/{execution_id}/events",
+    response_class=EventSourceResponse,
+    responses=_ERRORS,
+    summary="Follow an execution live (Server-Sent Events)",
+)
+async def execution_events(
+    entries: Annotated[AsyncIterator[EventRecord], Depends(_followable)],
+) -> AsyncIterator[ServerSentEvent]:
+    """Each audit-log entry as an event named by its kind (`state` for state changes), with
+    its id, so that a reconnecting client resumes where it left off (`Last-Event-ID`). The
+    stream ends with an `end` event once the execution has ended."""
+    async for event in entries:
+        yield _sse(event)
+    yield ServerSentEvent(event="end", data={})
+
+
+def _sse(event: EventRecord) -> ServerSentEvent:
+    body = EventPublic.of(event)
+    return ServerSentEvent(event=event.kind, id=str(body.id), data=body.model_dump(mode="json"))
 
 
 @router.post(

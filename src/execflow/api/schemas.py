@@ -7,8 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from execflow import levels
 from execflow.definition import Definition, mask_secrets, redact, secret_values
-from execflow.records import ExecutionRecord, RevisionRecord, TaskRunRecord, WorkflowRecord
+from execflow.records import (
+    EventRecord,
+    ExecutionRecord,
+    RevisionRecord,
+    TaskRunRecord,
+    WorkflowRecord,
+)
 from execflow.service import PendingSignal, pending_signals
 from execflow.states import ExecutionState, TaskRunState
 
@@ -79,6 +86,14 @@ class ExecutionCreate(BaseModel):
     revision: int | None = Field(default=None, ge=1, description="Defaults to the latest")
     name: str | None = Field(default=None, description="Unique per workflow; defaults to the id")
     labels: dict[str, str] = Field(default_factory=dict)
+    log_level: str | int | None = Field(
+        default=None,
+        description="The floor of what the audit log keeps: emergency … debug (default info)",
+    )
+    scheduled_at: datetime | None = Field(
+        default=None,
+        description="Start the first task no earlier than this; `execution.scheduled_at`",
+    )
 
 
 class ExecutionStarted(_Out):
@@ -174,6 +189,7 @@ class ExecutionPublic(ExecutionSummary):
     cancel_requested: bool
     started_by: str | None
     scheduled_at: datetime | None
+    log_level: str
     pending_signals: list[SignalPublic] = Field(
         description="Signals the execution waits for, with the schema of their payload"
     )
@@ -193,9 +209,41 @@ class ExecutionPublic(ExecutionSummary):
             cancel_requested=ex.cancel_requested,
             started_by=ex.started_by,
             scheduled_at=ex.scheduled_at,
+            log_level=levels.name_of(ex.log_level),
             pending_signals=[SignalPublic.of(p) for p in pending_signals(ex)],
             tasks=[TaskRunPublic.of(t, secrets) for t in ex.task_runs],
         )
+
+
+class EventPublic(_Out):
+    id: int = Field(description="Increasing; pass as `after` (or `Last-Event-ID`) to go on")
+    at: datetime
+    level: str = Field(description="A syslog severity: emergency … debug")
+    kind: str = Field(description="state, task, command, signal, or output of a task")
+    task: str | None
+    attempt: int | None
+    message: str
+    data: dict[str, Any] | None
+    actor: str | None = Field(description="The token that asked for it, for commands")
+
+    @classmethod
+    def of(cls, ev: EventRecord) -> EventPublic:
+        return cls(
+            id=ev.id or 0,
+            at=ev.at,
+            level=levels.name_of(ev.level),
+            kind=ev.kind,
+            task=ev.task_id,
+            attempt=ev.attempt,
+            message=ev.message,
+            data=ev.data,
+            actor=ev.actor,
+        )
+
+
+class EventList(_Out):
+    items: list[EventPublic]
+    next_after: int | None = Field(description="Pass as `after` for the next page")
 
 
 class ExecutionList(_Out):

@@ -32,6 +32,7 @@ from execflow.definition import Definition, parse_definition
 from execflow.engine.run import Attempt, Run
 from execflow.errors import TaskFailure, TaskTimeout
 from execflow.executors import LocalExecutor, Outcome
+from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
 from execflow.records import CommandRecord, EventRecord, ExecutionRecord, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState, can_transition
 from execflow.store import LeaseLost, Store
@@ -49,8 +50,6 @@ log = logging.getLogger("execflow.engine")
 Key = tuple[str, str, int]  # execution id, task id, attempt
 E, T = ExecutionState, TaskRunState
 
-# syslog severities of the audit log
-ERROR, WARNING, NOTICE, INFO, DEBUG = 3, 4, 5, 6, 7
 _STATE_LEVELS = {E.FAILED: ERROR, E.CANCELED: NOTICE, E.SUSPENDED: NOTICE}
 
 
@@ -129,6 +128,7 @@ class Engine:
         self._draining = False
         self.listeners: list[Callable[[str, ExecutionState], None]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._changed = asyncio.Event()
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -330,7 +330,7 @@ class Engine:
         ops: list[Op],
         starts: list[tuple[Run, Attempt, Any]],
     ) -> None:
-        if kind == "cancel":
+        if kind in ("cancel", "start"):
             if key[0] in self.runs:
                 self._touched.add(key[0])
             return
@@ -430,6 +430,12 @@ class Engine:
             return
         if run.cancel_requested:
             self._cancel(run, now, ops)
+            return
+        if run.scheduled_at is not None and now < run.scheduled_at and not run.attempts:
+            if not run.start_timer_set:
+                run.start_timer_set = True
+                self._add_timer(run.scheduled_at, "start", (run.id, "", 0))
+            self._set_state(run, E.SUSPENDED if run.suspended else E.WAITING, now, ops)
             return
         ready = run.ready() if run.failure is None and not run.suspended else []
         if not self._draining:
@@ -744,6 +750,8 @@ class Engine:
                     self._drop(run_id)
                 starts.clear()
                 raise
+        self._changed.set()  # wake whoever follows executions live, then start afresh
+        self._changed = asyncio.Event()
         for op in ops:
             if isinstance(op, UpdateExecution):
                 for listener in self.listeners:
@@ -811,6 +819,11 @@ class Engine:
                 waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[execution_id]
+
+    async def changed(self, timeout: float) -> None:
+        """Wait until this engine commits its next tick, or `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def wait(self, timeout: float) -> None:
         """Wait until something is ready for the next tick, or `timeout` seconds."""

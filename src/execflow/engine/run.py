@@ -52,6 +52,7 @@ class Run:
     log_level: int = 6
     scheduled_at: datetime | None = None
     seen_commands: set[int] = field(default_factory=set)
+    start_timer_set: bool = False
 
     @classmethod
     def from_record(cls, rec: ExecutionRecord, definition: Definition) -> Run:
