@@ -982,3 +982,52 @@ def test_retry_policy_accepts_duration_strings() -> None:
 
     assert policy.initial_delay == 0.25
     assert policy.max_delay == 90.0
+
+
+# schedules ---------------------------------------------------------------------------------
+
+
+def test_schedules_are_parsed_with_their_inputs() -> None:
+    raw = workflow(
+        {"a": echo()},
+        parameters={"day": {"type": "string", "required": True}},
+        schedules=[
+            {
+                "name": "nightly",
+                "cron": "0 2 * * *",
+                "timezone": "Europe/Berlin",
+                "inputs": {"day": "x"},
+            },
+            {"name": "hourly", "cron": "@hourly", "inputs": {"day": "y"}, "missed": "catch_up"},
+        ],
+    )
+    definition = parse_definition(raw)
+    assert [s.name for s in definition.schedules] == ["nightly", "hourly"]
+    assert definition.schedules[0].timezone == "Europe/Berlin"
+
+
+def test_every_schedule_problem_is_reported_with_its_pointer() -> None:
+    raw = workflow(
+        {"a": echo()},
+        parameters={"day": {"type": "string", "required": True}},
+        schedules=[
+            {"name": "one", "cron": "61 * * * *", "inputs": {"day": "x"}},
+            {
+                "name": "two",
+                "cron": "0 * * * *",
+                "timezone": "Mars/Olympus",
+                "inputs": {"day": "x"},
+            },
+            {"name": "one", "cron": "0 * * * *", "inputs": {"day": 3, "extra": 1}},
+            {"cron": "0 * * * *"},
+        ],
+    )
+    found = {d.pointer for d in problems(raw)}
+    assert found == {
+        "/schedules/0/cron",
+        "/schedules/1/timezone",
+        "/schedules/2/name",
+        "/schedules/2/inputs/day",
+        "/schedules/2/inputs/extra",
+        "/schedules/3/name",
+    }

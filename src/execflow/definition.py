@@ -24,6 +24,7 @@ from execflow import dag, expressions
 from execflow.actions import ACTIONS
 from execflow.durations import parse_duration
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
+from execflow.schedules import Schedule
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TASK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -123,6 +124,7 @@ class _Shape(_Model):
     parameters: dict[str, Any] = Field(default_factory=dict)
     tasks: dict[str, Any] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
+    schedules: list[Any] = Field(default_factory=list, max_length=64)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class Definition:
     tasks: dict[str, Task]
     outputs: dict[str, Any]
     source: dict[str, Any]
+    schedules: tuple[Schedule, ...] = ()
 
     @cached_property
     def digest(self) -> str:
@@ -270,10 +273,44 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
     needs = {tid: [n for n in t.needs if isinstance(n, str)] for tid, t in tasks.items()}
     _check_graph(shape.tasks, needs, problems)
     _check_references(shape, tasks, parameters, needs, problems)
+    schedules = _schedules(shape.schedules, parameters, problems)
     if problems:
         raise InvalidDefinition(details=problems)
     source = json.loads(json.dumps(raw, default=str))
-    return Definition(shape.name, shape.description, parameters, tasks, dict(shape.outputs), source)
+    return Definition(
+        shape.name,
+        shape.description,
+        parameters,
+        tasks,
+        dict(shape.outputs),
+        source,
+        schedules,
+    )
+
+
+def _schedules(
+    raw: list[Any], parameters: dict[str, Parameter], problems: list[Detail]
+) -> tuple[Schedule, ...]:
+    """Each schedule's shape, unique names, and inputs that fit the parameters."""
+    out: list[Schedule] = []
+    seen: set[str] = set()
+    probe = Definition("", "", parameters, {}, {}, {})
+    for i, spec in enumerate(raw):
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name in seen:
+            problems.append(Detail(_pointer("schedules", i, "name"), "repeats another schedule"))
+        seen.add(name if isinstance(name, str) else "")
+        try:
+            schedule = Schedule.model_validate(spec)
+        except ValidationError as exc:
+            problems.extend(_pydantic_details(exc, "schedules", i))
+            continue
+        try:
+            resolve_inputs(probe, schedule.inputs)
+        except InvalidInput as exc:
+            problems.extend(Detail(f"/schedules/{i}{d.pointer}", d.reason) for d in exc.details)
+        out.append(schedule)
+    return tuple(out)
 
 
 def _shape(raw: dict[str, Any], problems: list[Detail]) -> _Shape:
@@ -295,6 +332,7 @@ def _shape(raw: dict[str, Any], problems: list[Detail]) -> _Shape:
         parameters=part("parameters"),
         tasks=part("tasks"),
         outputs=part("outputs"),
+        schedules=raw["schedules"] if isinstance(raw.get("schedules"), list) else [],
     )
 
 
