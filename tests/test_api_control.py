@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.test_api import Api, api  # noqa: F401
+from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_workflows import assert_error, execution, pointers, put, started
 from tests.test_control import APPROVAL
 
@@ -237,3 +237,67 @@ async def test_a_scheduled_start_waits_and_reads_its_time_in_expressions(api: Ap
     assert detail["state"] == "COMPLETED"
     assert datetime.fromisoformat(detail["outputs"]["at"]) == when
     assert datetime.fromisoformat(detail["tasks"][0]["started_at"]) >= when
+
+
+# idempotent starts and dry runs ----------------------------------------------------------------
+
+
+async def keyed(api: Api, key: str, **body: Any) -> Any:
+    headers = {**api.auth(), "Idempotency-Key": key}
+    body.setdefault("inputs", {"who": "ada"})
+    return await api.client.post("/api/v1/workflows/hello/executions", json=body, headers=headers)
+
+
+async def test_an_idempotency_key_gives_the_same_execution_for_the_same_request(
+    api: Api,
+) -> None:
+    await put(api, HELLO)
+    first = await keyed(api, "order-42")
+    assert first.status_code == 202, first.text
+    again = await keyed(api, "order-42")
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    other = await keyed(api, "order-42", inputs={"who": "bob"})
+    assert "order-42" in assert_error(other, 409)["description"]
+    assert_error(await keyed(api, "bad key with spaces"), 422)
+    assert_error(await keyed(api, "x" * 256), 422)
+    r = await api.client.get("/api/v1/executions", headers=api.auth())
+    assert [e["id"] for e in r.json()["items"]] == [first.json()["id"]]
+    fresh = await keyed(api, "order-43")
+    assert fresh.status_code == 202 and fresh.json()["id"] != first.json()["id"]
+
+
+async def test_an_idempotency_key_expires_after_its_retention(api: Api) -> None:
+    await put(api, HELLO)
+    api.runtime.service.idempotency_retention = 0.0
+    first = await keyed(api, "once")
+    second = await keyed(api, "once", inputs={"who": "bob"})
+    assert second.status_code == 202, second.text
+    assert second.json()["id"] != first.json()["id"]
+
+
+async def test_a_dry_run_validates_and_plans_without_storing(api: Api) -> None:
+    await put(api, HELLO)
+    path = "/api/v1/workflows/hello/executions"
+    r = await api.client.post(
+        path,
+        params={"dry_run": "true"},
+        json={"inputs": {"who": "ada", "secret": "hush"}, "log_level": "debug"},
+        headers=api.auth(),
+    )
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    assert plan["dry_run"] is True
+    assert plan["inputs"] == {"who": "ada", "times": 2, "secret": "******"}
+    assert plan["log_level"] == "debug"
+    assert [(t["id"], t["needs"], t["level"]) for t in plan["tasks"]] == [
+        ("greet", [], 0),
+        ("again", ["greet"], 1),
+    ]
+    assert "hush" not in r.text
+    r = await api.client.post(
+        path, params={"dry_run": "true"}, json={"inputs": {"times": "x"}}, headers=api.auth()
+    )
+    assert set(pointers(r)) == {"/inputs/times", "/inputs/who"}
+    r = await api.client.get("/api/v1/executions", headers=api.auth())
+    assert r.json()["items"] == []

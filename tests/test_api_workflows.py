@@ -357,16 +357,30 @@ async def test_an_unknown_workflow_gets_404(api: Api) -> None:
     assert_error(await start(api, "ghost"), 404)
 
 
-async def test_a_duplicate_execution_name_gets_409(api: Api) -> None:
+async def test_a_name_reused_with_the_same_inputs_gives_the_same_execution(api: Api) -> None:
     await put(api, HELLO)
     await put(api, single("other"))
     first = await started(api, name="nightly-1")
-    error = assert_error(await start(api, name="nightly-1"), 409)
-    assert "nightly-1" in error["description"]
+    again = await start(api, name="nightly-1")
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first
+    assert again.headers["location"] == f"/api/v1/executions/{first}"
     assert await listed(api) == [first]
-    assert (await execution(api, first))["name"] == "nightly-1"
     # unique per workflow, not per project
     await started(api, "other", name="nightly-1")
+
+
+async def test_a_name_reused_with_other_inputs_gets_409_naming_them(api: Api) -> None:
+    await put(api, HELLO)
+    first = await started(api, name="nightly-1", inputs={"who": "ada", "secret": "a"})
+    r = await start(api, name="nightly-1", inputs={"who": "bob", "times": 2, "secret": "b"})
+    error = assert_error(r, 409)
+    assert "nightly-1" in error["description"] and first in error["description"]
+    assert pointers(r) == {
+        "/inputs/secret": "differs from the existing execution's",
+        "/inputs/who": "differs from the existing execution's",
+    }
+    assert await listed(api) == [first]
 
 
 async def test_bad_label_keys_get_422_naming_each_label(api: Api) -> None:
@@ -569,7 +583,7 @@ async def test_every_error_has_the_one_shape(api: Api) -> None:
         (404, await api.client.get("/api/v1/no-such-route", headers=a)),
         (405, await api.client.patch("/api/v1/workflows/hello", headers=a)),
         (409, await api.client.delete("/api/v1/workflows/hello", headers=a)),
-        (409, await start(api, name="once")),
+        (409, await start(api, name="once", inputs={"who": "someone else"})),
         (422, await start(api, inputs={"times": "x"})),
         (422, await start(api, bogus=1)),
         (422, await api.client.get("/api/v1/workflows/hello/revisions/x", headers=a)),

@@ -604,3 +604,24 @@ def test_an_engine_that_lost_the_lease_cannot_write_task_runs(store: Store) -> N
     with pytest.raises(LeaseLost):
         store.apply("a", [UpdateTaskRun(ex, "a", 1, T.RUNNING, T.COMPLETED, output=1)])
     assert store.get_execution(ex) == before
+
+
+# idempotency keys ---------------------------------------------------------------------------
+
+
+def test_an_idempotency_key_names_one_execution_per_request_until_it_expires(
+    store: Store,
+) -> None:
+    wf = workflow(store)
+    first = execution(wf, "a")
+    rec, created = store.create_keyed_execution(first, None, None, "k", "d1", at(60))
+    assert (rec.id, created) == (first.id, True)
+    rec, created = store.create_keyed_execution(execution(wf, "b"), None, None, "k", "d1", at(60))
+    assert (rec.id, created) == (first.id, False)
+    with pytest.raises(Conflict, match="another request"):
+        store.create_keyed_execution(execution(wf, "c"), None, None, "k", "d2", at(60))
+    later = execution(wf, "d", created_at=at(61))
+    rec, created = store.create_keyed_execution(later, None, None, "k", "d2", at(120))
+    assert (rec.id, created) == (later.id, True)
+    assert store.forget_idempotency_keys(at(121)) == 1
+    assert {e.name for e in store.list_executions(wf.project_id)[0]} == {"a", "d"}

@@ -7,6 +7,8 @@ here; nothing below this layer knows about HTTP.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,7 +19,13 @@ from execflow import levels
 from execflow.actions.signal import check_payload
 from execflow.auth import SYSTEM_PROJECT, Privilege, require
 from execflow.clock import Clock, SystemClock
-from execflow.definition import NAME_RE, Definition, parse_definition, resolve_inputs
+from execflow.definition import (
+    NAME_RE,
+    Definition,
+    mask_secrets,
+    parse_definition,
+    resolve_inputs,
+)
 from execflow.engine import DefinitionCache, Engine
 from execflow.errors import (
     Conflict,
@@ -44,6 +52,54 @@ MAX_LABELS = 32
 MAX_CANCEL_GRACE = 3600.0
 # how often a live follower looks for entries other nodes wrote
 FOLLOW_POLL_SECONDS = 1.0
+
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    wf: WorkflowRecord
+    revision: int
+    definition: Definition
+    inputs: dict[str, Any]
+    log_level: int
+
+    def digest(
+        self, name: str | None, labels: dict[str, str] | None, scheduled_at: datetime | None
+    ) -> str:
+        """What identifies a start request, for its Idempotency-Key."""
+        request = {
+            "workflow": self.wf.id,
+            "revision": self.revision,
+            "inputs": self.inputs,
+            "name": name,
+            "labels": labels or {},
+            "scheduled_at": scheduled_at.isoformat() if scheduled_at else None,
+            "log_level": self.log_level,
+        }
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    id: str
+    action: str
+    needs: list[str]
+    level: int  # 0 for tasks that need nothing, else one more than their deepest need
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a start would do (a dry run): resolved inputs (secrets masked) and the DAG."""
+
+    workflow: str
+    revision: int
+    inputs: dict[str, Any]
+    tasks: list[PlannedTask]
+    scheduled_at: datetime | None
+    log_level: str
 
 
 @dataclass(frozen=True)
@@ -84,11 +140,15 @@ class Service:
         definitions: DefinitionCache,
         engine: Engine | None = None,
         clock: Clock | None = None,
+        idempotency_retention: float = 86400.0,
     ) -> None:
         self.store = store
         self.definitions = definitions
         self.engine = engine
         self.clock = clock or SystemClock()
+        # how long an Idempotency-Key keeps naming the execution it started
+        self.idempotency_retention = idempotency_retention
+        self._keys_swept: datetime | None = None
 
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
@@ -145,12 +205,162 @@ class Service:
         labels: dict[str, str] | None = None,
         log_level: int | str | None = None,
         scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> ExecutionRecord:
         """Validate and commit a new execution; it is durable when this returns.
+
+        See `start_or_find`, which also tells whether the execution is new."""
+        record, _ = await self.start_or_find(
+            who,
+            workflow,
+            inputs,
+            revision,
+            name,
+            labels,
+            log_level,
+            scheduled_at,
+            idempotency_key,
+        )
+        return record
+
+    async def start_or_find(
+        self,
+        who: Principal,
+        workflow: str,
+        inputs: dict[str, Any] | None = None,
+        revision: int | None = None,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        log_level: int | str | None = None,
+        scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[ExecutionRecord, bool]:
+        """Start an execution, or find the one this same request already started: a name is
+        unique per workflow, and reusing it with the same inputs gives back that execution
+        (False), with other inputs a Conflict naming them; an Idempotency-Key does the same
+        for any request within the retention period.
 
         `scheduled_at` puts the first task off until then (the execution is WAITING);
         `log_level` is the floor of what its audit log keeps (default info)."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
+        p = await self._prepare(
+            who, workflow, inputs, revision, name, labels, log_level, scheduled_at
+        )
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            detail = Detail("header:Idempotency-Key", "1 to 255 printable ASCII characters")
+            raise InvalidInput(details=[detail])
+        if name is not None:
+            existing = await self.store.read(self.store.execution_by_name, p.wf.id, name)
+            if existing is not None:
+                return self._same_inputs(existing, p), False
+        now = self.clock.now()
+        execution_id = new_id()
+        record = ExecutionRecord(
+            id=execution_id,
+            project_id=who.project_id,
+            workflow_id=p.wf.id,
+            workflow_name=p.wf.name,
+            revision=p.revision,
+            name=name or execution_id,
+            state=ExecutionState.INITIALIZING,
+            inputs=p.inputs,
+            labels=dict(labels or {}),
+            outputs=None,
+            error=None,
+            created_at=now,
+            started_at=now,
+            ended_at=None,
+            updated_at=now,
+            started_by=who.token_id,
+            scheduled_at=scheduled_at,
+            log_level=p.log_level,
+        )
+        owner, expires = None, None
+        if self.engine is not None:
+            owner = self.engine.node_id
+            expires = now + timedelta(seconds=self.engine.settings.lease_seconds)
+        try:
+            if idempotency_key is None:
+                await self.store.start(record, owner, expires)
+            else:
+                if self._keys_swept is None or now - self._keys_swept > timedelta(hours=1):
+                    self._keys_swept = now  # keys past their retention are of no more use
+                    await self.store.call(self.store.forget_idempotency_keys, now)
+                retention = now + timedelta(seconds=self.idempotency_retention)
+                record, created = await self.store.call(
+                    self.store.create_keyed_execution,
+                    record,
+                    owner,
+                    expires,
+                    idempotency_key,
+                    p.digest(name, labels, scheduled_at),
+                    retention,
+                )
+                if not created:
+                    return record, False
+        except Conflict:
+            if name is None:
+                raise
+            existing = await self.store.read(self.store.execution_by_name, p.wf.id, name)
+            if existing is None:
+                raise
+            return self._same_inputs(existing, p), False
+        if self.engine is not None:
+            self.engine.submit(record, p.definition)
+        return record, True
+
+    def _same_inputs(self, existing: ExecutionRecord, p: _Prepared) -> ExecutionRecord:
+        differ = sorted(
+            k for k in {*existing.inputs, *p.inputs} if existing.inputs.get(k) != p.inputs.get(k)
+        )
+        if differ:
+            raise Conflict(
+                f"an execution named {existing.name!r} exists ({existing.id}) with other inputs",
+                [Detail(f"/inputs/{k}", "differs from the existing execution's") for k in differ],
+            )
+        return existing
+
+    async def plan(
+        self,
+        who: Principal,
+        workflow: str,
+        inputs: dict[str, Any] | None = None,
+        revision: int | None = None,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        log_level: int | str | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> Plan:
+        """Validate a start exactly as `start` does and say what would run; store nothing."""
+        require(who, Privilege.SCHEDULE_EXECUTIONS)
+        p = await self._prepare(
+            who, workflow, inputs, revision, name, labels, log_level, scheduled_at
+        )
+        depth: dict[str, int] = {}
+        for tid in p.definition.order:
+            needs = p.definition.tasks[tid].needs
+            depth[tid] = 1 + max((depth[n] for n in needs), default=-1)
+        steps = [
+            PlannedTask(
+                tid, p.definition.tasks[tid].action, list(p.definition.tasks[tid].needs), depth[tid]
+            )
+            for tid in p.definition.order
+        ]
+        masked = mask_secrets(p.definition, p.inputs)
+        return Plan(p.wf.name, p.revision, masked, steps, scheduled_at, levels.name_of(p.log_level))
+
+    async def _prepare(
+        self,
+        who: Principal,
+        workflow: str,
+        inputs: dict[str, Any] | None,
+        revision: int | None,
+        name: str | None,
+        labels: dict[str, str] | None,
+        log_level: int | str | None,
+        scheduled_at: datetime | None,
+    ) -> _Prepared:
+        """Everything a start checks, with every problem reported at once."""
         wf = await self.store.read(self.store.get_workflow, who.project_id, workflow)
         number = wf.latest_revision if revision is None else revision
         if not 1 <= number <= wf.latest_revision:
@@ -167,42 +377,14 @@ class Service:
                 problems.append(Detail("/log_level", str(exc)))
         if scheduled_at is not None and scheduled_at.tzinfo is None:
             problems.append(Detail("/scheduled_at", "give a time zone (e.g. Z or +02:00)"))
+        resolved: dict[str, Any] = {}
         try:
             resolved = resolve_inputs(definition, inputs)
         except InvalidInput as exc:
             problems.extend(exc.details)
         if problems:
             raise InvalidInput("the start request is not valid", problems)
-        now = self.clock.now()
-        execution_id = new_id()
-        record = ExecutionRecord(
-            id=execution_id,
-            project_id=who.project_id,
-            workflow_id=wf.id,
-            workflow_name=wf.name,
-            revision=number,
-            name=name or execution_id,
-            state=ExecutionState.INITIALIZING,
-            inputs=resolved,
-            labels=dict(labels or {}),
-            outputs=None,
-            error=None,
-            created_at=now,
-            started_at=now,
-            ended_at=None,
-            updated_at=now,
-            started_by=who.token_id,
-            scheduled_at=scheduled_at,
-            log_level=level,
-        )
-        owner, expires = None, None
-        if self.engine is not None:
-            owner = self.engine.node_id
-            expires = now + timedelta(seconds=self.engine.settings.lease_seconds)
-        await self.store.start(record, owner, expires)
-        if self.engine is not None:
-            self.engine.submit(record, definition)
-        return record
+        return _Prepared(wf, number, definition, resolved, level)
 
     async def wait_ended(
         self, who: Principal, record: ExecutionRecord, timeout: float

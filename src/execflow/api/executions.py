@@ -19,6 +19,7 @@ from execflow.api.schemas import (
     ExecutionPublic,
     ExecutionStarted,
     ExecutionSummary,
+    PlanPublic,
 )
 from execflow.errors import Detail, InvalidInput
 from execflow.records import EventRecord
@@ -51,9 +52,13 @@ def wait_preference(prefer: str | None) -> float:
 @router.post(
     "/workflows/{name}/executions",
     status_code=202,
-    response_model=ExecutionStarted | ExecutionPublic,
+    response_model=ExecutionStarted | ExecutionPublic | PlanPublic,
     responses={
-        200: {"model": ExecutionPublic, "description": "Ended within `Prefer: wait=N`"},
+        200: {
+            "model": ExecutionPublic | ExecutionStarted | PlanPublic,
+            "description": "Ended within `Prefer: wait=N`; or the execution this same request "
+            "already started (by name or Idempotency-Key); or, with `dry_run`, the plan",
+        },
         409: {"model": ErrorBody},
         **_ERRORS,
     },
@@ -66,22 +71,41 @@ async def start_execution(
     service: ServiceDep,
     who: PrincipalDep,
     prefer: Annotated[str | None, Header(description="`wait=N`: wait up to N ≤ 60 s")] = None,
-) -> ExecutionStarted | ExecutionPublic:
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="Repeating the request with the same key gives the same execution"),
+    ] = None,
+    dry_run: Annotated[
+        bool, Query(description="Validate and show the plan; start nothing, store nothing")
+    ] = False,
+) -> ExecutionStarted | ExecutionPublic | PlanPublic:
     """202 once the execution is committed; follow it at the `Location` it names.
 
+    The same `name` (unique per workflow) with the same inputs, or the same `Idempotency-Key`
+    with the same request, answers 200 with the execution already started; other inputs, 409.
     With `Prefer: wait=N`, answers 200 with the ended execution if it ends within N seconds.
     """
-    record = await service.start(
+    b = body
+    if dry_run:
+        response.status_code = 200
+        plan = await service.plan(
+            who, name, b.inputs, b.revision, b.name, b.labels, b.log_level, b.scheduled_at
+        )
+        return PlanPublic.of(plan)
+    record, created = await service.start_or_find(
         who,
         name,
-        body.inputs,
-        revision=body.revision,
-        name=body.name,
-        labels=body.labels,
-        log_level=body.log_level,
-        scheduled_at=body.scheduled_at,
+        b.inputs,
+        b.revision,
+        b.name,
+        b.labels,
+        b.log_level,
+        b.scheduled_at,
+        idempotency_key,
     )
     response.headers["Location"] = f"/api/v1/executions/{record.id}"
+    if not created:
+        response.status_code = 200
     wait = wait_preference(prefer)
     if wait:
         ended = await service.wait_ended(who, record, wait)

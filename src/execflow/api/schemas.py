@@ -16,7 +16,7 @@ from execflow.records import (
     TaskRunRecord,
     WorkflowRecord,
 )
-from execflow.service import PendingSignal, pending_signals
+from execflow.service import PendingSignal, Plan, pending_signals
 from execflow.states import ExecutionState, TaskRunState
 
 
@@ -212,6 +212,39 @@ class ExecutionPublic(ExecutionSummary):
             log_level=levels.name_of(ex.log_level),
             pending_signals=[SignalPublic.of(p) for p in pending_signals(ex)],
             tasks=[TaskRunPublic.of(t, secrets) for t in ex.task_runs],
+        )
+
+
+class PlannedTaskPublic(_Out):
+    id: str
+    action: str
+    needs: list[str]
+    level: int = Field(
+        description="0 for tasks that need nothing; tasks of a level may run together"
+    )
+
+
+class PlanPublic(_Out):
+    dry_run: bool = True
+    workflow: str
+    revision: int
+    inputs: dict[str, Any] = Field(description="Resolved with defaults; secrets masked")
+    scheduled_at: datetime | None
+    log_level: str
+    tasks: list[PlannedTaskPublic] = Field(description="In an order that respects `needs`")
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanPublic:
+        return cls(
+            workflow=plan.workflow,
+            revision=plan.revision,
+            inputs=plan.inputs,
+            scheduled_at=plan.scheduled_at,
+            log_level=plan.log_level,
+            tasks=[
+                PlannedTaskPublic(id=t.id, action=t.action, needs=t.needs, level=t.level)
+                for t in plan.tasks
+            ],
         )
 
 

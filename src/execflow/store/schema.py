@@ -196,3 +196,16 @@ events = Table(
     Column("actor", String(64)),
     Index("ix_events_execution", "execution_id", "id"),
 )
+
+# Idempotency-Key of start requests: the same key with the same request gives the same
+# execution for a retention period; the same key with another request is refused.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_digest", String(64), nullable=False),
+    Column("execution_id", String(32), ForeignKey("executions.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -304,7 +304,7 @@ class Store:
             if active:
                 raise Conflict(f"workflow {name!r} has {active} active executions")
             ids = sa.select(e.c.id).where(e.c.workflow_id == wid).scalar_subquery()
-            for child in (s.task_runs, s.commands, s.events):
+            for child in (s.task_runs, s.commands, s.events, s.idempotency_keys):
                 conn.execute(child.delete().where(child.c.execution_id.in_(ids)))
             conn.execute(e.delete().where(e.c.workflow_id == wid))
             conn.execute(s.revisions.delete().where(s.revisions.c.workflow_id == wid))
@@ -355,6 +355,86 @@ class Store:
             if rows:
                 conn.execute(e.insert(), rows)
         return results
+
+    def create_keyed_execution(
+        self,
+        rec: ExecutionRecord,
+        owner: str | None,
+        expires: datetime | None,
+        key: str,
+        digest: str,
+        key_expires: datetime,
+    ) -> tuple[ExecutionRecord, bool]:
+        """Create an execution under an Idempotency-Key, or return the one the key already
+        names (False) when it was given for the same request; Conflict for another request."""
+        try:
+            return self._create_keyed(rec, owner, expires, key, digest, key_expires)
+        except sa.exc.IntegrityError:
+            # the same key raced in from another request: now it is there to be found
+            return self._create_keyed(rec, owner, expires, key, digest, key_expires)
+
+    def _create_keyed(
+        self,
+        rec: ExecutionRecord,
+        owner: str | None,
+        expires: datetime | None,
+        key: str,
+        digest: str,
+        key_expires: datetime,
+    ) -> tuple[ExecutionRecord, bool]:
+        k, e = s.idempotency_keys, s.executions
+        with self.engine.begin() as conn:
+            where = sa.and_(k.c.project_id == rec.project_id, k.c.key == key)
+            found = conn.execute(sa.select(k).where(where).with_for_update()).mappings().first()
+            if found is not None and found["expires_at"] > rec.created_at:
+                if found["request_digest"] != digest:
+                    raise Conflict(
+                        f"the Idempotency-Key {key!r} was used for another request "
+                        f"(execution {found['execution_id']})"
+                    )
+                return self._get_execution(conn, found["execution_id"], None, False), False
+            taken = conn.execute(
+                sa.select(e.c.id).where(e.c.workflow_id == rec.workflow_id, e.c.name == rec.name)
+            ).scalar_one_or_none()
+            if taken is not None:
+                raise Conflict(f"an execution named {rec.name!r} already exists ({taken})")
+            conn.execute(e.insert().values(_execution_values(rec, owner, expires)))
+            values = {
+                "request_digest": digest,
+                "execution_id": rec.id,
+                "created_at": rec.created_at,
+                "expires_at": key_expires,
+            }
+            if found is None:
+                conn.execute(k.insert().values(project_id=rec.project_id, key=key, **values))
+            else:  # an expired key is given anew
+                conn.execute(k.update().where(where).values(**values))
+        return rec, True
+
+    def execution_by_name(self, workflow_id: str, name: str) -> ExecutionRecord | None:
+        e = s.executions
+        with self._reader() as conn:
+            q = sa.select(e).where(e.c.workflow_id == workflow_id, e.c.name == name)
+            row = conn.execute(q).mappings().first()
+        return None if row is None else _execution(row, ())
+
+    def forget_idempotency_keys(self, now: datetime) -> int:
+        """Delete keys whose retention has passed."""
+        k = s.idempotency_keys
+        with self.engine.begin() as conn:
+            return int(conn.execute(k.delete().where(k.c.expires_at <= now)).rowcount)
+
+    def _get_execution(
+        self, conn: Connection, execution_id: str, project_id: str | None, with_tasks: bool
+    ) -> ExecutionRecord:
+        row = conn.execute(_EXECUTION_BY_ID, {"id": execution_id}).mappings().first()
+        if row is None or (project_id is not None and row["project_id"] != project_id):
+            raise NotFound(f"execution {execution_id!r} not found")
+        runs: tuple[TaskRunRecord, ...] = ()
+        if with_tasks:
+            found = conn.execute(_TASK_RUNS_OF, {"id": execution_id}).mappings()
+            runs = tuple(_task_run(r) for r in found)
+        return _execution(row, runs)
 
     def get_execution(
         self, execution_id: str, project_id: str | None = None, with_tasks: bool = True
