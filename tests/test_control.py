@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from execflow.clock import ManualClock, SystemClock
 from execflow.errors import Conflict, InvalidInput
@@ -15,6 +16,7 @@ from execflow.records import ExecutionRecord
 from execflow.service import pending_signals
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
+from execflow.store import schema as s
 from tests.harness import Harness, harness
 from tests.test_engine import attempts, py
 
@@ -311,3 +313,114 @@ async def test_a_bad_grace_period_is_refused(store: Store) -> None:
             await h.service.cancel(h.admin, ex.id, grace=-1)
         assert [d.pointer for d in bad.value.details] == ["query:grace"]
         assert (await get(h, ex.id)).cancel_requested is False
+
+
+async def test_a_zero_grace_period_cancels_at_once(store: Store) -> None:
+    wf = {"name": "stuck", "tasks": {"work": py("slow", args={"seconds": 60})}}
+    async with harness(store, SystemClock()) as h:
+        await h.apply(wf)
+        started = await h.service.start(h.admin, "stuck")
+        await h.engine.tick()
+        await h.service.cancel(h.admin, started.id, grace=0)
+        await h.engine.run_until_idle()
+        ex = await get(h, started.id)
+        assert (ex.state, attempts(ex, "work")) == (E.CANCELED, [(1, T.CANCELED)])
+        assert "cancel requested (at once)" in await log_of(h, started.id)
+
+
+# races ----------------------------------------------------------------------------------------
+
+
+TWO_GATES: dict[str, Any] = {
+    "name": "gates",
+    "tasks": {
+        "first": {"action": "signal", "with": {"name": "approval"}},
+        "second": {"action": "signal", "needs": ["first"], "with": {"name": "approval"}},
+    },
+    "outputs": {"a": "${{ tasks.first.output }}", "b": "${{ tasks.second.output }}"},
+}
+
+
+async def test_a_repeated_signal_does_not_complete_the_next_wait_for_the_same_name(
+    store: Store,
+) -> None:
+    async with harness(store) as h:
+        await h.apply(TWO_GATES)
+        ex = await h.run("gates")
+        # a double click: both requests are checked while "first" waits, and the engine
+        # carries out the first (and starts "second") before the second is recorded
+        await h.service.signal(h.admin, ex.id, "approval", "click-1")
+        await h.engine.run_until_idle()
+        with h.store.engine.connect() as conn:
+            [payload] = conn.execute(sa.select(s.commands.c.payload)).scalars()
+        assert (payload["task"], payload["attempt"]) == ("first", 1)
+        h.store.request(ex.id, h.admin.project_id, "signal", payload, None, h.clock.now(), print)
+        h.engine.notify()
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert ex.state == E.WAITING_ON_SIGNAL
+        assert attempts(ex, "second") == [(1, T.RUNNING)]
+        assert "signal approval arrived but nothing waits for it any more" in await log_of(h, ex.id)
+
+
+async def test_a_command_arriving_while_a_node_stops_is_carried_out_by_the_next(
+    store: Store,
+) -> None:
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(APPROVAL)
+        ex = await a.run("approval")
+        await a.service.suspend(a.admin, ex.id)
+        await a.engine.run_until_idle()
+        await a.service.signal(a.admin, ex.id, "approval", {"approved": True, "by": "x"})
+        await a.engine.run_until_idle()
+        await a.service.resume(a.admin, ex.id)
+        a.engine._draining = True  # the node is shutting down when it reads the command
+        await a.engine.tick()
+        await a.crash()
+    clock.advance(31)
+    async with harness(store, clock, node_id="b") as b:
+        await b.engine.run_until_idle()
+        assert (await get(b, ex.id)).state == E.COMPLETED
+
+
+async def test_what_was_asked_of_an_execution_is_settled_when_it_ends(store: Store) -> None:
+    async with harness(store) as h:
+        await h.apply(APPROVAL)
+        ex = await h.run("approval")
+        await h.service.signal(h.admin, ex.id, "approval", {"approved": True, "by": "x"})
+        # a suspend recorded after the engine read its commands, as the execution ends
+        await h.engine.tick()
+        h.store.request(ex.id, h.admin.project_id, "suspend", {}, None, h.clock.now(), print)
+        await h.engine.run_until_idle()
+        assert (await get(h, ex.id)).state == E.COMPLETED
+        assert await h.store.read(h.store.pending_commands, h.engine.node_id) == []
+        with h.store.engine.connect() as conn:
+            pending = conn.execute(
+                sa.select(sa.func.count()).where(s.commands.c.done_at.is_(None))
+            ).scalar_one()
+        assert pending == 0
+
+
+def test_a_signal_schema_may_not_reference_anything_outside_itself() -> None:
+    from execflow.definition import parse_definition
+
+    wf = {
+        "name": "refs",
+        "tasks": {
+            "w": {
+                "action": "signal",
+                "with": {"name": "go", "schema": {"$ref": "http://169.254.169.254/latest"}},
+            }
+        },
+    }
+    with pytest.raises(InvalidInput) as caught:
+        parse_definition(wf)
+    assert "only references within the schema" in caught.value.details[0].reason
+    local = {
+        "$defs": {"flag": {"type": "boolean"}},
+        "type": "object",
+        "properties": {"ok": {"$ref": "#/$defs/flag"}},
+    }
+    wf["tasks"]["w"]["with"]["schema"] = local  # type: ignore[index]
+    parse_definition(wf)

@@ -514,6 +514,8 @@ class Service:
         fit the waiting task's schema. Either way nothing changes."""
         require(who, Privilege.MANAGE_EXECUTIONS)
 
+        body: dict[str, Any] = {"name": name, "payload": payload}
+
         def awaited(rec: ExecutionRecord) -> None:
             if rec.state.terminal:
                 raise Conflict(f"execution {execution_id!r} has already ended ({rec.state})")
@@ -525,8 +527,8 @@ class Service:
             problems = check_payload(match[0].schema, payload)
             if problems:
                 raise InvalidInput(f"the payload of signal {name!r} is not valid", problems)
+            body.update(task=match[0].task, attempt=match[0].attempt)
 
-        body = {"name": name, "payload": payload}
         return await self._command(who, execution_id, "signal", body, awaited)
 
     async def _command(

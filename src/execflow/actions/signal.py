@@ -12,6 +12,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, SchemaError
 from pydantic import Field, field_validator
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from execflow.actions.base import Action, Args, Placement
 from execflow.durations import parse_duration
@@ -35,6 +37,9 @@ class SignalArgs(Args):
                 Draft202012Validator.check_schema(value)
             except SchemaError as exc:
                 raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+            remote = next(_remote_refs(value), None)
+            if remote is not None:
+                raise ValueError(f"$ref {remote!r}: only references within the schema (#...)")
         return value
 
     @field_validator("timeout", mode="before")
@@ -48,13 +53,33 @@ def waiting(args: SignalArgs) -> dict[str, Any]:
     return {"signal": args.name, "schema": args.schema_, "description": args.description}
 
 
+def _remote_refs(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in ("$ref", "$dynamicRef") and not str(value).startswith("#"):
+                yield value
+            else:
+                yield from _remote_refs(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _remote_refs(item)
+
+
+# An empty registry: a schema never makes the server fetch anything.
+_NO_REMOTE: Registry[Any] = Registry()
+
+
 def check_payload(schema: dict[str, Any] | None, payload: Any) -> list[Detail]:
     """Every way `payload` misses `schema`, each with a JSON pointer into the payload."""
     if schema is None:
         return []
-    validator = Draft202012Validator(schema)
+    validator = Draft202012Validator(schema, registry=_NO_REMOTE)
     problems = []
-    for err in sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path)):
+    try:
+        errors = sorted(validator.iter_errors(payload), key=lambda e: [str(p) for p in e.path])
+    except Unresolvable as exc:
+        return [Detail("/payload", f"the schema cannot be applied: {exc}")]
+    for err in errors:
         pointer = "".join(f"/{p}" for p in err.absolute_path)
         problems.append(Detail(f"/payload{pointer}", err.message))
     return problems

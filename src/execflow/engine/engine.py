@@ -234,7 +234,7 @@ class Engine:
         polling = now >= self._next_poll
         if not self._draining and (self._claim_wanted or polling):
             await self._claim(now)
-        if self._adopt:
+        if any(definition is None for _, definition in self._adopt):
             self._commands_wanted = True  # an execution taken over may have some waiting
         for record, definition in self._adopt:
             await self._adopt_record(record, definition, now)
@@ -313,7 +313,8 @@ class Engine:
                 self._touched.add(run_id)
         self._cancels.clear()
         commands, self._commands = self._commands, []
-        for command in commands:
+        for command in commands if not self._draining else ():
+            # while draining, commands stay pending for whoever takes the executions over
             self._carry_out(command, now, ops, starts)
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, key = heapq.heappop(self._timers)
@@ -655,7 +656,9 @@ class Engine:
             return
         if command.kind == "cancel":
             force = bool(payload.get("force"))
-            grace = 0.0 if force else float(payload.get("grace") or self.settings.cancel_grace)
+            given = payload.get("grace")
+            grace = self.settings.cancel_grace if given is None else float(given)
+            grace = 0.0 if force else grace
             deadline = now + timedelta(seconds=grace)
             if run.cancel_requested and run.cancel_deadline is None:
                 deadline = now  # already immediate
@@ -687,8 +690,15 @@ class Engine:
         starts: list[tuple[Run, Attempt, Any]],
     ) -> None:
         name, payload = command.payload.get("name"), command.payload.get("payload")
+        task, number = command.payload.get("task"), command.payload.get("attempt")
         for a in run.active():
-            if a.state is T.RUNNING and (a.waiting or {}).get("signal") == name:
+            # only the attempt the request was checked against: a repeated signal must not
+            # complete a later wait for the same name
+            if (
+                a.state is T.RUNNING
+                and (a.waiting or {}).get("signal") == name
+                and (task is None or (a.task_id, a.attempt) == (task, number))
+            ):
                 problems = check_payload((a.waiting or {}).get("schema"), payload)
                 if problems:
                     text = f"signal {name} refused: {problems[0].pointer}: {problems[0].reason}"

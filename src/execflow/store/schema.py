@@ -129,6 +129,13 @@ executions = Table(
     Column("scheduled_at", UTCDateTime),
     # The floor of what the audit log keeps (a syslog severity, 7 = debug).
     Column("log_level", Integer, nullable=False, default=6, server_default="6"),
+    # How many times it was retried from its failure; task runs of earlier rounds that did
+    # not complete are history, the others' outputs are kept.
+    Column("round", Integer, nullable=False, default=0, server_default="0"),
+    # The execution this one re-runs part of, and the parent whose task started this one.
+    Column("rerun_of", String(32)),
+    Column("parent_id", String(32)),
+    Column("parent_task", String(64)),
     # Which engine advances this execution, and until when: another engine may
     # take it over once the lease has expired (after a crash, say).
     Column("lease_owner", String(64)),
@@ -137,6 +144,7 @@ executions = Table(
     Index("ix_executions_project_created", "project_id", "created_at", "id"),
     Index("ix_executions_state_lease", "state", "lease_expires_at"),
     Index("ix_executions_lease_owner", "lease_owner"),
+    Index("ix_executions_parent", "parent_id"),
 )
 
 task_runs = Table(
@@ -158,6 +166,7 @@ task_runs = Table(
     Column("wake_at", UTCDateTime),
     # What a RUNNING attempt waits for from outside, e.g. {"signal": name, "schema": {...}}.
     Column("waiting", Json),
+    Column("round", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("execution_id", "task_id", "attempt"),
 )
 

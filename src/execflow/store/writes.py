@@ -166,14 +166,27 @@ def _write_log(conn: Connection, ops: Sequence[Op]) -> None:
     done = [
         {"k_id": op.command_id, "v_done": op.now} for op in ops if isinstance(op, FinishCommand)
     ]
+    c = s.commands
     if done:
-        c = s.commands
         stmt = (
             c.update()
             .where(c.c.id == sa.bindparam("k_id"))
             .values(done_at=sa.bindparam("v_done", type_=c.c.done_at.type))
         )
         conn.execute(stmt, done)
+    ended = [
+        {"k_execution": op.execution_id, "v_done": op.now}
+        for op in ops
+        if isinstance(op, UpdateExecution) and op.state.terminal
+    ]
+    if ended:
+        # what was asked of an execution that has ended is settled with it
+        stmt = (
+            c.update()
+            .where(c.c.execution_id == sa.bindparam("k_execution"), c.c.done_at.is_(None))
+            .values(done_at=sa.bindparam("v_done", type_=c.c.done_at.type))
+        )
+        conn.execute(stmt, ended)
 
 
 def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
