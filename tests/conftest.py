@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from execflow.store import Store, connect, upgrade
 
 PG_URL = os.environ.get("EXECFLOW_TEST_POSTGRES_URL")
-_TEMPLATE = f"execflow_template_{os.getpid()}"
+# Random, not the pid: test runs in other PID namespaces may share the database server.
+_TEMPLATE = f"execflow_template_{uuid.uuid4().hex[:12]}"
 
 
 def _pg_admin() -> sa.Engine:

@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_workflows import assert_error, execution, pointers, put, started
-from tests.test_control import APPROVAL
+from tests.test_control import APPROVAL, COUNTER
 
 
 async def post(api: Api, path: str, token: str | None = None, **kw: Any) -> Any:
@@ -301,3 +301,45 @@ async def test_a_dry_run_validates_and_plans_without_storing(api: Api) -> None:
     assert set(pointers(r)) == {"/inputs/times", "/inputs/who"}
     r = await api.client.get("/api/v1/executions", headers=api.auth())
     assert r.json()["items"] == []
+
+
+# retry and rerun -------------------------------------------------------------------------------
+
+
+async def test_retry_and_rerun_over_http(api: Api) -> None:
+    await put(api, COUNTER)
+    await put(api, APPROVAL)
+    execution_id = await waiting_for_approval(api)
+    assert_error(await post(api, f"{execution_id}/retry"), 409)  # not failed or cancelled
+    await post(api, f"{execution_id}/cancel", params={"force": "true"})
+    await api.idle()
+    r = await post(api, f"{execution_id}/retry")
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "RUNNING"
+    await api.idle()
+    detail = await execution(api, execution_id)
+    assert (detail["state"], detail["round"]) == ("WAITING_ON_SIGNAL", 1)
+    assert [(t["task"], t["attempt"], t["round"], t["state"]) for t in detail["tasks"]] == [
+        ("prepare", 1, 0, "COMPLETED"),
+        ("approve", 1, 0, "CANCELED"),
+        ("approve", 2, 1, "RUNNING"),
+    ]
+    assert_error(await post(api, "ghost/retry"), 404)
+
+    original = await started(api, "counter", inputs={"n": 2})
+    await api.idle()
+    r = await post(api, f"{original}/rerun", json={"from_task": "c", "inputs": {"n": 3}})
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/api/v1/executions/{r.json()['id']}"
+    await api.idle()
+    rerun = await execution(api, r.json()["id"])
+    assert (rerun["state"], rerun["outputs"], rerun["rerun_of"]) == (
+        "COMPLETED",
+        {"z": 40},
+        original,
+    )
+
+    r = await post(api, f"{original}/rerun", json={"from_task": "x", "inputs": {"n": "y"}})
+    assert set(pointers(r)) == {"/from_task", "/inputs/n"}
+    assert_error(await post(api, f"{original}/rerun", json={}), 422)
+    assert_error(await post(api, f"{execution_id}/rerun", json={"from_task": "pay"}), 409)

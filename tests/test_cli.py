@@ -270,6 +270,28 @@ def test_start_at_a_later_time(applied: Cli) -> None:
     assert datetime.fromisoformat(ex["tasks"][0]["started_at"]) >= datetime.fromisoformat(when)
 
 
+def test_retry_and_rerun(applied: Cli) -> None:
+    result = applied("start", "failing", "--wait")
+    assert result.exit_code == 1
+    failed = result.stderr.split()[1]
+    result = applied("retry", failed)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"{failed}: retrying (RUNNING)"
+    ex = applied.server.wait_state(failed, {"FAILED"}, 10)
+    assert [(t["attempt"], t["round"]) for t in ex["tasks"]] == [(1, 0), (2, 1)]
+
+    result = applied("start", "typed", "-p", "n=1", "--wait")
+    done = result.stderr.split()[1]
+    result = applied("rerun", done, "--from", "show", "-p", "n=5")
+    assert result.exit_code == 0, result.output
+    rerun = json.loads(result.stdout)
+    ex = applied.server.wait_state(rerun["id"], {"COMPLETED"}, 10)
+    assert (ex["outputs"], ex["rerun_of"]) == ({"n": 5, "s": "x"}, done)
+    result = applied("rerun", done, "--from", "nope")
+    assert result.exit_code == 1
+    assert "/from_task" in result.stderr
+
+
 def test_cancel_of_an_ended_execution_is_refused(applied: Cli) -> None:
     result = applied("start", "typed", "-p", "n=1", "--wait")
     assert result.exit_code == 0, result.output
@@ -368,7 +390,9 @@ def test_help_lists_the_commands() -> None:
         "db",
         "get",
         "ls",
+        "rerun",
         "resume",
+        "retry",
         "serve",
         "signal",
         "start",

@@ -424,3 +424,147 @@ def test_a_signal_schema_may_not_reference_anything_outside_itself() -> None:
     }
     wf["tasks"]["w"]["with"]["schema"] = local  # type: ignore[index]
     parse_definition(wf)
+
+
+# retry from failure and rerun -------------------------------------------------------------------
+
+
+def flaky_chain(marker: Path, failures: int, max_attempts: int = 1) -> dict[str, Any]:
+    return {
+        "name": "chain",
+        "tasks": {
+            "a": {"action": "echo", "with": {"x": 1}},
+            "b": py(
+                "flaky",
+                {"max_attempts": max_attempts, "initial_delay": "1s"},
+                needs=["a"],
+                args={"marker": str(marker), "failures": failures},
+            ),
+            "c": {
+                "action": "echo",
+                "needs": ["b"],
+                "with": {"calls": "${{ tasks.b.output.calls }}"},
+            },
+        },
+        "outputs": {"calls": "${{ tasks.c.output.calls }}"},
+    }
+
+
+def history(ex: ExecutionRecord) -> list[tuple[str, int, int, TaskRunState]]:
+    return [(t.task_id, t.attempt, t.round, t.state) for t in ex.task_runs]
+
+
+async def test_retry_runs_the_failed_task_and_what_follows_and_keeps_the_rest(
+    store: Store, tmp_path: Path
+) -> None:
+    async with harness(store) as h:
+        await h.apply(flaky_chain(tmp_path / "n", failures=1))
+        ex = await h.run("chain")
+        assert ex.state == E.FAILED
+        retried = await h.service.retry(h.admin, ex.id)
+        assert (retried.state, retried.round, retried.error) == (E.RUNNING, 1, None)
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert (ex.state, ex.outputs, ex.round) == (E.COMPLETED, {"calls": 2}, 1)
+        assert history(ex) == [
+            ("a", 1, 0, T.COMPLETED),
+            ("b", 1, 0, T.FAILED),
+            ("b", 2, 1, T.COMPLETED),
+            ("c", 1, 1, T.COMPLETED),
+        ]
+        assert "retry requested (round 1)" in await log_of(h, ex.id)
+        with pytest.raises(Conflict, match="only a failed or cancelled"):
+            await h.service.retry(h.admin, ex.id)
+
+
+async def test_each_retry_round_has_the_whole_retry_policy_again(
+    store: Store, tmp_path: Path
+) -> None:
+    async with harness(store) as h:
+        await h.apply(flaky_chain(tmp_path / "n", failures=2, max_attempts=2))
+        ex = await h.run("chain")
+        assert [a for a in attempts(ex, "b")] == [(1, T.FAILED), (2, T.FAILED)]
+        await h.service.retry(h.admin, ex.id)
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert ex.state == E.COMPLETED
+        assert attempts(ex, "b") == [(1, T.FAILED), (2, T.FAILED), (3, T.COMPLETED)]
+
+
+async def test_a_cancelled_execution_is_retried_from_its_cancelled_tasks(store: Store) -> None:
+    async with harness(store) as h:
+        await h.apply(APPROVAL)
+        ex = await h.run("approval")
+        await h.service.cancel(h.admin, ex.id, force=True)
+        await h.engine.run_until_idle()
+        assert (await get(h, ex.id)).state == E.CANCELED
+        await h.service.retry(h.admin, ex.id)
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert ex.state == E.WAITING_ON_SIGNAL and ex.cancel_requested is False
+        await h.service.signal(h.admin, ex.id, "approval", {"approved": True, "by": "z"})
+        await h.engine.run_until_idle()
+        ex = await get(h, ex.id)
+        assert (ex.state, ex.outputs) == (E.COMPLETED, {"approved_by": "z"})
+        assert attempts(ex, "prepare") == [(1, T.COMPLETED)]
+        assert attempts(ex, "approve") == [(1, T.CANCELED), (2, T.COMPLETED)]
+
+
+async def test_an_acknowledged_retry_survives_a_crash(store: Store, tmp_path: Path) -> None:
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(flaky_chain(tmp_path / "n", failures=1))
+        ex = await a.run("chain")
+        await a.service.retry(a.admin, ex.id)
+        await a.crash()  # before the engine did anything with it
+    clock.advance(31)
+    async with harness(store, clock, node_id="b") as b:
+        await b.engine.run_until_idle()
+        assert (await get(b, ex.id)).state == E.COMPLETED
+
+
+COUNTER: dict[str, Any] = {
+    "name": "counter",
+    "parameters": {"n": {"type": "integer", "default": 1}},
+    "tasks": {
+        "a": {"action": "echo", "with": {"x": "${{ params.n }}"}},
+        "b": {
+            "action": "echo",
+            "needs": ["a"],
+            "with": {"y": "${{ tasks.a.output.x + params.n }}"},
+        },
+        "c": {"action": "echo", "needs": ["b"], "with": {"z": "${{ tasks.b.output.y * 10 }}"}},
+    },
+    "outputs": {"z": "${{ tasks.c.output.z }}"},
+}
+
+
+async def test_rerun_starts_a_linked_execution_reusing_what_comes_before(store: Store) -> None:
+    async with harness(store) as h:
+        await h.apply(COUNTER)
+        original = await h.run("counter", {"n": 1})
+        assert original.outputs == {"z": 20}
+        rerun = await h.service.rerun(h.admin, original.id, "b", {"n": 5})
+        assert (rerun.rerun_of, rerun.inputs) == (original.id, {"n": 5})
+        await h.engine.run_until_idle()
+        ex = await get(h, rerun.id)
+        # "a" is not run again: its output (x = 1) is reused; "b" and "c" run with n = 5
+        assert (ex.state, ex.outputs) == (E.COMPLETED, {"z": 60})
+        assert [t.task_id for t in ex.task_runs] == ["a", "b", "c"]
+        assert ex.task_runs[0].output == original.task_runs[0].output
+        assert ex.task_runs[0].started_at == original.task_runs[0].started_at
+
+
+async def test_a_bad_rerun_is_refused_and_stores_nothing(store: Store) -> None:
+    async with harness(store) as h:
+        await h.apply(COUNTER)
+        await h.apply(APPROVAL)
+        original = await h.run("counter")
+        with pytest.raises(InvalidInput) as bad:
+            await h.service.rerun(h.admin, original.id, "nope", {"n": "five", "m": 1})
+        assert {d.pointer for d in bad.value.details} == {"/from_task", "/inputs/n", "/inputs/m"}
+        waiting = await h.run("approval")
+        with pytest.raises(Conflict, match="has not ended"):
+            await h.service.rerun(h.admin, waiting.id, "pay")
+        listed, _ = await h.service.list_executions(h.admin)
+        assert {e.id for e in listed} == {original.id, waiting.id}

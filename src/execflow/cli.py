@@ -393,6 +393,42 @@ def resume(ctx: click.Context, execution_id: str) -> None:
 
 @main.command()
 @click.argument("execution_id")
+@click.pass_context
+def retry(ctx: click.Context, execution_id: str) -> None:
+    """Run a failed or cancelled execution again from where it stopped (completed tasks keep
+    their outputs)."""
+    with _client(ctx) as client:
+        ex = client.control(execution_id, "retry")
+    click.echo(f"{ex['id']}: retrying ({ex['state']})")
+
+
+@main.command()
+@click.argument("execution_id")
+@click.option("--from", "from_task", required=True, help="Run this task and all after it.")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override an input; typed by the workflow's parameters. Repeatable.",
+)
+@click.pass_context
+def rerun(ctx: click.Context, execution_id: str, from_task: str, params: tuple[str, ...]) -> None:
+    """Start a new execution that re-runs EXECUTION_ID from a task, reusing the outputs of
+    everything else it completed. Prints the new execution."""
+    with _client(ctx) as client:
+        inputs: dict[str, Any] = {}
+        if params:
+            original = client.execution(execution_id)
+            declared = client.workflow(original["workflow"])["definition"].get("parameters", {})
+            for key, value in _pairs(params, "-p"):
+                inputs[key] = _coerce(declared.get(key, {}).get("type", "string"), value)
+        _print_json(client.rerun(execution_id, from_task, inputs))
+
+
+@main.command()
+@click.argument("execution_id")
 @click.argument("name")
 @click.option("-d", "--data", default="null", show_default=True, help="The payload, as JSON.")
 @click.pass_context

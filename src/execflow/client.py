@@ -68,8 +68,14 @@ class Client:
             params["grace"] = grace
         return self.request("POST", f"/api/v1/executions/{execution_id}/cancel", params=params)
 
+    def rerun(self, execution_id: str, from_task: str, inputs: dict[str, Any]) -> Any:
+        body: dict[str, Any] = {"from_task": from_task}
+        if inputs:
+            body["inputs"] = inputs
+        return self.request("POST", f"/api/v1/executions/{execution_id}/rerun", json=body)
+
     def control(self, execution_id: str, verb: str) -> Any:
-        """suspend or resume"""
+        """suspend, resume or retry"""
         return self.request("POST", f"/api/v1/executions/{execution_id}/{verb}")
 
     def signal(self, execution_id: str, name: str, payload: Any) -> Any:

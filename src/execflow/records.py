@@ -52,6 +52,7 @@ class TaskRunRecord:
     ended_at: datetime | None = None
     wake_at: datetime | None = None
     waiting: dict[str, Any] | None = None
+    round: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class ExecutionRecord:
     started_by: str | None = None
     scheduled_at: datetime | None = None
     log_level: int = 6
+    round: int = 0
+    rerun_of: str | None = None
+    parent_id: str | None = None
+    parent_task: str | None = None
     task_runs: tuple[TaskRunRecord, ...] = field(default=())
 
     @property

@@ -40,6 +40,7 @@ from execflow.records import (
     ExecutionRecord,
     Principal,
     RevisionRecord,
+    TaskRunRecord,
     WorkflowRecord,
 )
 from execflow.states import ExecutionState, TaskRunState
@@ -482,6 +483,96 @@ class Service:
             payload["grace"] = grace
         return await self._command(who, execution_id, "cancel", payload, active)
 
+    def _lease(self, now: datetime) -> tuple[str | None, datetime | None]:
+        """Who takes a new or revived execution: this node's engine, at once, if it runs."""
+        if self.engine is None:
+            return None, None
+        return self.engine.node_id, now + timedelta(seconds=self.engine.settings.lease_seconds)
+
+    async def retry(self, who: Principal, execution_id: str) -> ExecutionRecord:
+        """Run a FAILED or CANCELED execution again from where it failed: its failed and
+        cancelled tasks and everything after them run anew; what completed keeps its output.
+        Earlier attempts stay in its history."""
+        require(who, Privilege.MANAGE_EXECUTIONS)
+        now = self.clock.now()
+        owner, expires = self._lease(now)
+        record = await self.store.call(
+            self.store.retry, execution_id, who.project_id, now, owner, expires, who.token_id
+        )
+        if self.engine is not None:
+            self.engine.submit(record, await self.definition_of(record))
+        return record
+
+    async def rerun(
+        self,
+        who: Principal,
+        execution_id: str,
+        from_task: str,
+        inputs: dict[str, Any] | None = None,
+    ) -> ExecutionRecord:
+        """Start a new execution of the same revision, linked to this one, that runs
+        `from_task` and everything after it and reuses the outputs of every other task
+        that completed here. `inputs` override the original inputs, key by key."""
+        require(who, Privilege.SCHEDULE_EXECUTIONS)
+        original = await self.store.read(self.store.get_execution, execution_id, who.project_id)
+        definition = await self.definition_of(original)
+        problems: list[Detail] = []
+        if from_task not in definition.tasks:
+            known = ", ".join(definition.order)
+            problems.append(Detail("/from_task", f"no task {from_task!r} (tasks: {known})"))
+        resolved: dict[str, Any] = {}
+        try:
+            resolved = resolve_inputs(definition, {**original.inputs, **(inputs or {})})
+        except InvalidInput as exc:
+            problems.extend(exc.details)
+        if problems:
+            raise InvalidInput("the rerun request is not valid", problems)
+        if not original.state.terminal:
+            raise Conflict(f"execution {execution_id!r} has not ended ({original.state})")
+        again = _downstream(definition, from_task)
+        latest = {tr.task_id: tr for tr in original.task_runs}
+        now = self.clock.now()
+        execution_id = new_id()
+        reused = [
+            TaskRunRecord(
+                execution_id=execution_id,
+                task_id=tid,
+                attempt=1,
+                state=TaskRunState.COMPLETED,
+                output=tr.output,
+                queued_at=tr.queued_at,
+                started_at=tr.started_at,
+                ended_at=tr.ended_at,
+            )
+            for tid, tr in latest.items()
+            if tid not in again and tr.state is TaskRunState.COMPLETED
+        ]
+        record = ExecutionRecord(
+            id=execution_id,
+            project_id=who.project_id,
+            workflow_id=original.workflow_id,
+            workflow_name=original.workflow_name,
+            revision=original.revision,
+            name=execution_id,
+            state=ExecutionState.INITIALIZING,
+            inputs=resolved,
+            labels=dict(original.labels),
+            outputs=None,
+            error=None,
+            created_at=now,
+            started_at=now,
+            ended_at=None,
+            updated_at=now,
+            started_by=who.token_id,
+            log_level=original.log_level,
+            rerun_of=original.id,
+        )
+        owner, expires = self._lease(now)
+        record = await self.store.call(self.store.create_rerun, record, reused, owner, expires)
+        if self.engine is not None:
+            self.engine.submit(record, definition)
+        return record
+
     async def suspend(self, who: Principal, execution_id: str) -> ExecutionRecord:
         """No new task run starts; running ones finish; the execution shows SUSPENDED."""
         require(who, Privilege.MANAGE_EXECUTIONS)
@@ -569,6 +660,17 @@ class Service:
             raise InvalidInput(details=[Detail("/project", f"{project!r} is not a valid name")])
         project_id = await self.store.call(self.store.ensure_project, project, now)
         return await self.store.call(self.store.create_token, project_id, role, now, description)
+
+
+def _downstream(definition: Definition, task_id: str) -> set[str]:
+    """A task and every task that depends on it, directly or not."""
+    found, todo = {task_id}, [task_id]
+    while todo:
+        for child in definition.dependants[todo.pop()]:
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def _check_name_and_labels(name: str | None, labels: dict[str, str] | None) -> list[Detail]:

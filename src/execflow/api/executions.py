@@ -20,6 +20,7 @@ from execflow.api.schemas import (
     ExecutionStarted,
     ExecutionSummary,
     PlanPublic,
+    RerunCreate,
 )
 from execflow.errors import Detail, InvalidInput
 from execflow.records import EventRecord
@@ -249,6 +250,44 @@ async def cancel_execution(
     again, with `force=true` say, shortens the period."""
     record = await service.cancel(who, execution_id, force=force, grace=grace)
     return ExecutionSummary.of(record)
+
+
+@router.post(
+    "/executions/{execution_id}/retry",
+    status_code=202,
+    response_model=ExecutionSummary,
+    responses=_CONTROL,
+    summary="Retry a failed or cancelled execution from where it stopped",
+)
+async def retry_execution(
+    execution_id: str, service: ServiceDep, who: PrincipalDep
+) -> ExecutionSummary:
+    """The failed and cancelled tasks, and everything after them, run again; completed tasks
+    keep their outputs. Earlier attempts stay in the execution's history (`round` counts the
+    retries)."""
+    return ExecutionSummary.of(await service.retry(who, execution_id))
+
+
+@router.post(
+    "/executions/{execution_id}/rerun",
+    status_code=202,
+    response_model=ExecutionStarted,
+    responses=_CONTROL,
+    summary="Start a new execution that re-runs part of this one",
+)
+async def rerun_execution(
+    execution_id: str,
+    body: RerunCreate,
+    response: Response,
+    service: ServiceDep,
+    who: PrincipalDep,
+) -> ExecutionStarted:
+    """A new execution of the same revision, linked by `rerun_of`: `from_task` and everything
+    after it run again; every other task this one completed gives its output unchanged.
+    `inputs` override the original inputs key by key."""
+    record = await service.rerun(who, execution_id, body.from_task, body.inputs)
+    response.headers["Location"] = f"/api/v1/executions/{record.id}"
+    return ExecutionStarted.of(record)
 
 
 @router.post(

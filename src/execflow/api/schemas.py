@@ -96,6 +96,15 @@ class ExecutionCreate(BaseModel):
     )
 
 
+class RerunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_task: str = Field(description="This task and everything after it run again")
+    inputs: dict[str, Any] | None = Field(
+        default=None, description="Overrides of the original inputs, key by key"
+    )
+
+
 class ExecutionStarted(_Out):
     id: str
     name: str
@@ -130,6 +139,7 @@ class ExecutionSummary(ExecutionStarted):
 class TaskRunPublic(_Out):
     task: str
     attempt: int
+    round: int = Field(description="The retry round it ran in")
     state: TaskRunState
     output: Any = None
     error: dict[str, Any] | None = None
@@ -146,6 +156,7 @@ class TaskRunPublic(_Out):
         return cls(
             task=tr.task_id,
             attempt=tr.attempt,
+            round=tr.round,
             state=tr.state,
             output=redact(tr.output, secrets or []),
             error=redact(tr.error, secrets or []),
@@ -190,6 +201,9 @@ class ExecutionPublic(ExecutionSummary):
     started_by: str | None
     scheduled_at: datetime | None
     log_level: str
+    round: int = Field(description="How many times it was retried")
+    rerun_of: str | None = Field(description="The execution this one re-runs part of")
+    parent_id: str | None = Field(description="The execution whose task started this one")
     pending_signals: list[SignalPublic] = Field(
         description="Signals the execution waits for, with the schema of their payload"
     )
@@ -210,6 +224,9 @@ class ExecutionPublic(ExecutionSummary):
             started_by=ex.started_by,
             scheduled_at=ex.scheduled_at,
             log_level=levels.name_of(ex.log_level),
+            round=ex.round,
+            rerun_of=ex.rerun_of,
+            parent_id=ex.parent_id,
             pending_signals=[SignalPublic.of(p) for p in pending_signals(ex)],
             tasks=[TaskRunPublic.of(t, secrets) for t in ex.task_runs],
         )

@@ -407,7 +407,7 @@ class Engine:
             )
         )
         policy = run.definition.tasks[task_id].retry
-        delay = policy.delay(number) if outcome.retryable else None
+        delay = policy.delay(number - run.base.get(task_id, 0)) if outcome.retryable else None
         message = (outcome.error or {}).get("message", "")
         if delay is None or run.cancel_requested:
             if run.failure is None:
@@ -419,7 +419,7 @@ class Engine:
         self._log(run, ops, now, WARNING, "task", text, task_id, number, outcome.error)
         nxt = Attempt(task_id, number + 1, T.SCHEDULED, wake_at=now + timedelta(seconds=delay))
         run.attempts[task_id] = nxt
-        ops.append(InsertTaskRun(_record(run_id, nxt, now)))
+        ops.append(InsertTaskRun(_record(run_id, nxt, now, round_=run.round)))
         self._add_timer(nxt.wake_at or now, "wake", (run_id, task_id, nxt.attempt))
 
     # advancing one execution -------------------------------------------------------------
@@ -441,7 +441,7 @@ class Engine:
         ready = run.ready() if run.failure is None and not run.suspended else []
         if not self._draining:
             for task_id in ready:
-                attempt = Attempt(task_id, 1, T.RUNNING)
+                attempt = Attempt(task_id, run.first_attempt(task_id), T.RUNNING)
                 run.attempts[task_id] = attempt
                 self._begin(run, attempt, now, ops, starts, scheduled=False)
         active = run.active()
@@ -553,7 +553,7 @@ class Engine:
         else:
             ended = fields.get("ended_at")
             started = fields.get("started_at")
-            ops.append(InsertTaskRun(_record(run.id, attempt, now, started, ended)))
+            ops.append(InsertTaskRun(_record(run.id, attempt, now, started, ended, run.round)))
 
     def _cancel(self, run: Run, now: datetime, ops: list[Op]) -> None:
         """Cancel what waits (scheduled attempts, sleeps, signals) at once; running tasks
@@ -870,6 +870,7 @@ def _record(
     now: datetime,
     started_at: datetime | None = None,
     ended_at: datetime | None = None,
+    round_: int = 0,
 ) -> TaskRunRecord:
     return TaskRunRecord(
         execution_id=run_id,
@@ -883,6 +884,7 @@ def _record(
         ended_at=ended_at,
         wake_at=a.wake_at,
         waiting=a.waiting,
+        round=round_,
     )
 
 

@@ -53,6 +53,10 @@ class Run:
     scheduled_at: datetime | None = None
     seen_commands: set[int] = field(default_factory=set)
     start_timer_set: bool = False
+    round: int = 0
+    # per task, the last attempt number of earlier rounds: a retried execution numbers its
+    # attempts on, and each round has the task's whole retry policy again
+    base: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, rec: ExecutionRecord, definition: Definition) -> Run:
@@ -69,8 +73,13 @@ class Run:
             suspended=rec.state is ExecutionState.SUSPENDED,
             log_level=rec.log_level,
             scheduled_at=rec.scheduled_at,
+            round=rec.round,
         )
         for tr in rec.task_runs:  # ordered by insertion, so the latest attempt wins
+            if tr.round < rec.round and tr.state is not TaskRunState.COMPLETED:
+                # history of an earlier round: this task runs again
+                run.base[tr.task_id] = max(run.base.get(tr.task_id, 0), tr.attempt)
+                continue
             run.attempts[tr.task_id] = Attempt.from_record(tr)
         for a in run.attempts.values():
             if a.state is TaskRunState.FAILED and run.failure is None:
@@ -109,6 +118,9 @@ class Run:
                 for dep in self.definition.tasks[tid].needs
             )
         ]
+
+    def first_attempt(self, task_id: str) -> int:
+        return self.base.get(task_id, 0) + 1
 
     def active(self) -> list[Attempt]:
         return [a for a in self.attempts.values() if not a.state.terminal]

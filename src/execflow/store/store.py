@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -527,6 +528,62 @@ class Store:
             conn.execute(e.update().where(e.c.id == execution_id).values(values))
         return self.get_execution(execution_id, project_id)
 
+    def retry(
+        self,
+        execution_id: str,
+        project_id: str,
+        now: datetime,
+        owner: str | None,
+        expires: datetime | None,
+        actor: str | None,
+    ) -> ExecutionRecord:
+        """Open a new round of a FAILED or CANCELED execution: it runs again, its completed
+        tasks keep their outputs and the others (and what follows them) run anew."""
+        e = s.executions
+        with self.engine.begin() as conn:
+            rec = self._get_execution(conn, execution_id, project_id, False)
+            if rec.state not in (ExecutionState.FAILED, ExecutionState.CANCELED):
+                raise Conflict(f"only a failed or cancelled execution can be retried ({rec.state})")
+            values = {
+                "state": ExecutionState.RUNNING.value,
+                "round": rec.round + 1,
+                "error": None,
+                "outputs": None,
+                "ended_at": None,
+                "cancel_requested": False,
+                "updated_at": now,
+                "lease_owner": owner,
+                "lease_expires_at": expires,
+            }
+            guard = sa.and_(e.c.id == execution_id, e.c.state == rec.state.value)
+            if conn.execute(e.update().where(guard).values(values)).rowcount != 1:
+                raise Conflict(f"execution {execution_id!r} changed meanwhile; try again")
+            event = EventRecord(
+                execution_id,
+                now,
+                5,
+                "command",
+                f"retry requested (round {rec.round + 1})",
+                data={"from": rec.state.value, "to": ExecutionState.RUNNING.value},
+                actor=actor,
+            )
+            conn.execute(s.events.insert().values(writes.event_values(event)))
+            return self._get_execution(conn, execution_id, None, True)
+
+    def create_rerun(
+        self,
+        rec: ExecutionRecord,
+        reused: Sequence[TaskRunRecord],
+        owner: str | None,
+        expires: datetime | None,
+    ) -> ExecutionRecord:
+        """Create an execution that starts with the outputs of tasks another one completed."""
+        with self.engine.begin() as conn:
+            conn.execute(s.executions.insert().values(_execution_values(rec, owner, expires)))
+            if reused:
+                conn.execute(s.task_runs.insert(), [writes.task_run_values(r) for r in reused])
+        return replace(rec, task_runs=tuple(reused))
+
     def request_cancel(self, execution_id: str, project_id: str, now: datetime) -> ExecutionRecord:
         def active(rec: ExecutionRecord) -> None:
             if rec.state.terminal:
@@ -702,6 +759,10 @@ def _execution_values(
         "started_by": rec.started_by,
         "scheduled_at": rec.scheduled_at,
         "log_level": rec.log_level,
+        "round": rec.round,
+        "rerun_of": rec.rerun_of,
+        "parent_id": rec.parent_id,
+        "parent_task": rec.parent_task,
         "lease_owner": owner,
         "lease_expires_at": expires,
     }
@@ -754,6 +815,7 @@ def _task_run(row: RowMapping) -> TaskRunRecord:
         ended_at=row["ended_at"],
         wake_at=row["wake_at"],
         waiting=row["waiting"],
+        round=row["round"],
     )
 
 
@@ -778,6 +840,10 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
         started_by=row["started_by"],
         scheduled_at=row["scheduled_at"],
         log_level=row["log_level"],
+        round=row["round"],
+        rerun_of=row["rerun_of"],
+        parent_id=row["parent_id"],
+        parent_task=row["parent_task"],
         task_runs=tuple(runs),
     )
 

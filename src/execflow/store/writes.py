@@ -281,6 +281,7 @@ def task_run_values(run: TaskRunRecord) -> dict[str, Any]:
         "ended_at": run.ended_at,
         "wake_at": run.wake_at,
         "waiting": run.waiting,
+        "round": run.round,
     }
 
 
