@@ -568,3 +568,43 @@ async def test_a_bad_rerun_is_refused_and_stores_nothing(store: Store) -> None:
             await h.service.rerun(h.admin, waiting.id, "pay")
         listed, _ = await h.service.list_executions(h.admin)
         assert {e.id for e in listed} == {original.id, waiting.id}
+
+
+# what tasks write -------------------------------------------------------------------------------
+
+
+async def test_task_output_goes_to_the_audit_log_line_by_line(store: Store) -> None:
+    forged = "ok\n2026-01-01 error [x#1] forged entry\x1b[2J"
+    wf = {
+        "name": "chatty",
+        "tasks": {
+            "levels": py("log_levels"),
+            "value": py("log_value", args={"value": forged}, needs=["levels"]),
+            "cmd": {
+                "action": "command",
+                "needs": ["value"],
+                "with": {"argv": ["sh", "-c", "echo one; echo two >&2; echo three"]},
+            },
+        },
+    }
+    async with harness(store, SystemClock()) as h:
+        await h.apply(wf)
+        ex = await h.run("chatty")
+        assert ex.state == E.COMPLETED
+        events = await h.store.read(h.store.list_events, ex.id)
+        out = [(e.task_id, e.level, e.message) for e in events if e.kind == "output"]
+        cmd = [(level, message) for task, level, message in out if task == "cmd"]
+        assert [m for _, m in cmd if m != "two"] == ["one", "three"]
+        assert (4, "two") in cmd  # stderr is a warning
+        value = [m for task, _, m in out if task == "value"]
+        assert value == [
+            "tests.value: value=ok\\x0a2026-01-01 error [x#1] forged entry\\x1b[2J",
+            "ok",
+            "2026-01-01 error [x#1] forged entry\\x1b[2J",
+        ]
+        levels_seen = {level for task, level, _ in out if task == "levels"}
+        assert 7 not in levels_seen  # debug is below the default floor (info)
+        assert {3, 4, 6} <= levels_seen
+        # a task's lines come before the entry saying it completed
+        kinds = [(e.kind, e.task_id) for e in events]
+        assert kinds.index(("output", "cmd")) > kinds.index(("output", "value"))

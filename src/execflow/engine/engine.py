@@ -31,7 +31,7 @@ from execflow.clock import Clock, ManualClock, SystemClock
 from execflow.definition import Definition, parse_definition
 from execflow.engine.run import Attempt, Run
 from execflow.errors import TaskFailure, TaskTimeout
-from execflow.executors import LocalExecutor, Outcome
+from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
 from execflow.records import CommandRecord, EventRecord, ExecutionRecord, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState, can_transition
@@ -113,6 +113,7 @@ class Engine:
         self._timers: list[tuple[datetime, int, str, Key]] = []
         self._timer_seq = 0
         self._results: list[tuple[Key, Outcome]] = []
+        self._task_logs: list[tuple[Key, datetime, TaskLog]] = []
         self._adopt: list[tuple[ExecutionRecord, Definition | None]] = []
         self._cancels: set[str] = set()
         self._commands: list[CommandRecord] = []
@@ -319,6 +320,15 @@ class Engine:
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, key = heapq.heappop(self._timers)
             self._fire(kind, key, now, ops, starts)
+        lines, self._task_logs = self._task_logs, []
+        for (run_id, task_id, number), at, line in lines:  # before the results they precede
+            run = self.runs.get(run_id)
+            if run is not None and line.level <= run.log_level:
+                data = {"stream": line.stream, "logger": line.logger}
+                event = EventRecord(
+                    run_id, at, line.level, "output", line.message, task_id, number, data
+                )
+                ops.append(InsertEvent(event))
         results, self._results = self._results, []
         for key, outcome in results:
             self._record_result(key, outcome, now, ops, starts)
@@ -792,7 +802,7 @@ class Engine:
                 outcome = Outcome(True, output=await action.inline(args, self.resources))
             else:
                 dumped = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
-                outcome = await self.executor.run(action_name, dumped)
+                outcome = await self.executor.run(action_name, dumped, on_log=self._sink(key))
         except asyncio.CancelledError:
             return  # whoever cancelled this attempt records its outcome
         except TaskFailure as exc:
@@ -801,6 +811,14 @@ class Engine:
             outcome = Outcome(False, error={"type": "exception", "message": f"{exc!r}"})
         self._results.append((key, outcome))
         self._wake.set()
+
+    def _sink(self, key: Key) -> Callable[[TaskLog], None]:
+        """Where a task's output lines go: the next tick writes them to the audit log."""
+
+        def take(line: TaskLog) -> None:
+            self._task_logs.append((key, self.clock.now(), line))
+
+        return take
 
     def _add_timer(self, when: datetime, kind: str, key: Key) -> None:
         self._timer_seq += 1

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from execflow.executors.local import LocalExecutor, Outcome
+from execflow.executors.local import LocalExecutor, Outcome, TaskLog
 
-__all__ = ["LocalExecutor", "Outcome"]
+__all__ = ["LocalExecutor", "Outcome", "TaskLog"]

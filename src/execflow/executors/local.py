@@ -1,7 +1,8 @@
 """The local executor: a fixed pool of long-lived worker processes for `python` and `command`.
 
 No process is spawned per task. A task that is cancelled or times out has its
-worker's process group killed, and a fresh worker takes its place.
+worker's process group killed, and a fresh worker takes its place. What a task logs
+comes back line by line while it runs (see `TaskLog`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,28 @@ class Outcome:
     @classmethod
     def failed(cls, failure: TaskFailure) -> Outcome:
         return cls(False, error=failure.as_error(), retryable=failure.retryable)
+
+
+@dataclass(frozen=True)
+class TaskLog:
+    """One line a task logged: a syslog level (0-7), where it came from ("stdout",
+    "stderr" or "logging"), the text (control characters escaped, at most 8192
+    characters) and, for `logging` records, the logger's name."""
+
+    level: int
+    stream: str
+    message: str
+    logger: str | None = None
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> TaskLog:
+        logger = data.get("logger")
+        return cls(
+            int(data["level"]),
+            str(data["stream"]),
+            str(data["message"]),
+            None if logger is None else str(logger),
+        )
 
 
 class _Worker:
@@ -73,20 +97,35 @@ class LocalExecutor:
         self._all.add(worker)
         return worker
 
-    async def run(self, action: str, args: dict[str, Any]) -> Outcome:
-        """Run one task on a free worker; cancelling this coroutine kills the task."""
+    async def run(
+        self,
+        action: str,
+        args: dict[str, Any],
+        on_log: Callable[[TaskLog], None] | None = None,
+    ) -> Outcome:
+        """Run one task on a free worker; cancelling this coroutine kills the task.
+
+        `on_log` is called (on the event loop, in the order the worker wrote them) for
+        each line the task logs, as it comes and before this returns. If it raises, the
+        task is killed like a cancelled one and the exception propagates."""
         worker = await self._idle.get()
         healthy = False
         try:
             proc = worker.proc
             assert proc.stdin is not None and proc.stdout is not None
-            request = {"action": action, "args": args}
+            # Without a listener the worker does not capture (nor send) the task's lines.
+            request = {"action": action, "args": args, "log": on_log is not None}
             proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
             await proc.stdin.drain()
-            line = await proc.stdout.readline()
-            if not line:
-                return Outcome(False, error={"type": "worker_lost", "message": _died(proc)})
-            reply = json.loads(line)
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    return Outcome(False, error={"type": "worker_lost", "message": _died(proc)})
+                reply = json.loads(line)
+                if "log" not in reply:
+                    break
+                if on_log is not None:
+                    on_log(TaskLog.from_wire(reply["log"]))
             healthy = True
             if reply["ok"]:
                 return Outcome(True, output=reply["output"])

@@ -1,8 +1,12 @@
-"""A long-lived worker process: reads one task per line on stdin, answers one line on stdout.
+"""A long-lived worker process: reads one task per line on stdin, answers on stdout.
 
 Run as `python -m execflow.executors.worker`. The worker leads its own process
 group, so killing the group also kills any command it started; a watchdog ends
 the group if the engine that started it disappears.
+
+Per task, when the request asks for them (`"log": true`), the worker writes any number
+of `{"log": {...}}` lines (what the task logs, sent as it happens) before its one reply
+line (`{"ok": ...}`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,31 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
-from execflow.actions import ACTIONS
+from execflow import levels
+from execflow.actions import ACTIONS, command, python
+from execflow.actions.python import LogSink
 from execflow.errors import TaskFailure
+
+# A chatty task cannot flood the engine (nor its audit log): past this many lines, the
+# rest are counted and reported in one last line.
+LOG_LINES_PER_TASK = 10_000
+
+# Pool actions that can send their log lines (the others just run).
+_LOGGING: dict[str, Callable[[Any, LogSink], Any]] = {
+    python.ACTION.name: python.run,
+    command.ACTION.name: command.run,
+}
+
+
+def clean(text: str) -> str:
+    """One task log line as it is sent: control characters and line breaks escaped, at
+    most 8192 characters."""
+    return levels.clean_line(text)
 
 
 def _watch_parent(parent: int) -> None:
@@ -29,13 +52,72 @@ def _watch_parent(parent: int) -> None:
             os.killpg(0, signal.SIGKILL)
 
 
-def handle(message: dict[str, Any]) -> dict[str, Any]:
-    """Run one task request and describe its outcome (never raises)."""
-    action = ACTIONS.get(message.get("action", ""))
+class Channel:
+    """The reply stream; its lock keeps lines written by several threads whole."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.lock = threading.Lock()
+
+    def write(self, line: bytes) -> None:
+        """Write one line and flush it at once (the caller holds `lock`)."""
+        self._out.write(line + b"\n")
+        self._out.flush()
+
+
+class TaskLog:
+    """The log lines of one task: cleaned, counted, written to the channel as they come.
+    Lines that arrive after `finish` (from threads the task left running) are dropped."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._sent = 0
+        self._dropped = 0
+        self._open = True
+
+    def __call__(self, level: int, stream: str, text: str, logger: str | None) -> None:
+        line = None
+        if self._sent < LOG_LINES_PER_TASK:  # read unlocked: only saves work when over
+            entry = {"level": level, "stream": stream, "message": clean(text), "logger": logger}
+            line = _dumps({"log": entry})
+        with self._channel.lock:
+            if not self._open:
+                return
+            if line is None or self._sent >= LOG_LINES_PER_TASK:
+                self._dropped += 1
+                return
+            self._sent += 1
+            try:
+                self._channel.write(line)
+            except (OSError, ValueError):  # the engine is gone; the watchdog ends us
+                self._open = False
+
+    def finish(self, reply: bytes) -> None:
+        """Close this task's log (telling how many lines were dropped) and send its reply."""
+        with self._channel.lock:
+            if self._open and self._dropped:
+                message = (
+                    f"{self._dropped} more log lines of this task were dropped "
+                    f"(at most {LOG_LINES_PER_TASK} are kept)"
+                )
+                entry = {"level": levels.WARNING, "stream": "logging", "message": message}
+                self._channel.write(_dumps({"log": {**entry, "logger": None}}))
+            self._open = False
+            self._channel.write(reply)
+
+
+def handle(message: dict[str, Any], log: LogSink | None = None) -> dict[str, Any]:
+    """Run one task request and describe its outcome (never raises); with `log`, the
+    task's log lines go there while it runs."""
+    name = message.get("action", "")
+    action = ACTIONS.get(name)
     if action is None or action.pool is None:
         return _failure(f"no pool action {message.get('action')!r}", "internal", False)
     try:
         args = action.args.model_validate(message.get("args", {}))
+        logging_run = _LOGGING.get(name)
+        if log is not None and logging_run is not None:
+            return {"ok": True, "output": logging_run(args, log)}
         return {"ok": True, "output": action.pool(args)}
     except TaskFailure as exc:
         return {"ok": False, "error": exc.as_error(), "retryable": exc.retryable}
@@ -55,19 +137,25 @@ def _failure(message: str, kind: str, retryable: bool) -> dict[str, Any]:
     return {"ok": False, "error": {"type": kind, "message": message}, "retryable": retryable}
 
 
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     hello = json.loads(requests.readline() or b"{}")
     for entry in reversed(hello.get("sys_path", [])):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    channel = Channel(replies)
     for line in requests:
-        reply = handle(json.loads(line))
+        log = TaskLog(channel)
+        message = json.loads(line)
+        reply = handle(message, log if message.get("log") else None)
         try:
-            data = json.dumps(reply, separators=(",", ":"))
+            data = _dumps(reply)
         except (TypeError, ValueError) as exc:
-            data = json.dumps(_failure(f"the result is not JSON: {exc}", "result", False))
-        replies.write(data.encode() + b"\n")
-        replies.flush()
+            data = _dumps(_failure(f"the result is not JSON: {exc}", "result", False))
+        log.finish(data)
 
 
 def main() -> None:
