@@ -625,3 +625,17 @@ def test_an_idempotency_key_names_one_execution_per_request_until_it_expires(
     assert (rec.id, created) == (later.id, True)
     assert store.forget_idempotency_keys(at(121)) == 1
     assert {e.name for e in store.list_executions(wf.project_id)[0]} == {"a", "d"}
+
+
+def test_a_name_taken_by_another_process_meanwhile_fails_only_its_own_start(
+    store: Store,
+) -> None:
+    wf = workflow(store)
+    store.create_execution(execution(wf, "f" * 32))
+    # named by its own id, so the name is not looked up first: only the insert finds it taken
+    clash = replace(execution(wf, "other"), id="f" * 32, name="f" * 32)
+    fine = execution(wf, "fine")
+    results = store.create_executions([(clash, None, None), (fine, None, None)])
+    assert isinstance(results[0], Conflict)
+    assert results[1] == fine
+    assert {e.name for e in store.list_executions(wf.project_id)[0]} == {"f" * 32, "fine"}

@@ -17,6 +17,7 @@ from execflow.definition import load_text, parse_definition
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.examples import example_files
 from execflow.executors import LocalExecutor
+from execflow.scheduler import Scheduler
 from execflow.service import Service
 from execflow.settings import Settings
 from execflow.store import Store, connect, upgrade
@@ -30,6 +31,7 @@ class Runtime:
     store: Store
     engine: Engine
     service: Service
+    scheduler: Scheduler | None = None  # None when EXECFLOW_SCHEDULES=off
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -47,7 +49,13 @@ class Runtime:
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock)
         service = Service(store, definitions, engine, clock)
-        return cls(settings, store, engine, service)
+        scheduler = None
+        if settings.schedules:
+            scheduler = Scheduler(
+                store, service, definitions, clock, settings.schedule_poll_seconds
+            )
+            service.on_workflow_stored.append(scheduler.poke)
+        return cls(settings, store, engine, service, scheduler)
 
     def prepare(self) -> str | None:
         """Migrate the database and create the first admin token; returns it when it is new."""
@@ -55,9 +63,15 @@ class Runtime:
         return bootstrap(self.store, self.settings, self.service.clock)
 
     async def start(self, loop: bool = True) -> None:
+        """Start the engine, then the scheduler (whose starts the engine must take);
+        without `loop`, neither ticks on its own (tests call `tick`)."""
         await self.engine.start(loop)
+        if loop and self.scheduler is not None:
+            self.scheduler.start()
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self.engine.stop()
         self.store.close()
 

@@ -150,6 +150,8 @@ class Service:
         # how long an Idempotency-Key keeps naming the execution it started
         self.idempotency_retention = idempotency_retention
         self._keys_swept: datetime | None = None
+        # told whenever a workflow revision is stored (the scheduler looks at its schedules)
+        self.on_workflow_stored: list[Callable[[], None]] = []
 
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
@@ -175,6 +177,8 @@ class Service:
             self.store.put_workflow, who.project_id, definition, self.clock.now()
         )
         self.definitions.put(result[0].id, result[1], definition)
+        for listener in self.on_workflow_stored:
+            listener()
         return result
 
     async def list_workflows(self, who: Principal) -> list[WorkflowRecord]:

@@ -15,6 +15,18 @@ def default_data_dir() -> Path:
     return Path(base) / "execflow"
 
 
+_ON = frozenset({"on", "true", "yes", "1"})
+_OFF = frozenset({"off", "false", "no", "0"})
+
+
+def parse_switch(name: str, value: str) -> bool:
+    """An on/off environment variable; ValueError naming it for anything else."""
+    word = value.strip().lower()
+    if word in _ON or word in _OFF:
+        return word in _ON
+    raise ValueError(f"{name} must be on or off, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
@@ -28,6 +40,8 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown
     load_examples: bool = False
+    schedules: bool = True  # run workflows' cron schedules on this node
+    schedule_poll_seconds: float = 15.0  # how soon newly stored schedules are seen at the latest
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -41,6 +55,8 @@ class Settings:
             values["node_id"] = env["EXECFLOW_NODE_ID"]
         if "EXECFLOW_SHUTDOWN_GRACE" in env:
             values["shutdown_grace"] = float(env["EXECFLOW_SHUTDOWN_GRACE"])
+        if "EXECFLOW_SCHEDULES" in env:
+            values["schedules"] = parse_switch("EXECFLOW_SCHEDULES", env["EXECFLOW_SCHEDULES"])
         if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
             values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

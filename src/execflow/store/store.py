@@ -22,6 +22,8 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from execflow.definition import Definition
@@ -333,6 +335,16 @@ class Store:
         self, batch: Sequence[tuple[ExecutionRecord, str | None, datetime | None]]
     ) -> list[ExecutionRecord | Conflict]:
         """Insert many new executions in one transaction; a taken name is that item's Conflict."""
+        try:
+            return self._create_executions(batch, race=False)
+        except sa.exc.IntegrityError:
+            # Another process took one of these names between our check and our insert:
+            # once more, leaving out whatever the database now refuses.
+            return self._create_executions(batch, race=True)
+
+    def _create_executions(
+        self, batch: Sequence[tuple[ExecutionRecord, str | None, datetime | None]], race: bool
+    ) -> list[ExecutionRecord | Conflict]:
         e = s.executions
         results: list[ExecutionRecord | Conflict] = []
         rows = []
@@ -353,8 +365,22 @@ class Store:
                 names.add(key)
                 rows.append(_execution_values(rec, owner, expires))
                 results.append(rec)
-            if rows:
+            if rows and not race:
                 conn.execute(e.insert(), rows)
+            elif rows:
+                insert = (
+                    sqlite_insert(e) if self.is_sqlite else pg_insert(e)
+                ).on_conflict_do_nothing(index_elements=["workflow_id", "name"])
+                made = set()
+                for row in rows:
+                    if conn.execute(insert.returning(e.c.id), row).first() is not None:
+                        made.add(row["id"])
+                results = [
+                    r
+                    if not isinstance(r, ExecutionRecord) or r.id in made
+                    else Conflict(f"an execution named {r.name!r} already exists")
+                    for r in results
+                ]
         return results
 
     def create_keyed_execution(
