@@ -343,3 +343,36 @@ async def test_retry_and_rerun_over_http(api: Api) -> None:
     assert set(pointers(r)) == {"/from_task", "/inputs/n"}
     assert_error(await post(api, f"{original}/rerun", json={}), 422)
     assert_error(await post(api, f"{execution_id}/rerun", json={"from_task": "pay"}), 409)
+
+
+# callbacks -----------------------------------------------------------------------------------
+
+
+async def test_a_callback_to_a_private_address_is_refused_at_start(api: Api) -> None:
+    await put(api, HELLO)
+    for url, why in [
+        ("http://127.0.0.1:9/hook", "loopback"),
+        ("http://10.1.2.3/hook", "private"),
+        ("http://169.254.169.254/latest", "169.254.169.254"),
+        ("ftp://example.com/hook", "http"),
+        ("http://localhost/hook", "localhost"),
+    ]:
+        r = await api.client.post(
+            "/api/v1/workflows/hello/executions",
+            json={"inputs": {"who": "ada"}, "callback": url},
+            headers=api.auth(),
+        )
+        assert why in pointers(r)["/callback"], (url, r.text)
+    r = await api.client.get("/api/v1/executions", headers=api.auth())
+    assert r.json()["items"] == []
+
+    execution_id = await started(api, callback="https://hooks.example.com/done")
+    detail = await execution(api, execution_id)
+    assert detail["callback"] == {
+        "url": "https://hooks.example.com/done",
+        "state": "pending",
+        "attempts": 0,
+        "next_at": None,
+        "last_status": None,
+        "last_error": None,
+    }

@@ -80,11 +80,24 @@ class ExecutionRecord:
     rerun_of: str | None = None
     parent_id: str | None = None
     parent_task: str | None = None
+    callback: CallbackStatus | None = None
     task_runs: tuple[TaskRunRecord, ...] = field(default=())
 
     @property
     def urn(self) -> str:
         return f"urn:execflow:{self.project_id}:execution:{self.workflow_name}:{self.id}"
+
+
+@dataclass(frozen=True)
+class CallbackStatus:
+    """An execution's end-of-execution callback and how its delivery goes."""
+
+    url: str
+    state: str  # pending, delivered or failed
+    attempts: int = 0
+    next_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)

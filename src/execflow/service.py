@@ -18,6 +18,7 @@ from typing import Any
 from execflow import levels
 from execflow.actions.signal import check_payload
 from execflow.auth import SYSTEM_PROJECT, Privilege, require
+from execflow.callbacks import CallbackPolicy, CallbackRefused, check_url
 from execflow.clock import Clock, SystemClock
 from execflow.definition import (
     NAME_RE,
@@ -36,6 +37,7 @@ from execflow.errors import (
     PermissionDenied,
 )
 from execflow.records import (
+    CallbackStatus,
     EventRecord,
     ExecutionRecord,
     Principal,
@@ -67,7 +69,11 @@ class _Prepared:
     log_level: int
 
     def digest(
-        self, name: str | None, labels: dict[str, str] | None, scheduled_at: datetime | None
+        self,
+        name: str | None,
+        labels: dict[str, str] | None,
+        scheduled_at: datetime | None,
+        callback: str | None,
     ) -> str:
         """What identifies a start request, for its Idempotency-Key."""
         request = {
@@ -78,6 +84,7 @@ class _Prepared:
             "labels": labels or {},
             "scheduled_at": scheduled_at.isoformat() if scheduled_at else None,
             "log_level": self.log_level,
+            "callback": callback,
         }
         canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -142,6 +149,7 @@ class Service:
         engine: Engine | None = None,
         clock: Clock | None = None,
         idempotency_retention: float = 86400.0,
+        callback_policy: CallbackPolicy | None = None,
     ) -> None:
         self.store = store
         self.definitions = definitions
@@ -150,6 +158,7 @@ class Service:
         # how long an Idempotency-Key keeps naming the execution it started
         self.idempotency_retention = idempotency_retention
         self._keys_swept: datetime | None = None
+        self.callback_policy = callback_policy or CallbackPolicy()
         # told whenever a workflow revision is stored (the scheduler looks at its schedules)
         self.on_workflow_stored: list[Callable[[], None]] = []
 
@@ -211,6 +220,7 @@ class Service:
         log_level: int | str | None = None,
         scheduled_at: datetime | None = None,
         idempotency_key: str | None = None,
+        callback: str | None = None,
     ) -> ExecutionRecord:
         """Validate and commit a new execution; it is durable when this returns.
 
@@ -225,6 +235,7 @@ class Service:
             log_level,
             scheduled_at,
             idempotency_key,
+            callback,
         )
         return record
 
@@ -239,6 +250,7 @@ class Service:
         log_level: int | str | None = None,
         scheduled_at: datetime | None = None,
         idempotency_key: str | None = None,
+        callback: str | None = None,
     ) -> tuple[ExecutionRecord, bool]:
         """Start an execution, or find the one this same request already started: a name is
         unique per workflow, and reusing it with the same inputs gives back that execution
@@ -246,10 +258,11 @@ class Service:
         for any request within the retention period.
 
         `scheduled_at` puts the first task off until then (the execution is WAITING);
-        `log_level` is the floor of what its audit log keeps (default info)."""
+        `log_level` is the floor of what its audit log keeps (default info); `callback` is
+        a URL that is sent the execution once it has ended."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
         p = await self._prepare(
-            who, workflow, inputs, revision, name, labels, log_level, scheduled_at
+            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback
         )
         if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             detail = Detail("header:Idempotency-Key", "1 to 255 printable ASCII characters")
@@ -279,6 +292,7 @@ class Service:
             started_by=who.token_id,
             scheduled_at=scheduled_at,
             log_level=p.log_level,
+            callback=CallbackStatus(callback, "pending") if callback else None,
         )
         owner, expires = None, None
         if self.engine is not None:
@@ -298,7 +312,7 @@ class Service:
                     owner,
                     expires,
                     idempotency_key,
-                    p.digest(name, labels, scheduled_at),
+                    p.digest(name, labels, scheduled_at, callback),
                     retention,
                 )
                 if not created:
@@ -335,11 +349,12 @@ class Service:
         labels: dict[str, str] | None = None,
         log_level: int | str | None = None,
         scheduled_at: datetime | None = None,
+        callback: str | None = None,
     ) -> Plan:
         """Validate a start exactly as `start` does and say what would run; store nothing."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
         p = await self._prepare(
-            who, workflow, inputs, revision, name, labels, log_level, scheduled_at
+            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback
         )
         depth: dict[str, int] = {}
         for tid in p.definition.order:
@@ -364,6 +379,7 @@ class Service:
         labels: dict[str, str] | None,
         log_level: int | str | None,
         scheduled_at: datetime | None,
+        callback: str | None = None,
     ) -> _Prepared:
         """Everything a start checks, with every problem reported at once."""
         wf = await self.store.read(self.store.get_workflow, who.project_id, workflow)
@@ -382,6 +398,11 @@ class Service:
                 problems.append(Detail("/log_level", str(exc)))
         if scheduled_at is not None and scheduled_at.tzinfo is None:
             problems.append(Detail("/scheduled_at", "give a time zone (e.g. Z or +02:00)"))
+        if callback is not None:
+            try:
+                check_url(callback, self.callback_policy)
+            except CallbackRefused as exc:
+                problems.append(Detail("/callback", exc.reason))
         resolved: dict[str, Any] = {}
         try:
             resolved = resolve_inputs(definition, inputs)

@@ -90,7 +90,15 @@ async def start_execution(
     if dry_run:
         response.status_code = 200
         plan = await service.plan(
-            who, name, b.inputs, b.revision, b.name, b.labels, b.log_level, b.scheduled_at
+            who,
+            name,
+            b.inputs,
+            b.revision,
+            b.name,
+            b.labels,
+            b.log_level,
+            b.scheduled_at,
+            b.callback,
         )
         return PlanPublic.of(plan)
     record, created = await service.start_or_find(
@@ -103,6 +111,7 @@ async def start_execution(
         b.log_level,
         b.scheduled_at,
         idempotency_key,
+        b.callback,
     )
     response.headers["Location"] = f"/api/v1/executions/{record.id}"
     if not created:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from execflow import levels
 from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.records import (
+    CallbackStatus,
     EventRecord,
     ExecutionRecord,
     RevisionRecord,
@@ -93,6 +94,11 @@ class ExecutionCreate(BaseModel):
     scheduled_at: datetime | None = Field(
         default=None,
         description="Start the first task no earlier than this; `execution.scheduled_at`",
+    )
+    callback: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="A public http(s) URL that is POSTed the execution once it has ended",
     )
 
 
@@ -191,6 +197,26 @@ class SignalPublic(_Out):
         )
 
 
+class CallbackPublic(_Out):
+    url: str
+    state: str = Field(description="pending, delivered or failed")
+    attempts: int
+    next_at: datetime | None = Field(description="When the next delivery attempt is due")
+    last_status: int | None = Field(description="The HTTP status of the last attempt")
+    last_error: str | None
+
+    @classmethod
+    def of(cls, c: CallbackStatus) -> CallbackPublic:
+        return cls(
+            url=c.url,
+            state=c.state,
+            attempts=c.attempts,
+            next_at=c.next_at,
+            last_status=c.last_status,
+            last_error=c.last_error,
+        )
+
+
 class ExecutionPublic(ExecutionSummary):
     inputs: dict[str, Any] = Field(description="Secret parameters are masked")
     outputs: dict[str, Any] | None
@@ -204,6 +230,7 @@ class ExecutionPublic(ExecutionSummary):
     round: int = Field(description="How many times it was retried")
     rerun_of: str | None = Field(description="The execution this one re-runs part of")
     parent_id: str | None = Field(description="The execution whose task started this one")
+    callback: CallbackPublic | None
     pending_signals: list[SignalPublic] = Field(
         description="Signals the execution waits for, with the schema of their payload"
     )
@@ -227,6 +254,7 @@ class ExecutionPublic(ExecutionSummary):
             round=ex.round,
             rerun_of=ex.rerun_of,
             parent_id=ex.parent_id,
+            callback=CallbackPublic.of(ex.callback) if ex.callback else None,
             pending_signals=[SignalPublic.of(p) for p in pending_signals(ex)],
             tasks=[TaskRunPublic.of(t, secrets) for t in ex.task_runs],
         )

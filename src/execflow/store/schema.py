@@ -66,6 +66,8 @@ projects = Table(
     Column("id", String(32), primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # signs the callbacks of the project's executions (X-Execflow-Signature); made on first use
+    Column("callback_secret", String(64)),
 )
 
 tokens = Table(
@@ -136,6 +138,16 @@ executions = Table(
     Column("rerun_of", String(32)),
     Column("parent_id", String(32)),
     Column("parent_task", String(64)),
+    # The callback: its URL, and the execution row doubles as its outbox entry: once the
+    # execution has ended, a deliverer sends it (pending -> delivered | failed) and records
+    # each attempt, so a crash between the end and the send loses nothing.
+    Column("callback_url", Text),
+    Column("callback_state", String(16)),
+    Column("callback_attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("callback_next_at", UTCDateTime),
+    Column("callback_last_status", Integer),
+    Column("callback_last_error", Text),
+    Column("callback_lease_until", UTCDateTime),
     # Which engine advances this execution, and until when: another engine may
     # take it over once the lease has expired (after a crash, say).
     Column("lease_owner", String(64)),
@@ -145,6 +157,7 @@ executions = Table(
     Index("ix_executions_state_lease", "state", "lease_expires_at"),
     Index("ix_executions_lease_owner", "lease_owner"),
     Index("ix_executions_parent", "parent_id"),
+    Index("ix_executions_callback", "callback_state", "callback_next_at"),
 )
 
 task_runs = Table(

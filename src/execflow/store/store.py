@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from execflow.definition import Definition
 from execflow.errors import Conflict, InvalidInput, NotFound
 from execflow.records import (
+    CallbackStatus,
     CommandRecord,
     EventRecord,
     ExecutionRecord,
@@ -789,6 +790,8 @@ def _execution_values(
         "rerun_of": rec.rerun_of,
         "parent_id": rec.parent_id,
         "parent_task": rec.parent_task,
+        "callback_url": rec.callback.url if rec.callback else None,
+        "callback_state": rec.callback.state if rec.callback else None,
         "lease_owner": owner,
         "lease_expires_at": expires,
     }
@@ -870,7 +873,21 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
         rerun_of=row["rerun_of"],
         parent_id=row["parent_id"],
         parent_task=row["parent_task"],
+        callback=_callback(row),
         task_runs=tuple(runs),
+    )
+
+
+def _callback(row: RowMapping) -> CallbackStatus | None:
+    if row["callback_url"] is None:
+        return None
+    return CallbackStatus(
+        url=row["callback_url"],
+        state=row["callback_state"],
+        attempts=row["callback_attempts"],
+        next_at=row["callback_next_at"],
+        last_status=row["callback_last_status"],
+        last_error=row["callback_last_error"],
     )
 
 
