@@ -13,6 +13,7 @@ from typing import Any
 from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_workflows import assert_error, execution, pointers, put, started
 from tests.test_control import APPROVAL, COUNTER
+from tests.test_fanout import STORES
 
 
 async def post(api: Api, path: str, token: str | None = None, **kw: Any) -> Any:
@@ -376,3 +377,45 @@ async def test_a_callback_to_a_private_address_is_refused_at_start(api: Api) -> 
         "last_status": None,
         "last_error": None,
     }
+
+
+# fan-out and stores ---------------------------------------------------------------------------
+
+
+async def test_stores_and_fan_out_items_over_http(api: Api) -> None:
+    await put(api, STORES)
+    r = await api.client.post(
+        "/api/v1/workflows/collect/executions",
+        json={"stores": {"seen": "nope", "ghost": 1}},
+        headers=api.auth(),
+    )
+    assert set(pointers(r)) == {"/stores/seen", "/stores/ghost"}
+    execution_id = await started(api, "collect", stores={"seen": ["a", "b"]})
+    await api.idle()
+    path = f"/api/v1/executions/{execution_id}"
+    r = await api.client.get(f"{path}/stores/seen", params={"limit": 2}, headers=api.auth())
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert (page["type"], page["total"], page["items"], page["next_offset"]) == (
+        "list",
+        5,
+        ["a", "b"],
+        2,
+    )
+    r = await api.client.get(f"{path}/stores/seen", params={"offset": 2}, headers=api.auth())
+    assert r.json()["items"] == [{"w": "apple"}, {"w": "fig"}, {"w": "kiwi"}]
+    r = await api.client.get(f"{path}/stores/lengths", headers=api.auth())
+    assert r.json()["items"][0] == {"key": "kiwi", "value": {"word": "kiwi", "n": 4}}
+    assert_error(await api.client.get(f"{path}/stores/ghost", headers=api.auth()), 404)
+
+    r = await api.client.get(f"{path}/tasks/measure/items", params={"limit": 2}, headers=api.auth())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [(t["task"], t["item"], t["state"]) for t in body["items"]] == [
+        ("measure[0]", 0, "COMPLETED"),
+        ("measure[1]", 1, "COMPLETED"),
+    ]
+    assert body["next_offset"] == 2
+    assert_error(await api.client.get(f"{path}/tasks/done/items", headers=api.auth()), 404)
+    detail = await execution(api, execution_id)
+    assert [t["task"] for t in detail["tasks"]] == ["measure", "remember", "done"]

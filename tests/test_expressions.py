@@ -331,9 +331,18 @@ def test_check_refuses_what_does_not_parse(source: str) -> None:
 
 
 def test_default_roots() -> None:
-    assert frozenset({"params", "tasks", "execution"}) == ROOTS
+    assert frozenset({"params", "tasks", "execution", "stores"}) == ROOTS
+
+
+def test_check_lists_the_stores_read() -> None:
+    assert check("stores.found | length + stores['seen'].x").stores == {"found", "seen"}
 
 
 def test_check_with_other_roots_reports_names_outside_them() -> None:
     found = check("item.x + params.y + execution.id", frozenset({"item"}))
     assert found.unknown == frozenset({"params", "execution"})
+
+
+def test_a_key_named_like_a_dict_method_reads_the_value() -> None:
+    render = compile_value("${{ params.items + [params.keys] }}")
+    assert render({"params": {"items": [1], "keys": 2}}) == [1, 2]

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -99,6 +99,43 @@ class RetryPolicy(_Model):
 NO_RETRY = RetryPolicy()
 
 
+class StoreKind(enum.StrEnum):
+    LIST = "list"
+    MAP = "map"
+    VALUE = "value"
+
+
+class StoreSpec(_Model):
+    """A store: data an execution keeps beside its tasks, read by expressions (`stores.x`)
+    and written by tasks' results."""
+
+    type: StoreKind = StoreKind.LIST
+    initial: Any = None
+    description: str = ""
+
+    def empty(self) -> Any:
+        if self.initial is not None:
+            return copy.deepcopy(self.initial)
+        return [] if self.type is StoreKind.LIST else {} if self.type is StoreKind.MAP else None
+
+
+class StoreWrite(_Model):
+    """Where a task's result goes: appended to a list (`extend` adds a list's elements),
+    put into a map under `key` (an expression that may read `output`), or set as a value."""
+
+    name: str
+    key: str | None = None
+    extend: bool = False
+
+
+class ItemFailure(enum.StrEnum):
+    FAIL_FAST = "fail_fast"  # no new item starts after one fails for good
+    RUN_ALL = "run_all"  # every item runs; the task fails afterwards if any did
+
+
+MAX_ITEMS = 100_000
+
+
 class Task(_Model):
     action: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
@@ -106,6 +143,11 @@ class Task(_Model):
     retry: RetryPolicy = NO_RETRY
     timeout: float | None = None
     description: str = ""
+    # fan-out: one run per item of the list this expression gives (`item`, `index`)
+    for_each: str | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_ITEMS)
+    on_item_failure: ItemFailure = ItemFailure.FAIL_FAST
+    store: StoreWrite | None = None
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -125,6 +167,7 @@ class _Shape(_Model):
     tasks: dict[str, Any] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
     schedules: list[Any] = Field(default_factory=list, max_length=64)
+    stores: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +181,7 @@ class Definition:
     outputs: dict[str, Any]
     source: dict[str, Any]
     schedules: tuple[Schedule, ...] = ()
+    stores: dict[str, StoreSpec] = field(default_factory=dict)
 
     @cached_property
     def digest(self) -> str:
@@ -156,6 +200,22 @@ class Definition:
     def renderers(self) -> dict[str, expressions.Renderer]:
         """Each task's `with`, compiled once per revision."""
         return {tid: expressions.compile_value(t.with_) for tid, t in self.tasks.items()}
+
+    @cached_property
+    def for_each_renderers(self) -> dict[str, expressions.Renderer]:
+        return {
+            tid: expressions.compile_value(t.for_each)
+            for tid, t in self.tasks.items()
+            if t.for_each is not None
+        }
+
+    @cached_property
+    def store_key_renderers(self) -> dict[str, expressions.Renderer]:
+        return {
+            tid: expressions.compile_value(t.store.key)
+            for tid, t in self.tasks.items()
+            if t.store is not None and t.store.key is not None
+        }
 
     @cached_property
     def outputs_renderer(self) -> expressions.Renderer:
@@ -274,6 +334,8 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
     _check_graph(shape.tasks, needs, problems)
     _check_references(shape, tasks, parameters, needs, problems)
     schedules = _schedules(shape.schedules, parameters, problems)
+    stores = _stores(shape.stores, problems)
+    _check_task_extras(shape, tasks, parameters, needs, stores, problems)
     if problems:
         raise InvalidDefinition(details=problems)
     source = json.loads(json.dumps(raw, default=str))
@@ -285,6 +347,7 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
         dict(shape.outputs),
         source,
         schedules,
+        stores,
     )
 
 
@@ -333,6 +396,7 @@ def _shape(raw: dict[str, Any], problems: list[Detail]) -> _Shape:
         tasks=part("tasks"),
         outputs=part("outputs"),
         schedules=raw["schedules"] if isinstance(raw.get("schedules"), list) else [],
+        stores=part("stores"),
     )
 
 
@@ -429,6 +493,95 @@ def _check_graph(raw: dict[str, Any], needs: dict[str, list[str]], problems: lis
         problems.append(Detail(_pointer("tasks", cycle[0], "needs"), f"dependency cycle: {path}"))
 
 
+def _stores(raw: dict[str, Any], problems: list[Detail]) -> dict[str, StoreSpec]:
+    out: dict[str, StoreSpec] = {}
+    for name, spec in raw.items():
+        where = ("stores", name)
+        if not isinstance(name, str) or not PARAM_RE.fullmatch(name):
+            problems.append(Detail(_pointer(*where), f"{name!r} is not a valid store name"))
+        try:
+            store = StoreSpec.model_validate(spec)
+        except ValidationError as exc:
+            problems.extend(_pydantic_details(exc, *where))
+            continue
+        if why := store_content_error(store.type, store.initial):
+            problems.append(Detail(_pointer(*where, "initial"), why))
+        out[name] = store
+    return out
+
+
+def store_content_error(kind: StoreKind, content: Any) -> str | None:
+    if content is None or kind is StoreKind.VALUE:
+        return None
+    if kind is StoreKind.LIST and not isinstance(content, list):
+        return "a list store holds an array"
+    if kind is StoreKind.MAP and not isinstance(content, dict):
+        return "a map store holds an object"
+    return None
+
+
+def _check_task_extras(
+    shape: _Shape,
+    tasks: dict[str, Task],
+    parameters: dict[str, Parameter],
+    needs: dict[str, list[str]],
+    stores: dict[str, StoreSpec],
+    problems: list[Detail],
+) -> None:
+    """Fan-out expressions, store writes, and what stores expressions read."""
+    for tid, task in tasks.items():
+        before = dag.upstream(needs, tid)
+        base = ("tasks", tid)
+        for ptr, src in expressions.expressions_in(task.with_):
+            problems.extend(_unknown_stores(src, _pointer(*base, "with") + ptr, stores))
+        if task.for_each is not None:
+            where = _pointer(*base, "for_each")
+            whole = expressions.expressions_in(task.for_each)
+            if not expressions.is_single_expression(task.for_each):
+                problems.append(Detail(where, "must be one whole expression: ${{ … }}"))
+            for _, src in whole:
+                problems.extend(_check_expression(src, where, parameters, tasks, before))
+                problems.extend(_unknown_stores(src, where, stores))
+        elif task.concurrency is not None:
+            problems.append(Detail(_pointer(*base, "concurrency"), "only with 'for_each'"))
+        if task.store is not None:
+            problems.extend(_check_store_write(task, base, stores))
+    for ptr, src in expressions.expressions_in(shape.outputs):
+        problems.extend(_unknown_stores(src, "/outputs" + ptr, stores))
+
+
+def _check_store_write(
+    task: Task, base: tuple[str, ...], stores: dict[str, StoreSpec]
+) -> list[Detail]:
+    assert task.store is not None
+    where = (*base, "store")
+    spec = stores.get(task.store.name)
+    if spec is None:
+        known = ", ".join(sorted(stores)) or "none declared"
+        return [Detail(_pointer(*where, "name"), f"unknown store {task.store.name!r} ({known})")]
+    if spec.type is StoreKind.MAP and task.store.key is None:
+        return [Detail(_pointer(*where, "key"), "a map store needs a key")]
+    if spec.type is not StoreKind.MAP and task.store.key is not None:
+        return [Detail(_pointer(*where, "key"), f"a {spec.type} store takes no key")]
+    if task.store.extend and spec.type is not StoreKind.LIST:
+        return [Detail(_pointer(*where, "extend"), "only a list store is extended")]
+    return []
+
+
+def _unknown_stores(src: str, where: str, stores: dict[str, StoreSpec]) -> list[Detail]:
+    try:
+        refs = expressions.check(src, expressions.ROOTS | _ITEM_ROOTS)
+    except ValueError:
+        return []  # reported with the expression's other checks
+    return [
+        Detail(where, f"unknown store {name!r} in {src!r}")
+        for name in sorted(refs.stores - set(stores))
+    ]
+
+
+_ITEM_ROOTS = frozenset({"item", "index", "output"})
+
+
 def _check_references(
     shape: _Shape,
     tasks: dict[str, Task],
@@ -439,20 +592,31 @@ def _check_references(
     for tid, task in tasks.items():
         before = dag.upstream(needs, tid)
         base = ("tasks", tid, "with")
+        roots = expressions.ROOTS | ({"item", "index"} if task.for_each else set())
         for ptr, src in expressions.expressions_in(task.with_):
             problems.extend(
-                _check_expression(src, _pointer(*base) + ptr, parameters, tasks, before)
+                _check_expression(src, _pointer(*base) + ptr, parameters, tasks, before, roots)
             )
+        if task.store is not None and task.store.key is not None:
+            where = _pointer("tasks", tid, "store", "key")
+            key_roots = roots | {"output"}
+            for _, src in expressions.expressions_in(task.store.key):
+                problems.extend(_check_expression(src, where, parameters, tasks, before, key_roots))
     every = set(tasks)
     for ptr, src in expressions.expressions_in(shape.outputs):
         problems.extend(_check_expression(src, "/outputs" + ptr, parameters, tasks, every))
 
 
 def _check_expression(
-    src: str, where: str, parameters: Mapping[str, Any], tasks: Mapping[str, Any], visible: set[str]
+    src: str,
+    where: str,
+    parameters: Mapping[str, Any],
+    tasks: Mapping[str, Any],
+    visible: set[str],
+    roots: frozenset[str] = expressions.ROOTS,
 ) -> list[Detail]:
     try:
-        refs = expressions.check(src)
+        refs = expressions.check(src, roots)
     except ValueError as exc:
         return [Detail(where, str(exc))]
     found = [Detail(where, f"unknown name {n!r} in {src!r}") for n in sorted(refs.unknown)]

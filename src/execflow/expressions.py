@@ -22,9 +22,20 @@ from execflow.errors import TaskFailure
 
 _EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 
-ROOTS = frozenset({"params", "tasks", "execution"})
+ROOTS = frozenset({"params", "tasks", "execution", "stores"})
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """`a.b` on data reads the key `b` first, so that a parameter or field named like a
+    method of dict (`items`, `keys`, `values`…) reads the value, not the method."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_env = _Environment(undefined=StrictUndefined, autoescape=False)
 _env.filters["json"] = lambda v: json.dumps(v, separators=(",", ":"), default=str)
 
 
@@ -62,6 +73,7 @@ class References:
     params: frozenset[str]
     tasks: frozenset[str]
     unknown: frozenset[str]
+    stores: frozenset[str] = frozenset()
 
 
 def check(source: str, roots: frozenset[str] = ROOTS) -> References:
@@ -72,6 +84,7 @@ def check(source: str, roots: frozenset[str] = ROOTS) -> References:
         raise ValueError(f"expression {source!r} does not parse: {exc.message}") from exc
     params: set[str] = set()
     tasks: set[str] = set()
+    stores: set[str] = set()
     unknown: set[str] = set()
     for name in tree.find_all(nodes.Name):
         if name.name not in roots and name.name not in _env.globals:
@@ -85,7 +98,9 @@ def check(source: str, roots: frozenset[str] = ROOTS) -> References:
                 params.add(key)
             elif inner.name == "tasks":
                 tasks.add(key)
-    return References(frozenset(params), frozenset(tasks), frozenset(unknown))
+            elif inner.name == "stores":
+                stores.add(key)
+    return References(frozenset(params), frozenset(tasks), frozenset(unknown), frozenset(stores))
 
 
 def _static_key(node: nodes.Getattr | nodes.Getitem) -> str | None:
@@ -113,6 +128,12 @@ def compile_value(value: Any) -> Renderer:
         parts = [compile_value(v) for v in value]
         return lambda ctx: [r(ctx) for r in parts]
     return lambda ctx: value
+
+
+def is_single_expression(text: str) -> bool:
+    """Whether `text` is exactly one `${{ … }}` (whose value keeps its type)."""
+    matches = list(_EXPR.finditer(text))
+    return len(matches) == 1 and matches[0].span() == (0, len(text))
 
 
 def _compile_string(text: str) -> Renderer:

@@ -53,6 +53,20 @@ class TaskRunRecord:
     wake_at: datetime | None = None
     waiting: dict[str, Any] | None = None
     round: int = 0
+    item: int | None = None
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One write to a store: an appended item, a put under a key, or a set value."""
+
+    execution_id: str
+    store: str
+    seq: int
+    value: Any
+    key: str | None = None
+    task_id: str | None = None
+    at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,8 @@ class ExecutionRecord:
     parent_id: str | None = None
     parent_task: str | None = None
     callback: CallbackStatus | None = None
+    store_overlay: dict[str, Any] | None = None
+    store_entries: tuple[StoreEntry, ...] = ()
     task_runs: tuple[TaskRunRecord, ...] = field(default=())
 
     @property

@@ -7,6 +7,7 @@ here; nothing below this layer knows about HTTP.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import re
@@ -23,9 +24,13 @@ from execflow.clock import Clock, SystemClock
 from execflow.definition import (
     NAME_RE,
     Definition,
+    StoreKind,
     mask_secrets,
     parse_definition,
+    redact,
     resolve_inputs,
+    secret_values,
+    store_content_error,
 )
 from execflow.engine import DefinitionCache, Engine
 from execflow.errors import (
@@ -74,6 +79,7 @@ class _Prepared:
         labels: dict[str, str] | None,
         scheduled_at: datetime | None,
         callback: str | None,
+        stores: dict[str, Any] | None = None,
     ) -> str:
         """What identifies a start request, for its Idempotency-Key."""
         request = {
@@ -85,6 +91,7 @@ class _Prepared:
             "scheduled_at": scheduled_at.isoformat() if scheduled_at else None,
             "log_level": self.log_level,
             "callback": callback,
+            "stores": stores or {},
         }
         canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -221,6 +228,7 @@ class Service:
         scheduled_at: datetime | None = None,
         idempotency_key: str | None = None,
         callback: str | None = None,
+        stores: dict[str, Any] | None = None,
     ) -> ExecutionRecord:
         """Validate and commit a new execution; it is durable when this returns.
 
@@ -236,6 +244,7 @@ class Service:
             scheduled_at,
             idempotency_key,
             callback,
+            stores,
         )
         return record
 
@@ -251,6 +260,7 @@ class Service:
         scheduled_at: datetime | None = None,
         idempotency_key: str | None = None,
         callback: str | None = None,
+        stores: dict[str, Any] | None = None,
     ) -> tuple[ExecutionRecord, bool]:
         """Start an execution, or find the one this same request already started: a name is
         unique per workflow, and reusing it with the same inputs gives back that execution
@@ -259,10 +269,11 @@ class Service:
 
         `scheduled_at` puts the first task off until then (the execution is WAITING);
         `log_level` is the floor of what its audit log keeps (default info); `callback` is
-        a URL that is sent the execution once it has ended."""
+        a URL that is sent the execution once it has ended; `stores` gives initial content
+        to the workflow's stores, over the definition's."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
         p = await self._prepare(
-            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback
+            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback, stores
         )
         if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             detail = Detail("header:Idempotency-Key", "1 to 255 printable ASCII characters")
@@ -293,6 +304,7 @@ class Service:
             scheduled_at=scheduled_at,
             log_level=p.log_level,
             callback=CallbackStatus(callback, "pending") if callback else None,
+            store_overlay=dict(stores) if stores else None,
         )
         owner, expires = None, None
         if self.engine is not None:
@@ -312,7 +324,7 @@ class Service:
                     owner,
                     expires,
                     idempotency_key,
-                    p.digest(name, labels, scheduled_at, callback),
+                    p.digest(name, labels, scheduled_at, callback, stores),
                     retention,
                 )
                 if not created:
@@ -350,11 +362,12 @@ class Service:
         log_level: int | str | None = None,
         scheduled_at: datetime | None = None,
         callback: str | None = None,
+        stores: dict[str, Any] | None = None,
     ) -> Plan:
         """Validate a start exactly as `start` does and say what would run; store nothing."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
         p = await self._prepare(
-            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback
+            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback, stores
         )
         depth: dict[str, int] = {}
         for tid in p.definition.order:
@@ -380,6 +393,7 @@ class Service:
         log_level: int | str | None,
         scheduled_at: datetime | None,
         callback: str | None = None,
+        stores: dict[str, Any] | None = None,
     ) -> _Prepared:
         """Everything a start checks, with every problem reported at once."""
         wf = await self.store.read(self.store.get_workflow, who.project_id, workflow)
@@ -403,6 +417,13 @@ class Service:
                 check_url(callback, self.callback_policy)
             except CallbackRefused as exc:
                 problems.append(Detail("/callback", exc.reason))
+        for store, content in (stores or {}).items():
+            spec = definition.stores.get(store)
+            if spec is None:
+                known = ", ".join(sorted(definition.stores)) or "none declared"
+                problems.append(Detail(f"/stores/{store}", f"unknown store ({known})"))
+            elif why := store_content_error(spec.type, content):
+                problems.append(Detail(f"/stores/{store}", why))
         resolved: dict[str, Any] = {}
         try:
             resolved = resolve_inputs(definition, inputs)
@@ -467,6 +488,42 @@ class Service:
                 await self.engine.changed(FOLLOW_POLL_SECONDS)
             else:
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    async def store_content(
+        self, who: Principal, execution_id: str, name: str
+    ) -> tuple[StoreKind, Any]:
+        """A store's content now: the definition's initial content (or the start's), then
+        every write in order."""
+        require(who, Privilege.VIEW)
+        record = await self.store.read(
+            self.store.get_execution, execution_id, who.project_id, False
+        )
+        definition = await self.definition_of(record)
+        spec = definition.stores.get(name)
+        if spec is None:
+            raise NotFound(f"execution {execution_id!r} has no store {name!r}")
+        overlay = record.store_overlay or {}
+        content = copy.deepcopy(overlay[name]) if name in overlay else spec.empty()
+        for entry in await self.store.read(self.store.store_entries, execution_id, name):
+            if spec.type is StoreKind.LIST:
+                content.append(entry.value)
+            elif spec.type is StoreKind.MAP:
+                content[entry.key] = entry.value
+            else:
+                content = entry.value
+        return spec.type, redact(content, secret_values(definition, record.inputs))
+
+    async def item_runs(
+        self, who: Principal, execution_id: str, task: str, offset: int, limit: int
+    ) -> list[TaskRunRecord]:
+        require(who, Privilege.VIEW)
+        record = await self.store.read(
+            self.store.get_execution, execution_id, who.project_id, False
+        )
+        definition = await self.definition_of(record)
+        if task not in definition.tasks or definition.tasks[task].for_each is None:
+            raise NotFound(f"execution {execution_id!r} has no fan-out task {task!r}")
+        return await self.store.read(self.store.item_runs, execution_id, task, offset, limit)
 
     async def definition_of(self, record: ExecutionRecord) -> Definition:
         return await self.definitions.get(record.workflow_id, record.revision)

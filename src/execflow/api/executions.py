@@ -19,9 +19,13 @@ from execflow.api.schemas import (
     ExecutionPublic,
     ExecutionStarted,
     ExecutionSummary,
+    ItemRunList,
     PlanPublic,
     RerunCreate,
+    StorePage,
+    TaskRunPublic,
 )
+from execflow.definition import StoreKind, secret_values
 from execflow.errors import Detail, InvalidInput
 from execflow.records import EventRecord
 
@@ -99,6 +103,7 @@ async def start_execution(
             b.log_level,
             b.scheduled_at,
             b.callback,
+            b.stores,
         )
         return PlanPublic.of(plan)
     record, created = await service.start_or_find(
@@ -112,6 +117,7 @@ async def start_execution(
         b.scheduled_at,
         idempotency_key,
         b.callback,
+        b.stores,
     )
     response.headers["Location"] = f"/api/v1/executions/{record.id}"
     if not created:
@@ -165,6 +171,62 @@ async def list_executions(
 
 
 _CONTROL = {409: {"model": ErrorBody}, **_ERRORS}
+
+
+@router.get(
+    "/executions/{execution_id}/stores/{name}",
+    response_model=StorePage,
+    responses=_ERRORS,
+    summary="Dump one of an execution's stores, a page at a time",
+)
+async def store_content(
+    execution_id: str,
+    name: str,
+    service: ServiceDep,
+    who: PrincipalDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> StorePage:
+    kind, content = await service.store_content(who, execution_id, name)
+    if kind is StoreKind.LIST:
+        entries: list[Any] = content
+    elif kind is StoreKind.MAP:
+        entries = [{"key": k, "value": v} for k, v in content.items()]
+    else:
+        entries = [content]
+    page = entries[offset : offset + limit]
+    more = offset + limit < len(entries)
+    return StorePage(
+        name=name,
+        type=kind.value,
+        total=len(entries),
+        items=page,
+        next_offset=offset + limit if more else None,
+    )
+
+
+@router.get(
+    "/executions/{execution_id}/tasks/{task}/items",
+    response_model=ItemRunList,
+    responses=_ERRORS,
+    summary="The runs of a fan-out task's items, a page at a time",
+)
+async def item_runs(
+    execution_id: str,
+    task: str,
+    service: ServiceDep,
+    who: PrincipalDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ItemRunList:
+    """Every attempt of every item, by item then attempt."""
+    runs = await service.item_runs(who, execution_id, task, offset, limit + 1)
+    record = await service.get_execution(who, execution_id)
+    secrets = secret_values(await service.definition_of(record), record.inputs)
+    return ItemRunList(
+        items=[TaskRunPublic.of(r, secrets) for r in runs[:limit]],
+        next_offset=offset + limit if len(runs) > limit else None,
+    )
 
 
 def _level(value: str | None) -> int:

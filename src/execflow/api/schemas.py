@@ -100,6 +100,9 @@ class ExecutionCreate(BaseModel):
         max_length=2048,
         description="A public http(s) URL that is POSTed the execution once it has ended",
     )
+    stores: dict[str, Any] | None = Field(
+        default=None, description="Initial content of the workflow's stores, by name"
+    )
 
 
 class RerunCreate(BaseModel):
@@ -144,6 +147,7 @@ class ExecutionSummary(ExecutionStarted):
 
 class TaskRunPublic(_Out):
     task: str
+    item: int | None = Field(default=None, description="The index of a fan-out item")
     attempt: int
     round: int = Field(description="The retry round it ran in")
     state: TaskRunState
@@ -161,6 +165,7 @@ class TaskRunPublic(_Out):
             duration = round((tr.ended_at - tr.started_at).total_seconds() * 1000, 3)
         return cls(
             task=tr.task_id,
+            item=tr.item,
             attempt=tr.attempt,
             round=tr.round,
             state=tr.state,
@@ -317,6 +322,21 @@ class EventPublic(_Out):
             data=ev.data,
             actor=ev.actor,
         )
+
+
+class StorePage(_Out):
+    name: str
+    type: str = Field(description="list, map or value")
+    total: int = Field(description="Items of a list, keys of a map, 1 for a value")
+    items: list[Any] = Field(
+        description="A list's items; a map's entries as {key, value}; a value as one item"
+    )
+    next_offset: int | None = Field(description="Pass as `offset` for the next page")
+
+
+class ItemRunList(_Out):
+    items: list[TaskRunPublic]
+    next_offset: int | None
 
 
 class EventList(_Out):

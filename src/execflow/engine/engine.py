@@ -28,17 +28,30 @@ from pydantic import ValidationError
 from execflow.actions import ACTIONS, Placement, Resources
 from execflow.actions.signal import SignalArgs, check_payload, waiting
 from execflow.clock import Clock, ManualClock, SystemClock
-from execflow.definition import Definition, parse_definition
-from execflow.engine.run import Attempt, Run
+from execflow.definition import (
+    MAX_ITEMS,
+    Definition,
+    ItemFailure,
+    StoreKind,
+    parse_definition,
+)
+from execflow.engine.run import Attempt, FanOut, Run, item_key, split_key
 from execflow.errors import TaskFailure, TaskTimeout
 from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
-from execflow.records import CommandRecord, EventRecord, ExecutionRecord, TaskRunRecord
+from execflow.records import (
+    CommandRecord,
+    EventRecord,
+    ExecutionRecord,
+    StoreEntry,
+    TaskRunRecord,
+)
 from execflow.states import ExecutionState, TaskRunState, can_transition
 from execflow.store import LeaseLost, Store
 from execflow.store.ops import (
     FinishCommand,
     InsertEvent,
+    InsertStoreEntry,
     InsertTaskRun,
     Op,
     UpdateExecution,
@@ -290,7 +303,9 @@ class Engine:
         self.runs[run.id] = run
         self._touched.add(run.id)
         for a in list(run.attempts.values()):
-            placement = ACTIONS[definition.tasks[a.task_id].action].placement
+            if a.task_id in run.fanouts:
+                continue  # a fan-out runs nothing itself: its items do
+            placement = self._placement(run, a.task_id)
             key = (run.id, a.task_id, a.attempt)
             if a.state is T.SCHEDULED or (a.state is T.RUNNING and placement is Placement.TIMER):
                 self._add_timer(a.wake_at or now, "wake", key)
@@ -352,7 +367,7 @@ class Engine:
             task = self._inflight.pop(key, None)
             if task is not None:
                 task.cancel()
-            limit = (attempt.waiting or {}).get("timeout") or run.definition.tasks[key[1]].timeout
+            limit = (attempt.waiting or {}).get("timeout") or run.task(key[1]).timeout
             failure = TaskTimeout(f"timed out after {limit or 0:g}s", "timeout")
             self._record_result(key, Outcome.failed(failure), now, ops, starts)
         elif kind == "wake" and attempt.state is T.SCHEDULED:
@@ -369,7 +384,7 @@ class Engine:
             self._record_result(key, Outcome(True, output=woke), now, ops, starts)
 
     def _placement(self, run: Run, task_id: str) -> Placement:
-        return ACTIONS[run.definition.tasks[task_id].action].placement
+        return ACTIONS[run.task(task_id).action].placement
 
     def _current(self, key: Key) -> tuple[Run | None, Attempt | None]:
         run = self.runs.get(key[0])
@@ -395,8 +410,16 @@ class Engine:
         self._inflight.pop(key, None)
         self._touched.add(run.id)
         run_id, task_id, number = key
+        tid, index = split_key(task_id)
+        if outcome.ok and run.task(task_id).store is not None:
+            try:
+                self._write_store(run, task_id, outcome.output, now, ops)
+            except TaskFailure as exc:
+                outcome = Outcome.failed(exc)
         if outcome.ok:
             attempt.state, attempt.output = T.COMPLETED, outcome.output
+            if index is not None:
+                run.fanouts[tid].active.discard(index)
             self._log(run, ops, now, DEBUG, "task", f"task {task_id} completed", task_id, number)
             ops.append(
                 UpdateTaskRun(
@@ -416,11 +439,14 @@ class Engine:
                 run_id, task_id, number, T.RUNNING, T.FAILED, error=outcome.error, ended_at=now
             )
         )
-        policy = run.definition.tasks[task_id].retry
+        policy = run.task(task_id).retry
         delay = policy.delay(number - run.base.get(task_id, 0)) if outcome.retryable else None
         message = (outcome.error or {}).get("message", "")
         if delay is None or run.cancel_requested:
-            if run.failure is None:
+            if index is not None:  # its fan-out decides, once its items have run
+                run.fanouts[tid].active.discard(index)
+                run.fanouts[tid].failed.append(index)
+            elif run.failure is None:
                 run.failure = {"task": task_id, **(outcome.error or {})}
             text = f"task {task_id} failed: {message}"
             self._log(run, ops, now, ERROR, "task", text, task_id, number, outcome.error)
@@ -448,12 +474,16 @@ class Engine:
                 self._add_timer(run.scheduled_at, "start", (run.id, "", 0))
             self._set_state(run, E.SUSPENDED if run.suspended else E.WAITING, now, ops)
             return
+        for task_id, fan in list(run.fanouts.items()):
+            self._feed(run, task_id, fan, now, ops, starts)
         ready = run.ready() if run.failure is None and not run.suspended else []
-        if not self._draining:
+        while ready and not self._draining:
             for task_id in ready:
                 attempt = Attempt(task_id, run.first_attempt(task_id), T.RUNNING)
                 run.attempts[task_id] = attempt
                 self._begin(run, attempt, now, ops, starts, scheduled=False)
+            # a fan-out over no items ends as it starts: what needs it may start now
+            ready = run.ready() if run.failure is None and not run.suspended else []
         active = run.active()
         if active:
             self._set_state(run, self._active_state(run, active), now, ops)
@@ -461,7 +491,7 @@ class Engine:
             pass  # these start wherever the execution resumes
         elif run.failure is not None:
             self._set_state(run, E.FAILED, now, ops, error=run.failure)
-        elif len(run.attempts) == len(run.definition.tasks):
+        elif all(tid in run.attempts for tid in run.definition.tasks):
             self._complete(run, now, ops)
         elif run.suspended:
             self._set_state(run, E.SUSPENDED, now, ops)
@@ -475,9 +505,14 @@ class Engine:
         if run.suspended:
             return E.SUSPENDED
         signals = False
+        # a fan-out is as busy as its items; between them it counts as running
+        busy_fans = {tid for tid, fan in run.fanouts.items() if fan.active}
+        active = [a for a in active if a.task_id not in busy_fans]
         for a in active:
             if a.state is T.SCHEDULED:
                 continue
+            if a.task_id in run.fanouts:
+                return E.RUNNING
             placement = self._placement(run, a.task_id)
             if placement is Placement.SIGNAL:
                 signals = True
@@ -500,11 +535,15 @@ class Engine:
         scheduled: bool,
     ) -> None:
         """Start an attempt now: render its arguments, persist it, queue its dispatch."""
-        task = run.definition.tasks[attempt.task_id]
+        tid, index = split_key(attempt.task_id)
+        task = run.definition.tasks[tid]
+        if task.for_each is not None and index is None:
+            self._begin_fanout(run, attempt, now, ops, starts, scheduled)
+            return
         action = ACTIONS[task.action]
         key = (run.id, attempt.task_id, attempt.attempt)
         try:
-            rendered = run.definition.renderers[attempt.task_id](run.context())
+            rendered = run.definition.renderers[tid](run.context(index, tid))
             args = action.args.model_validate(rendered)
         except (TaskFailure, ValidationError) as exc:
             error = (
@@ -513,7 +552,11 @@ class Engine:
                 else {"type": "arguments", "message": _validation_message(exc)}
             )
             attempt.state, attempt.error = T.FAILED, error
-            run.failure = run.failure or {"task": attempt.task_id, **error}
+            if index is not None:
+                run.fanouts[tid].active.discard(index)
+                run.fanouts[tid].failed.append(index)
+            else:
+                run.failure = run.failure or {"task": attempt.task_id, **error}
             self._persist(run, attempt, now, ops, scheduled, error=error, ended_at=now)
             return
         attempt.state = T.RUNNING
@@ -544,6 +587,125 @@ class Engine:
                 self._add_timer(now + timedelta(seconds=task.timeout), "timeout", key)
         self._persist(run, attempt, now, ops, scheduled, started_at=now, wake_at=attempt.wake_at)
 
+    # fan-out and stores --------------------------------------------------------------------
+
+    def _begin_fanout(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+        scheduled: bool,
+    ) -> None:
+        """Evaluate a `for_each` task's items; the task runs while they do. The items are
+        kept on its task run, so that whoever resumes the execution runs the same ones."""
+        tid = attempt.task_id
+        try:
+            items = run.definition.for_each_renderers[tid](run.context())
+            if not isinstance(items, list):
+                raise TaskFailure(f"for_each gave {type(items).__name__}, not a list", "for_each")
+            if len(items) > MAX_ITEMS:
+                raise TaskFailure(f"{len(items)} items; at most {MAX_ITEMS}", "for_each")
+        except TaskFailure as exc:
+            attempt.state, attempt.error = T.FAILED, exc.as_error()
+            run.failure = run.failure or {"task": tid, **exc.as_error()}
+            self._persist(run, attempt, now, ops, scheduled, error=attempt.error, ended_at=now)
+            return
+        attempt.state, attempt.waiting = T.RUNNING, {"items": items}
+        self._persist(run, attempt, now, ops, scheduled, started_at=now, waiting=attempt.waiting)
+        text = f"task {tid} started with {len(items)} items"
+        self._log(run, ops, now, DEBUG, "task", text, tid, attempt.attempt)
+        run.fanouts[tid] = FanOut(items)
+        self._feed(run, tid, run.fanouts[tid], now, ops, starts)
+
+    def _feed(
+        self,
+        run: Run,
+        tid: str,
+        fan: FanOut,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        """Start the next items of a fan-out, up to its concurrency; end it when all ran."""
+        task = run.definition.tasks[tid]
+        fail_fast = task.on_item_failure is ItemFailure.FAIL_FAST
+        stopped = bool(fan.failed) and fail_fast
+        if not (run.suspended or run.cancel_requested or self._draining or stopped):
+            limit = task.concurrency or len(fan.items)
+            while fan.cursor < len(fan.items) and len(fan.active) < limit:
+                index = fan.cursor
+                fan.cursor += 1
+                key = item_key(tid, index)
+                if key in run.attempts:  # it ran in an earlier round, or runs already
+                    continue
+                item = Attempt(key, run.first_attempt(key), T.RUNNING)
+                run.attempts[key] = item
+                fan.active.add(index)
+                self._begin(run, item, now, ops, starts, scheduled=False)
+                if fan.failed and fail_fast:
+                    break
+        done = fan.cursor >= len(fan.items) or (bool(fan.failed) and fail_fast)
+        if done and not fan.active and not run.cancel_requested:
+            self._finish_fanout(run, tid, fan, now, ops)
+
+    def _finish_fanout(self, run: Run, tid: str, fan: FanOut, now: datetime, ops: list[Op]) -> None:
+        container = run.attempts[tid]
+        del run.fanouts[tid]
+        if fan.failed:
+            first = sorted(fan.failed)[:10]
+            error: dict[str, Any] = {
+                "type": "items",
+                "message": f"{len(fan.failed)} of {len(fan.items)} items failed",
+                "items": [
+                    {"index": i, **(run.attempts[item_key(tid, i)].error or {})} for i in first
+                ],
+            }
+            container.state, container.error = T.FAILED, error
+            run.failure = run.failure or {"task": tid, **error}
+            ops.append(
+                UpdateTaskRun(
+                    run.id, tid, container.attempt, T.RUNNING, T.FAILED, error=error, ended_at=now
+                )
+            )
+            text = f"task {tid} failed: {error['message']}"
+            self._log(run, ops, now, ERROR, "task", text, tid, container.attempt)
+            return
+        output = [run.attempts[item_key(tid, i)].output for i in range(len(fan.items))]
+        container.state, container.output = T.COMPLETED, output
+        ops.append(
+            UpdateTaskRun(
+                run.id, tid, container.attempt, T.RUNNING, T.COMPLETED, output=output, ended_at=now
+            )
+        )
+        self._log(run, ops, now, DEBUG, "task", f"task {tid} completed", tid, container.attempt)
+
+    def _write_store(self, run: Run, key: str, output: Any, now: datetime, ops: list[Op]) -> None:
+        """A task's (or an item's) result goes to the store it names, in the same transaction
+        as its completion."""
+        tid, index = split_key(key)
+        target = run.definition.tasks[tid].store
+        assert target is not None
+        spec = run.definition.stores[target.name]
+        name = target.name
+        entry_key: str | None = None
+        if spec.type is StoreKind.MAP:
+            ctx = {**run.context(index, tid), "output": output}
+            rendered = run.definition.store_key_renderers[tid](ctx)
+            if not isinstance(rendered, str | int | float) or isinstance(rendered, bool):
+                raise TaskFailure(f"the store key is {rendered!r}, not a string", "store", False)
+            entry_key = str(rendered)
+        values = output if target.extend and isinstance(output, list) else [output]
+        if target.extend and not isinstance(output, list):
+            raise TaskFailure("extend needs a list result", "store", False)
+        for value in values:
+            run.put(name, entry_key, value)
+            seq = run.store_seq.get(name, 0)
+            run.store_seq[name] = seq + 1
+            entry = StoreEntry(run.id, name, seq, value, entry_key, key, now)
+            ops.append(InsertStoreEntry(entry))
+
     def _persist(
         self,
         run: Run,
@@ -569,15 +731,18 @@ class Engine:
         """Cancel what waits (scheduled attempts, sleeps, signals) at once; running tasks
         may finish until the cancel's deadline, then they are stopped too."""
         graceful = run.cancel_deadline is not None and now < run.cancel_deadline
-        for a in run.active():
-            if (
+        # items before their fan-outs, which end once none of their items runs
+        for a in sorted(run.active(), key=lambda a: a.task_id in run.fanouts):
+            if a.task_id in run.fanouts:
+                if any(
+                    not run.attempts[item_key(a.task_id, i)].state.terminal
+                    for i in run.fanouts[a.task_id].active
+                ):
+                    continue
+            elif (
                 graceful
                 and a.state is T.RUNNING
-                and self._placement(run, a.task_id)
-                in (
-                    Placement.INLINE,
-                    Placement.POOL,
-                )
+                and self._placement(run, a.task_id) in (Placement.INLINE, Placement.POOL)
             ):
                 continue
             key = (run.id, a.task_id, a.attempt)
@@ -791,7 +956,7 @@ class Engine:
 
     def _dispatch(self, run: Run, attempt: Attempt, args: Any) -> None:
         key = (run.id, attempt.task_id, attempt.attempt)
-        action = ACTIONS[run.definition.tasks[attempt.task_id].action]
+        action = ACTIONS[run.task(attempt.task_id).action]
         task = asyncio.create_task(self._execute(key, action.name, args))
         self._inflight[key] = task
 
@@ -903,6 +1068,7 @@ def _record(
         wake_at=a.wake_at,
         waiting=a.waiting,
         round=round_,
+        item=split_key(a.task_id)[1],
     )
 
 

@@ -7,12 +7,13 @@ task, which is all that readiness and retry decisions need.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from execflow.definition import Definition
-from execflow.records import ExecutionRecord, TaskRunRecord
+from execflow.definition import Definition, StoreKind, Task
+from execflow.records import ExecutionRecord, StoreEntry, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState
 
 
@@ -31,6 +32,29 @@ class Attempt:
         return cls(
             rec.task_id, rec.attempt, rec.state, rec.output, rec.error, rec.wake_at, rec.waiting
         )
+
+
+def split_key(key: str) -> tuple[str, int | None]:
+    """A task run's key: a task id, or `task[index]` for one item of a fan-out."""
+    if key.endswith("]"):
+        task_id, _, index = key[:-1].partition("[")
+        return task_id, int(index)
+    return key, None
+
+
+def item_key(task_id: str, index: int) -> str:
+    return f"{task_id}[{index}]"
+
+
+@dataclass
+class FanOut:
+    """A `for_each` task in progress: its items, the next to consider, and which of them
+    run (or wait to be retried) and which failed for good."""
+
+    items: list[Any]
+    cursor: int = 0
+    active: set[int] = field(default_factory=set)
+    failed: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +81,9 @@ class Run:
     # per task, the last attempt number of earlier rounds: a retried execution numbers its
     # attempts on, and each round has the task's whole retry policy again
     base: dict[str, int] = field(default_factory=dict)
+    stores: dict[str, Any] = field(default_factory=dict)
+    store_seq: dict[str, int] = field(default_factory=dict)
+    fanouts: dict[str, FanOut] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, rec: ExecutionRecord, definition: Definition) -> Run:
@@ -81,21 +108,65 @@ class Run:
                 run.base[tr.task_id] = max(run.base.get(tr.task_id, 0), tr.attempt)
                 continue
             run.attempts[tr.task_id] = Attempt.from_record(tr)
+        run._load_stores(rec.store_overlay or {}, rec.store_entries)
+        for a in list(run.attempts.values()):
+            if a.state is TaskRunState.RUNNING and a.waiting and "items" in a.waiting:
+                run.fanouts[a.task_id] = run._fanout_of(a.task_id, a.waiting["items"])
         for a in run.attempts.values():
-            if a.state is TaskRunState.FAILED and run.failure is None:
+            # an item's failure is its fan-out's to judge, once all its items have run
+            item = split_key(a.task_id)[1] is not None
+            if a.state is TaskRunState.FAILED and run.failure is None and not item:
                 run.failure = {"task": a.task_id, **(a.error or {})}
         return run
 
-    def context(self) -> dict[str, Any]:
-        """What expressions see: params, finished task outputs, and the execution."""
-        tasks = {
-            tid: {"output": a.output, "state": a.state.value}
-            for tid, a in self.attempts.items()
-            if a.state is TaskRunState.COMPLETED
-        }
-        return {
+    def _load_stores(self, overlay: dict[str, Any], entries: tuple[StoreEntry, ...]) -> None:
+        for name, spec in self.definition.stores.items():
+            given = name in overlay
+            self.stores[name] = copy.deepcopy(overlay[name]) if given else spec.empty()
+            self.store_seq[name] = 0
+        for entry in entries:  # in order of (store, seq)
+            if entry.store in self.stores:
+                self.put(entry.store, entry.key, entry.value)
+                self.store_seq[entry.store] = entry.seq + 1
+
+    def put(self, store: str, key: str | None, value: Any) -> None:
+        """Apply one write to a store's content in memory."""
+        kind = self.definition.stores[store].type
+        if kind is StoreKind.LIST:
+            self.stores[store].append(value)
+        elif kind is StoreKind.MAP:
+            self.stores[store][key] = value
+        else:
+            self.stores[store] = value
+
+    def _fanout_of(self, task_id: str, items: list[Any]) -> FanOut:
+        fan = FanOut(list(items))
+        for i in range(len(items)):
+            a = self.attempts.get(item_key(task_id, i))
+            if a is None:
+                continue
+            if not a.state.terminal:
+                fan.active.add(i)
+            elif a.state is TaskRunState.FAILED:
+                fan.failed.append(i)
+        return fan
+
+    def task(self, key: str) -> Task:
+        """The task a task run (or a fan-out item's run) belongs to."""
+        return self.definition.tasks[split_key(key)[0]]
+
+    def context(self, index: int | None = None, task_id: str | None = None) -> dict[str, Any]:
+        """What expressions see: params, finished task outputs, stores and the execution;
+        for an item of a fan-out, also `item` and `index`."""
+        tasks = {}
+        for tid in self.definition.tasks:
+            a = self.attempts.get(tid)
+            if a is not None and a.state is TaskRunState.COMPLETED:
+                tasks[tid] = {"output": a.output, "state": a.state.value}
+        ctx: dict[str, Any] = {
             "params": self.inputs,
             "tasks": tasks,
+            "stores": self.stores,
             "execution": {
                 "id": self.id,
                 "name": self.name,
@@ -105,6 +176,10 @@ class Run:
                 "scheduled_at": (self.scheduled_at or self.started_at).isoformat(),
             },
         }
+        if index is not None and task_id is not None:
+            ctx["item"] = self.fanouts[task_id].items[index]
+            ctx["index"] = index
+        return ctx
 
     def ready(self) -> list[str]:
         """Tasks with no attempt yet whose dependencies have all completed, in DAG order."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from execflow.records import EventRecord, TaskRunRecord
+from execflow.records import EventRecord, StoreEntry, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState
 
 UNSET: Any = object()
@@ -70,4 +70,15 @@ class FinishCommand:
     now: datetime
 
 
-Op = InsertTaskRun | UpdateTaskRun | UpdateExecution | InsertEvent | FinishCommand
+@dataclass(frozen=True)
+class InsertStoreEntry:
+    entry: StoreEntry
+
+    @property
+    def execution_id(self) -> str:
+        return self.entry.execution_id
+
+
+Op = (
+    InsertTaskRun | UpdateTaskRun | UpdateExecution | InsertEvent | FinishCommand | InsertStoreEntry
+)

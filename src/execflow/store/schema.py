@@ -148,6 +148,8 @@ executions = Table(
     Column("callback_last_status", Integer),
     Column("callback_last_error", Text),
     Column("callback_lease_until", UTCDateTime),
+    # Initial content given at start for the workflow's stores, over the definition's.
+    Column("store_overlay", Json),
     # Which engine advances this execution, and until when: another engine may
     # take it over once the lease has expired (after a crash, say).
     Column("lease_owner", String(64)),
@@ -180,6 +182,8 @@ task_runs = Table(
     # What a RUNNING attempt waits for from outside, e.g. {"signal": name, "schema": {...}}.
     Column("waiting", Json),
     Column("round", Integer, nullable=False, default=0, server_default="0"),
+    # For one item of a fan-out (`for_each`): its index. Such rows are named `task[index]`.
+    Column("item", Integer),
     UniqueConstraint("execution_id", "task_id", "attempt"),
 )
 
@@ -230,4 +234,19 @@ idempotency_keys = Table(
     Column("execution_id", String(32), ForeignKey("executions.id"), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# What tasks wrote to an execution's stores, in order: a list's items, a map's puts (the
+# latest per key wins), a value's sets (the latest wins). Initial content is not here: it
+# comes from the definition and the start's overlay.
+store_entries = Table(
+    "store_entries",
+    metadata,
+    Column("execution_id", String(32), ForeignKey("executions.id"), primary_key=True),
+    Column("store", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("key", Text),
+    Column("value", Json),
+    Column("task_id", String(80)),
+    Column("at", UTCDateTime, nullable=False),
 )

@@ -35,6 +35,7 @@ from execflow.records import (
     ExecutionRecord,
     Principal,
     RevisionRecord,
+    StoreEntry,
     TaskRunRecord,
     WorkflowRecord,
 )
@@ -77,9 +78,10 @@ _WORKFLOW_BY_NAME = sa.select(s.workflows).where(
     s.workflows.c.name == sa.bindparam("name"),
 )
 _EXECUTION_BY_ID = sa.select(s.executions).where(s.executions.c.id == sa.bindparam("id"))
+# An execution's task runs as shown to people: fan-out items are paged separately.
 _TASK_RUNS_OF = (
     sa.select(s.task_runs)
-    .where(s.task_runs.c.execution_id == sa.bindparam("id"))
+    .where(s.task_runs.c.execution_id == sa.bindparam("id"), s.task_runs.c.item.is_(None))
     .order_by(s.task_runs.c.id)
 )
 
@@ -308,7 +310,7 @@ class Store:
             if active:
                 raise Conflict(f"workflow {name!r} has {active} active executions")
             ids = sa.select(e.c.id).where(e.c.workflow_id == wid).scalar_subquery()
-            for child in (s.task_runs, s.commands, s.events, s.idempotency_keys):
+            for child in (s.task_runs, s.commands, s.events, s.idempotency_keys, s.store_entries):
                 conn.execute(child.delete().where(child.c.execution_id.in_(ids)))
             conn.execute(e.delete().where(e.c.workflow_id == wid))
             conn.execute(s.revisions.delete().where(s.revisions.c.workflow_id == wid))
@@ -453,16 +455,26 @@ class Store:
             return int(conn.execute(k.delete().where(k.c.expires_at <= now)).rowcount)
 
     def _get_execution(
-        self, conn: Connection, execution_id: str, project_id: str | None, with_tasks: bool
+        self,
+        conn: Connection,
+        execution_id: str,
+        project_id: str | None,
+        with_tasks: bool,
+        for_engine: bool = False,
     ) -> ExecutionRecord:
+        """`for_engine`: with fan-out items and store entries, as an engine adopts it."""
         row = conn.execute(_EXECUTION_BY_ID, {"id": execution_id}).mappings().first()
         if row is None or (project_id is not None and row["project_id"] != project_id):
             raise NotFound(f"execution {execution_id!r} not found")
-        runs: tuple[TaskRunRecord, ...] = ()
+        if for_engine:
+            runs = self._task_runs(conn, [execution_id])[execution_id]
+            entries = self._store_entries(conn, [execution_id])[execution_id]
+            return replace(_execution(row, runs), store_entries=entries)
+        found_runs: tuple[TaskRunRecord, ...] = ()
         if with_tasks:
             found = conn.execute(_TASK_RUNS_OF, {"id": execution_id}).mappings()
-            runs = tuple(_task_run(r) for r in found)
-        return _execution(row, runs)
+            found_runs = tuple(_task_run(r) for r in found)
+        return _execution(row, found_runs)
 
     def get_execution(
         self, execution_id: str, project_id: str | None = None, with_tasks: bool = True
@@ -595,7 +607,7 @@ class Store:
                 actor=actor,
             )
             conn.execute(s.events.insert().values(writes.event_values(event)))
-            return self._get_execution(conn, execution_id, None, True)
+            return self._get_execution(conn, execution_id, None, True, for_engine=True)
 
     def create_rerun(
         self,
@@ -696,7 +708,52 @@ class Store:
             )
             rows = conn.execute(sa.select(e).where(e.c.id.in_(ids))).mappings().all()
             runs = self._task_runs(conn, ids)
-        return [_execution(row, runs.get(row["id"], ())) for row in rows]
+            entries = self._store_entries(conn, ids)
+        return [
+            replace(_execution(row, runs.get(row["id"], ())), store_entries=entries[row["id"]])
+            for row in rows
+        ]
+
+    def _store_entries(
+        self, conn: Connection, ids: Sequence[str]
+    ) -> dict[str, tuple[StoreEntry, ...]]:
+        v = s.store_entries
+        out: dict[str, list[StoreEntry]] = {i: [] for i in ids}
+        for chunk in _chunks(ids, 500):
+            q = sa.select(v).where(v.c.execution_id.in_(chunk)).order_by(v.c.store, v.c.seq)
+            for row in conn.execute(q).mappings():
+                out[row["execution_id"]].append(_entry(row))
+        return {k: tuple(x) for k, x in out.items()}
+
+    def store_entries(self, execution_id: str, store: str) -> list[StoreEntry]:
+        """What tasks wrote to one store of an execution, in order."""
+        v = s.store_entries
+        q = (
+            sa.select(v)
+            .where(v.c.execution_id == execution_id, v.c.store == store)
+            .order_by(v.c.seq)
+        )
+        with self._reader() as conn:
+            return [_entry(r) for r in conn.execute(q).mappings()]
+
+    def item_runs(
+        self, execution_id: str, task_id: str, offset: int, limit: int
+    ) -> list[TaskRunRecord]:
+        """The runs of a fan-out's items, by item then attempt."""
+        t = s.task_runs
+        q = (
+            sa.select(t)
+            .where(
+                t.c.execution_id == execution_id,
+                t.c.item.is_not(None),
+                t.c.task_id.startswith(task_id + "[", autoescape=True),
+            )
+            .order_by(t.c.item, t.c.attempt)
+            .offset(offset)
+            .limit(limit)
+        )
+        with self._reader() as conn:
+            return [_task_run(r) for r in conn.execute(q).mappings()]
 
     def renew(self, owner: str, expires: datetime) -> None:
         """Extend this engine's leases."""
@@ -792,6 +849,7 @@ def _execution_values(
         "parent_task": rec.parent_task,
         "callback_url": rec.callback.url if rec.callback else None,
         "callback_state": rec.callback.state if rec.callback else None,
+        "store_overlay": rec.store_overlay,
         "lease_owner": owner,
         "lease_expires_at": expires,
     }
@@ -845,6 +903,7 @@ def _task_run(row: RowMapping) -> TaskRunRecord:
         wake_at=row["wake_at"],
         waiting=row["waiting"],
         round=row["round"],
+        item=row["item"],
     )
 
 
@@ -874,6 +933,7 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
         parent_id=row["parent_id"],
         parent_task=row["parent_task"],
         callback=_callback(row),
+        store_overlay=row["store_overlay"],
         task_runs=tuple(runs),
     )
 
@@ -888,6 +948,18 @@ def _callback(row: RowMapping) -> CallbackStatus | None:
         next_at=row["callback_next_at"],
         last_status=row["callback_last_status"],
         last_error=row["callback_last_error"],
+    )
+
+
+def _entry(row: RowMapping) -> StoreEntry:
+    return StoreEntry(
+        execution_id=row["execution_id"],
+        store=row["store"],
+        seq=row["seq"],
+        value=row["value"],
+        key=row["key"],
+        task_id=row["task_id"],
+        at=row["at"],
     )
 
 

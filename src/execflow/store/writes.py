@@ -15,12 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from execflow.records import EventRecord, TaskRunRecord
+from execflow.records import EventRecord, StoreEntry, TaskRunRecord
 from execflow.store import schema as s
 from execflow.store.ops import (
     UNSET,
     FinishCommand,
     InsertEvent,
+    InsertStoreEntry,
     InsertTaskRun,
     Op,
     UpdateExecution,
@@ -163,6 +164,9 @@ def _write_log(conn: Connection, ops: Sequence[Op]) -> None:
     events = [event_values(op.event) for op in ops if isinstance(op, InsertEvent)]
     if events:
         conn.execute(s.events.insert(), events)
+    entries = [store_entry_values(op.entry) for op in ops if isinstance(op, InsertStoreEntry)]
+    if entries:
+        conn.execute(s.store_entries.insert(), entries)
     done = [
         {"k_id": op.command_id, "v_done": op.now} for op in ops if isinstance(op, FinishCommand)
     ]
@@ -195,7 +199,7 @@ def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
         {
             op.execution_id
             for op in ops
-            if isinstance(op, InsertTaskRun | InsertEvent | FinishCommand)
+            if isinstance(op, InsertTaskRun | InsertEvent | FinishCommand | InsertStoreEntry)
         }
     )
     e = s.executions
@@ -282,6 +286,19 @@ def task_run_values(run: TaskRunRecord) -> dict[str, Any]:
         "wake_at": run.wake_at,
         "waiting": run.waiting,
         "round": run.round,
+        "item": run.item,
+    }
+
+
+def store_entry_values(entry: StoreEntry) -> dict[str, Any]:
+    return {
+        "execution_id": entry.execution_id,
+        "store": entry.store,
+        "seq": entry.seq,
+        "key": entry.key,
+        "value": entry.value,
+        "task_id": entry.task_id,
+        "at": entry.at,
     }
 
 
