@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from execflow.actions import command, echo, http, python, signal, sleep
+from execflow.actions import command, echo, http, python, signal, sleep, subworkflow
 from execflow.actions.base import Action, Args, Placement, Resources
 
 ACTIONS: dict[str, Action] = {
@@ -14,6 +14,7 @@ ACTIONS: dict[str, Action] = {
         http.ACTION,
         sleep.ACTION,
         signal.ACTION,
+        subworkflow.ACTION,
     )
 }
 

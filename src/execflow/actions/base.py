@@ -25,6 +25,7 @@ class Placement(enum.StrEnum):
     POOL = "pool"
     TIMER = "timer"
     SIGNAL = "signal"  # completed by a signal from outside (or failed by its timeout)
+    CHILD = "child"  # completed when the child execution it started ends
 
 
 class Args(BaseModel):

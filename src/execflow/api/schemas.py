@@ -148,6 +148,9 @@ class ExecutionSummary(ExecutionStarted):
 class TaskRunPublic(_Out):
     task: str
     item: int | None = Field(default=None, description="The index of a fan-out item")
+    child: str | None = Field(
+        default=None, description="The child execution a `workflow` task started"
+    )
     attempt: int
     round: int = Field(description="The retry round it ran in")
     state: TaskRunState
@@ -166,6 +169,7 @@ class TaskRunPublic(_Out):
         return cls(
             task=tr.task_id,
             item=tr.item,
+            child=(tr.waiting or {}).get("child"),
             attempt=tr.attempt,
             round=tr.round,
             state=tr.state,

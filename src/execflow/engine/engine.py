@@ -17,6 +17,7 @@ import heapq
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 
 from execflow.actions import ACTIONS, Placement, Resources
 from execflow.actions.signal import SignalArgs, check_payload, waiting
+from execflow.actions.subworkflow import DEPTH_LABEL, MAX_DEPTH, WorkflowArgs
 from execflow.clock import Clock, ManualClock, SystemClock
 from execflow.definition import (
     MAX_ITEMS,
@@ -34,9 +36,10 @@ from execflow.definition import (
     ItemFailure,
     StoreKind,
     parse_definition,
+    resolve_inputs,
 )
 from execflow.engine.run import Attempt, FanOut, Run, item_key, split_key
-from execflow.errors import TaskFailure, TaskTimeout
+from execflow.errors import ExecflowError, InvalidInput, TaskFailure, TaskTimeout
 from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
 from execflow.records import (
@@ -50,7 +53,9 @@ from execflow.states import ExecutionState, TaskRunState, can_transition
 from execflow.store import LeaseLost, Store
 from execflow.store.ops import (
     FinishCommand,
+    InsertCommand,
     InsertEvent,
+    InsertExecution,
     InsertStoreEntry,
     InsertTaskRun,
     Op,
@@ -142,6 +147,7 @@ class Engine:
         self._draining = False
         self.listeners: list[Callable[[str, ExecutionState], None]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._spawns: list[tuple[Run, Attempt, WorkflowArgs]] = []
         self._changed = asyncio.Event()
 
     # lifecycle ----------------------------------------------------------------------
@@ -240,6 +246,29 @@ class Engine:
         """Advance everything that is due now, in one transaction."""
         self._wake.clear()
         now = self.clock.now()
+        await self._gather(now)
+        ops: list[Op] = []
+        starts: list[tuple[Run, Attempt, Any]] = []
+        self._drain(now, ops, starts)
+        for run_id in list(self._touched):
+            run = self.runs.get(run_id)
+            if run is not None:
+                self._advance(run, now, ops, starts)
+        self._touched.clear()
+        spawned = await self._spawn_children(now, ops, starts)
+        if ops:
+            await self._flush(ops, starts)
+        self._after_flush(ops, spawned)
+        for run, attempt, args in starts:
+            if run.id in self.runs:
+                self._dispatch(run, attempt, args)
+        for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
+            del self.runs[run_id]
+        while self._timers and self._timers[0][3][0] not in self.runs:
+            heapq.heappop(self._timers)  # its execution ended or went elsewhere
+
+    async def _gather(self, now: datetime) -> None:
+        """Leases, claims, executions to take over and commands: what a tick starts from."""
         if self._released:
             released, self._released = self._released, set()
             await self.store.call(self.store.release_leases, self.node_id, list(released))
@@ -256,23 +285,17 @@ class Engine:
         if self._commands_wanted or polling:
             self._commands_wanted = False
             self._commands = await self.store.read(self.store.pending_commands, self.node_id)
-        ops: list[Op] = []
-        starts: list[tuple[Run, Attempt, Any]] = []
-        self._drain(now, ops, starts)
-        for run_id in list(self._touched):
-            run = self.runs.get(run_id)
-            if run is not None:
-                self._advance(run, now, ops, starts)
-        self._touched.clear()
-        if ops:
-            await self._flush(ops, starts)
-        for run, attempt, args in starts:
-            if run.id in self.runs:
-                self._dispatch(run, attempt, args)
-        for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
-            del self.runs[run_id]
-        while self._timers and self._timers[0][3][0] not in self.runs:
-            heapq.heappop(self._timers)  # its execution ended or went elsewhere
+
+    def _after_flush(
+        self, ops: list[Op], spawned: list[tuple[ExecutionRecord, Definition]]
+    ) -> None:
+        for child, definition in spawned:
+            if child.parent_id in self.runs:  # its parent's tick was written
+                self._adopt.append((child, definition))
+                self._wake.set()
+        if any(isinstance(op, InsertCommand) for op in ops):
+            self._commands_wanted = True  # for a parent or child this engine may hold
+            self._wake.set()
 
     async def _renew(self, now: datetime) -> None:
         expires = now + timedelta(seconds=self.settings.lease_seconds)
@@ -309,6 +332,11 @@ class Engine:
             key = (run.id, a.task_id, a.attempt)
             if a.state is T.SCHEDULED or (a.state is T.RUNNING and placement is Placement.TIMER):
                 self._add_timer(a.wake_at or now, "wake", key)
+            elif a.state is T.RUNNING and (a.waiting or {}).get("child"):
+                # the child runs on its own; its end comes back as a command
+                timeout = run.task(a.task_id).timeout
+                if timeout:
+                    self._add_timer(now + timedelta(seconds=timeout), "timeout", key)
             elif a.state is T.RUNNING and placement is Placement.SIGNAL:
                 # Nothing ran: the wait goes on, and so does its deadline.
                 until = (a.waiting or {}).get("until")
@@ -369,6 +397,7 @@ class Engine:
                 task.cancel()
             limit = (attempt.waiting or {}).get("timeout") or run.task(key[1]).timeout
             failure = TaskTimeout(f"timed out after {limit or 0:g}s", "timeout")
+            self._stop_child(run, attempt, now, ops, force=True)
             self._record_result(key, Outcome.failed(failure), now, ops, starts)
         elif kind == "wake" and attempt.state is T.SCHEDULED:
             if run.cancel_requested or run.suspended or self._draining:
@@ -468,11 +497,7 @@ class Engine:
         if run.cancel_requested:
             self._cancel(run, now, ops)
             return
-        if run.scheduled_at is not None and now < run.scheduled_at and not run.attempts:
-            if not run.start_timer_set:
-                run.start_timer_set = True
-                self._add_timer(run.scheduled_at, "start", (run.id, "", 0))
-            self._set_state(run, E.SUSPENDED if run.suspended else E.WAITING, now, ops)
+        if self._not_yet(run, now, ops):
             return
         for task_id, fan in list(run.fanouts.items()):
             self._feed(run, task_id, fan, now, ops, starts)
@@ -485,6 +510,9 @@ class Engine:
             # a fan-out over no items ends as it starts: what needs it may start now
             ready = run.ready() if run.failure is None and not run.suspended else []
         active = run.active()
+        if run.failure is not None:
+            for a in active:  # failing the parent acts on its children
+                self._stop_child(run, a, now, ops, force=True)
         if active:
             self._set_state(run, self._active_state(run, active), now, ops)
         elif ready and self._draining:
@@ -498,6 +526,16 @@ class Engine:
         else:
             stuck = {"type": "stuck", "message": "no task can start"}
             self._set_state(run, E.FAILED, now, ops, error=stuck)
+
+    def _not_yet(self, run: Run, now: datetime, ops: list[Op]) -> bool:
+        """A start put off until `scheduled_at` waits for a timer."""
+        if run.scheduled_at is None or now >= run.scheduled_at or run.attempts:
+            return False
+        if not run.start_timer_set:
+            run.start_timer_set = True
+            self._add_timer(run.scheduled_at, "start", (run.id, "", 0))
+        self._set_state(run, E.SUSPENDED if run.suspended else E.WAITING, now, ops)
+        return True
 
     def _active_state(self, run: Run, active: list[Attempt]) -> ExecutionState:
         """RUNNING while a task runs; else WAITING on timers, or WAITING_ON_SIGNAL when only
@@ -565,6 +603,13 @@ class Engine:
         if action.placement is Placement.TIMER and action.wake_at is not None:
             attempt.wake_at = action.wake_at(args, now)
             self._add_timer(attempt.wake_at, "wake", key)
+        elif isinstance(args, WorkflowArgs):
+            attempt.wake_at = None
+            self._spawns.append((run, attempt, args))
+            if task.timeout:
+                self._add_timer(now + timedelta(seconds=task.timeout), "timeout", key)
+            self._persist(run, attempt, now, ops, scheduled, started_at=now)
+            return
         elif isinstance(args, SignalArgs):
             attempt.wake_at = None
             timeout = args.timeout or task.timeout
@@ -749,6 +794,7 @@ class Engine:
             task = self._inflight.pop(key, None)
             if task is not None:
                 task.cancel()
+            self._stop_child(run, a, now, ops, force=not graceful, deadline=run.cancel_deadline)
             ops.append(
                 UpdateTaskRun(
                     run.id,
@@ -795,6 +841,14 @@ class Engine:
                 text += f": {error.get('message', '')}"
             data = {"from": run.state.value, "to": state.value}
             self._log(run, ops, now, level, "state", text, data=data)
+        if state.terminal and run.parent_id is not None:
+            payload = {
+                "child": run.id,
+                "state": state.value,
+                "outputs": outputs if state is E.COMPLETED else None,
+                "error": error,
+            }
+            ops.append(InsertCommand(run.id, run.parent_id, "child", payload, now))
         ops.append(
             UpdateExecution(
                 run.id,
@@ -844,17 +898,151 @@ class Engine:
                 self._add_timer(deadline, "cancel", (run.id, "", 0))
             how = "at once" if deadline <= now else f"running tasks may finish within {grace:g}s"
             self._log(run, ops, now, NOTICE, "command", f"cancel requested ({how})", actor=actor)
+        elif command.kind == "child":
+            self._child_ended(run, payload, now, ops, starts)
         elif command.kind == "suspend":
             run.suspended = True
+            self._tell_children(run, "suspend", now, ops)
             self._log(run, ops, now, NOTICE, "command", "suspend requested", actor=actor)
         elif command.kind == "resume":
             run.suspended = False
+            self._tell_children(run, "resume", now, ops)
             for a in run.attempts.values():
                 if a.state is T.SCHEDULED:  # their wake-ups were skipped while suspended
                     self._add_timer(a.wake_at or now, "wake", (run.id, a.task_id, a.attempt))
             self._log(run, ops, now, NOTICE, "command", "resume requested", actor=actor)
         elif command.kind == "signal":
             self._deliver_signal(run, command, now, ops, starts)
+
+    def _child_ended(
+        self,
+        run: Run,
+        payload: dict[str, Any],
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        """A child execution ended: its outputs are its task's output, or its end the
+        task's failure (retried under the task's policy with a new child)."""
+        child = payload.get("child")
+        for a in run.active():
+            if a.state is T.RUNNING and (a.waiting or {}).get("child") == child:
+                if payload.get("state") == E.COMPLETED.value:
+                    outcome = Outcome(True, output=payload.get("outputs") or {})
+                else:
+                    reason = (payload.get("error") or {}).get("message", "")
+                    message = f"child execution {child} ended {payload.get('state')}: {reason}"
+                    error = {"type": "child", "message": message, "child": child}
+                    outcome = Outcome(False, error=error)
+                self._record_result((run.id, a.task_id, a.attempt), outcome, now, ops, starts)
+                return
+
+    def _tell_children(self, run: Run, kind: str, now: datetime, ops: list[Op]) -> None:
+        for a in run.active():
+            child = (a.waiting or {}).get("child")
+            if a.state is T.RUNNING and child and child not in run.stopped_children:
+                ops.append(InsertCommand(run.id, child, kind, {}, now))
+
+    def _stop_child(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        force: bool,
+        deadline: datetime | None = None,
+    ) -> None:
+        """Cancel the child execution an attempt waits for, once."""
+        child = (attempt.waiting or {}).get("child")
+        if not child or child in run.stopped_children or attempt.state is not T.RUNNING:
+            return
+        run.stopped_children.add(child)
+        payload: dict[str, Any] = {"force": force}
+        if not force and deadline is not None:
+            payload["grace"] = max(0.0, (deadline - now).total_seconds())
+        ops.append(InsertCommand(run.id, child, "cancel", payload, now))
+        self._log(
+            run, ops, now, NOTICE, "task", f"child execution {child} cancelled", attempt.task_id
+        )
+
+    async def _spawn_children(
+        self, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]
+    ) -> list[tuple[ExecutionRecord, Definition]]:
+        """Create the child executions of the `workflow` tasks that started this tick, in the
+        same transaction; a child that cannot start fails its task."""
+        spawns, self._spawns = self._spawns, []
+        made: list[tuple[ExecutionRecord, Definition]] = []
+        for run, attempt, args in spawns:
+            if run.id not in self.runs or attempt.state is not T.RUNNING:
+                continue
+            key = (run.id, attempt.task_id, attempt.attempt)
+            try:
+                child, definition = await self._child_of(run, attempt, args, now)
+            except (ExecflowError, TaskFailure) as exc:
+                error = {"type": "workflow", "message": exc.message}
+                self._record_result(
+                    key, Outcome(False, error=error, retryable=False), now, ops, starts
+                )
+                self._wake.set()
+                continue
+            expires = now + timedelta(seconds=self.settings.lease_seconds)
+            ops.append(InsertExecution(run.id, child, expires))
+            attempt.waiting = {"child": child.id, "workflow": child.workflow_name}
+            ops.append(
+                UpdateTaskRun(
+                    run.id,
+                    attempt.task_id,
+                    attempt.attempt,
+                    T.RUNNING,
+                    T.RUNNING,
+                    waiting=attempt.waiting,
+                )
+            )
+            text = (
+                f"task {attempt.task_id} started child execution {child.id} ({child.workflow_name})"
+            )
+            self._log(run, ops, now, INFO, "task", text, attempt.task_id, attempt.attempt)
+            made.append((child, definition))
+        return made
+
+    async def _child_of(
+        self, run: Run, attempt: Attempt, args: WorkflowArgs, now: datetime
+    ) -> tuple[ExecutionRecord, Definition]:
+        if run.depth + 1 > MAX_DEPTH:
+            raise TaskFailure(f"children nest at most {MAX_DEPTH} deep", "workflow", False)
+        wf = await self.store.read(self.store.get_workflow, run.project_id, args.workflow)
+        number = args.revision or wf.latest_revision
+        if number > wf.latest_revision:
+            raise TaskFailure(f"workflow {wf.name!r} has no revision {number}", "workflow", False)
+        definition = await self.definitions.get(wf.id, number)
+        try:
+            inputs = resolve_inputs(definition, args.inputs)
+        except InvalidInput as exc:
+            where = "; ".join(f"{d.pointer}: {d.reason}" for d in exc.details)
+            raise TaskFailure(f"the child's inputs do not fit: {where}", "workflow", False) from exc
+        child_id = uuid.uuid4().hex
+        child = ExecutionRecord(
+            id=child_id,
+            project_id=run.project_id,
+            workflow_id=wf.id,
+            workflow_name=wf.name,
+            revision=number,
+            name=child_id,
+            state=E.INITIALIZING,
+            inputs=inputs,
+            labels={DEPTH_LABEL: str(run.depth + 1)},
+            outputs=None,
+            error=None,
+            created_at=now,
+            started_at=now,
+            ended_at=None,
+            updated_at=now,
+            started_by=run.id,
+            log_level=run.log_level,
+            parent_id=run.id,
+            parent_task=attempt.task_id,
+        )
+        return child, definition
 
     def _deliver_signal(
         self,
@@ -1031,7 +1219,14 @@ class Engine:
         manual = isinstance(self.clock, ManualClock)
         for _ in range(max_ticks):
             await self.tick()
-            if self._results or self._adopt or self._cancels or self._touched:
+            if (
+                self._results
+                or self._adopt
+                or self._cancels
+                or self._touched
+                or self._commands_wanted
+                or self._task_logs
+            ):
                 continue
             if manual and self._timers and not self._inflight:
                 self.clock.set(self._timers[0][0])  # type: ignore[attr-defined]

@@ -34,6 +34,13 @@ class Attempt:
         )
 
 
+def _depth(labels: dict[str, str]) -> int:
+    try:
+        return int(labels.get("execflow.depth", "0"))
+    except ValueError:
+        return 0
+
+
 def split_key(key: str) -> tuple[str, int | None]:
     """A task run's key: a task id, or `task[index]` for one item of a fan-out."""
     if key.endswith("]"):
@@ -84,6 +91,11 @@ class Run:
     stores: dict[str, Any] = field(default_factory=dict)
     store_seq: dict[str, int] = field(default_factory=dict)
     fanouts: dict[str, FanOut] = field(default_factory=dict)
+    project_id: str = ""
+    parent_id: str | None = None
+    depth: int = 0  # how many parents it has
+    # children this execution already asked to stop (its failure, a timeout, a cancel)
+    stopped_children: set[str] = field(default_factory=set)
 
     @classmethod
     def from_record(cls, rec: ExecutionRecord, definition: Definition) -> Run:
@@ -101,6 +113,9 @@ class Run:
             log_level=rec.log_level,
             scheduled_at=rec.scheduled_at,
             round=rec.round,
+            project_id=rec.project_id,
+            parent_id=rec.parent_id,
+            depth=_depth(rec.labels),
         )
         for tr in rec.task_runs:  # ordered by insertion, so the latest attempt wins
             if tr.round < rec.round and tr.state is not TaskRunState.COMPLETED:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from execflow.records import EventRecord, StoreEntry, TaskRunRecord
+from execflow.records import EventRecord, ExecutionRecord, StoreEntry, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState
 
 UNSET: Any = object()
@@ -79,6 +79,41 @@ class InsertStoreEntry:
         return self.entry.execution_id
 
 
+@dataclass(frozen=True)
+class InsertExecution:
+    """A child execution, created in the transaction that starts its parent's task."""
+
+    parent_id: str
+    record: ExecutionRecord
+    lease_expires_at: datetime
+
+    @property
+    def execution_id(self) -> str:
+        return self.parent_id
+
+
+@dataclass(frozen=True)
+class InsertCommand:
+    """A command for another execution (a child, or a parent), sent by `source_id`'s tick."""
+
+    source_id: str
+    target_id: str
+    kind: str
+    payload: dict[str, Any]
+    now: datetime
+
+    @property
+    def execution_id(self) -> str:
+        return self.source_id
+
+
 Op = (
-    InsertTaskRun | UpdateTaskRun | UpdateExecution | InsertEvent | FinishCommand | InsertStoreEntry
+    InsertTaskRun
+    | UpdateTaskRun
+    | UpdateExecution
+    | InsertEvent
+    | FinishCommand
+    | InsertStoreEntry
+    | InsertExecution
+    | InsertCommand
 )

@@ -823,36 +823,7 @@ class GroupCommit:
                     future.set_result(result)
 
 
-def _execution_values(
-    rec: ExecutionRecord, owner: str | None, expires: datetime | None
-) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "project_id": rec.project_id,
-        "workflow_id": rec.workflow_id,
-        "workflow_name": rec.workflow_name,
-        "revision": rec.revision,
-        "name": rec.name,
-        "state": rec.state.value,
-        "inputs": rec.inputs,
-        "labels": rec.labels,
-        "created_at": rec.created_at,
-        "started_at": rec.started_at,
-        "updated_at": rec.updated_at,
-        "cancel_requested": False,
-        "started_by": rec.started_by,
-        "scheduled_at": rec.scheduled_at,
-        "log_level": rec.log_level,
-        "round": rec.round,
-        "rerun_of": rec.rerun_of,
-        "parent_id": rec.parent_id,
-        "parent_task": rec.parent_task,
-        "callback_url": rec.callback.url if rec.callback else None,
-        "callback_state": rec.callback.state if rec.callback else None,
-        "store_overlay": rec.store_overlay,
-        "lease_owner": owner,
-        "lease_expires_at": expires,
-    }
+_execution_values = writes.execution_values
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

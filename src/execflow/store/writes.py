@@ -10,17 +10,20 @@ by row to name the executions concerned.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from execflow.records import EventRecord, StoreEntry, TaskRunRecord
+from execflow.records import EventRecord, ExecutionRecord, StoreEntry, TaskRunRecord
 from execflow.store import schema as s
 from execflow.store.ops import (
     UNSET,
     FinishCommand,
+    InsertCommand,
     InsertEvent,
+    InsertExecution,
     InsertStoreEntry,
     InsertTaskRun,
     Op,
@@ -147,6 +150,13 @@ def apply(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
 
 def _write(conn: Connection, owner: str, ops: Sequence[Op]) -> bool:
     _check_leases(conn, owner, ops)
+    children = [
+        execution_values(op.record, owner, op.lease_expires_at)
+        for op in ops
+        if isinstance(op, InsertExecution)
+    ]
+    if children:
+        conn.execute(s.executions.insert(), children)
     inserts = [op.run for op in ops if isinstance(op, InsertTaskRun)]
     if inserts:
         conn.execute(s.task_runs.insert(), [task_run_values(r) for r in inserts])
@@ -171,6 +181,19 @@ def _write_log(conn: Connection, ops: Sequence[Op]) -> None:
         {"k_id": op.command_id, "v_done": op.now} for op in ops if isinstance(op, FinishCommand)
     ]
     c = s.commands
+    sent = [
+        {
+            "execution_id": op.target_id,
+            "kind": op.kind,
+            "payload": op.payload,
+            "actor": None,
+            "created_at": op.now,
+        }
+        for op in ops
+        if isinstance(op, InsertCommand)
+    ]
+    if sent:
+        conn.execute(c.insert(), sent)
     if done:
         stmt = (
             c.update()
@@ -199,7 +222,15 @@ def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
         {
             op.execution_id
             for op in ops
-            if isinstance(op, InsertTaskRun | InsertEvent | FinishCommand | InsertStoreEntry)
+            if isinstance(
+                op,
+                InsertTaskRun
+                | InsertEvent
+                | FinishCommand
+                | InsertStoreEntry
+                | InsertExecution
+                | InsertCommand,
+            )
         }
     )
     e = s.executions
@@ -299,6 +330,38 @@ def store_entry_values(entry: StoreEntry) -> dict[str, Any]:
         "value": entry.value,
         "task_id": entry.task_id,
         "at": entry.at,
+    }
+
+
+def execution_values(
+    rec: ExecutionRecord, owner: str | None, expires: datetime | None
+) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "project_id": rec.project_id,
+        "workflow_id": rec.workflow_id,
+        "workflow_name": rec.workflow_name,
+        "revision": rec.revision,
+        "name": rec.name,
+        "state": rec.state.value,
+        "inputs": rec.inputs,
+        "labels": rec.labels,
+        "created_at": rec.created_at,
+        "started_at": rec.started_at,
+        "updated_at": rec.updated_at,
+        "cancel_requested": False,
+        "started_by": rec.started_by,
+        "scheduled_at": rec.scheduled_at,
+        "log_level": rec.log_level,
+        "round": rec.round,
+        "rerun_of": rec.rerun_of,
+        "parent_id": rec.parent_id,
+        "parent_task": rec.parent_task,
+        "callback_url": rec.callback.url if rec.callback else None,
+        "callback_state": rec.callback.state if rec.callback else None,
+        "store_overlay": rec.store_overlay,
+        "lease_owner": owner,
+        "lease_expires_at": expires,
     }
 
 
