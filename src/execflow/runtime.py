@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from execflow.callbacks import CallbackPolicy
 from execflow.clock import Clock, SystemClock
 from execflow.definition import load_text, parse_definition
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.examples import example_files
 from execflow.executors import LocalExecutor
+from execflow.outbox import Deliverer
 from execflow.scheduler import Scheduler
 from execflow.service import Service
 from execflow.settings import Settings
@@ -31,6 +33,7 @@ class Runtime:
     store: Store
     engine: Engine
     service: Service
+    deliverer: Deliverer
     scheduler: Scheduler | None = None  # None when EXECFLOW_SCHEDULES=off
 
     @classmethod
@@ -48,14 +51,22 @@ class Runtime:
         )
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock)
-        service = Service(store, definitions, engine, clock)
+        # one policy: what a start accepts is what the deliverer may send to
+        callback_policy = CallbackPolicy(
+            allowed_networks=settings.callback_allowed_networks,
+            retry_for=settings.callback_retry_for,
+        )
+        service = Service(store, definitions, engine, clock, callback_policy=callback_policy)
+        deliverer = Deliverer(store, definitions, callback_policy, clock)
+        # committed ends wake the deliverer (an end on another node waits for its poll)
+        engine.listeners.append(deliverer.on_state)
         scheduler = None
         if settings.schedules:
             scheduler = Scheduler(
                 store, service, definitions, clock, settings.schedule_poll_seconds
             )
             service.on_workflow_stored.append(scheduler.poke)
-        return cls(settings, store, engine, service, scheduler)
+        return cls(settings, store, engine, service, deliverer, scheduler)
 
     def prepare(self) -> str | None:
         """Migrate the database and create the first admin token; returns it when it is new."""
@@ -63,16 +74,20 @@ class Runtime:
         return bootstrap(self.store, self.settings, self.service.clock)
 
     async def start(self, loop: bool = True) -> None:
-        """Start the engine, then the scheduler (whose starts the engine must take);
-        without `loop`, neither ticks on its own (tests call `tick`)."""
+        """Start the engine, then the scheduler (whose starts the engine must take) and the
+        callback deliverer; without `loop`, none ticks on its own (tests call `tick`)."""
         await self.engine.start(loop)
         if loop and self.scheduler is not None:
             self.scheduler.start()
+        if loop:
+            self.deliverer.start()
 
     async def stop(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop()
         await self.engine.stop()
+        # after the engine: ends recorded during its grace period may still go out
+        await self.deliverer.stop()
         self.store.close()
 
     @asynccontextmanager

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from execflow.callbacks import Network, parse_networks
+
 
 def default_data_dir() -> Path:
     if env := os.environ.get("EXECFLOW_DATA_DIR"):
@@ -42,6 +44,9 @@ class Settings:
     load_examples: bool = False
     schedules: bool = True  # run workflows' cron schedules on this node
     schedule_poll_seconds: float = 15.0  # how soon newly stored schedules are seen at the latest
+    # non-public networks callbacks may go to anyway (loopback, private, ...): none by default
+    callback_allowed_networks: tuple[Network, ...] = ()
+    callback_retry_for: float = 86400.0  # seconds a failing callback is retried after the end
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -57,6 +62,14 @@ class Settings:
             values["shutdown_grace"] = float(env["EXECFLOW_SHUTDOWN_GRACE"])
         if "EXECFLOW_SCHEDULES" in env:
             values["schedules"] = parse_switch("EXECFLOW_SCHEDULES", env["EXECFLOW_SCHEDULES"])
+        if "EXECFLOW_CALLBACK_ALLOWED_NETWORKS" in env:
+            try:
+                networks = parse_networks(env["EXECFLOW_CALLBACK_ALLOWED_NETWORKS"])
+            except ValueError as exc:
+                raise ValueError(f"EXECFLOW_CALLBACK_ALLOWED_NETWORKS: {exc}") from exc
+            values["callback_allowed_networks"] = networks
+        if "EXECFLOW_CALLBACK_RETRY_FOR" in env:
+            values["callback_retry_for"] = float(env["EXECFLOW_CALLBACK_RETRY_FOR"])
         if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
             values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -594,6 +594,14 @@ class Store:
                 "lease_owner": owner,
                 "lease_expires_at": expires,
             }
+            if rec.callback is not None:  # the next end is a new event to call back
+                values.update(
+                    callback_state="pending",
+                    callback_attempts=0,
+                    callback_next_at=None,
+                    callback_last_status=None,
+                    callback_last_error=None,
+                )
             guard = sa.and_(e.c.id == execution_id, e.c.state == rec.state.value)
             if conn.execute(e.update().where(guard).values(values)).rowcount != 1:
                 raise Conflict(f"execution {execution_id!r} changed meanwhile; try again")
