@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from execflow.examples import example_files, media, reports
+from execflow.examples import example_files, media, orders, reports
 from execflow.records import ExecutionRecord
 from execflow.runtime import load_examples
 from execflow.states import ExecutionState, TaskRunState
@@ -24,6 +25,15 @@ INPUTS: dict[str, dict[str, Any]] = {
     "daily-sales-report": {"day": "2024-03-01"},
     "media-pipeline": {"object": "cats/tabby.jpg"},
     "service-health-check": {"url": STUB_URL},
+    "price-line": {"sku": "A-1", "quantity": 3},
+    "purchase-order": {
+        "order_id": "PO-7",
+        "lines": [{"sku": "A-1", "quantity": 3}, {"sku": "B-2", "quantity": 1}],
+    },
+}
+# Examples that wait for a person: the signal each gets once it waits.
+SIGNALS: dict[str, tuple[str, dict[str, Any]]] = {
+    "purchase-order": ("approval", {"approved": True, "by": "finance"}),
 }
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -63,7 +73,16 @@ def test_every_example_has_inputs_here() -> None:
 @pytest.mark.parametrize("name", _example_names())
 async def test_example_runs_to_completion(store: Store, name: str) -> None:
     async with examples(store) as h:
-        ex = await h.run(name, INPUTS[name])
+        if name not in SIGNALS:
+            ex = await h.run(name, INPUTS[name])
+        else:
+            started = await h.service.start(h.admin, name, INPUTS[name])
+            await h.engine.run_until_idle(until=h.clock.now() + timedelta(hours=1))
+            ex = await h.service.get_execution(h.admin, started.id)
+            assert ex.state == ExecutionState.WAITING_ON_SIGNAL, ex.error
+            await h.service.signal(h.admin, ex.id, *SIGNALS[name])
+            await h.engine.run_until_idle()
+            ex = await h.service.get_execution(h.admin, ex.id)
         assert ex.state == ExecutionState.COMPLETED, ex.error
         assert ex.error is None
         assert ex.outputs
@@ -187,3 +206,28 @@ async def test_health_check_does_not_retry_a_404(store: Store) -> None:
     assert attempts(ex, "report") == []
     assert ex.error is not None
     assert (ex.error["task"], ex.error["type"]) == ("call", "http_status")
+
+
+async def test_purchase_order_prices_each_line_in_a_child_and_places_what_was_approved(
+    store: Store,
+) -> None:
+    async with examples(store) as h:
+        started = await h.service.start(h.admin, "purchase-order", INPUTS["purchase-order"])
+        await h.engine.run_until_idle(until=h.clock.now() + timedelta(hours=1))
+        ex = await h.service.get_execution(h.admin, started.id)
+        assert ex.state == ExecutionState.WAITING_ON_SIGNAL
+        _, priced = await h.service.store_content(h.admin, ex.id, "priced")
+        # appended as each child ends, in whatever order they end
+        by_sku = sorted(priced, key=lambda line: line["sku"])
+        assert by_sku == [orders.quote("A-1", 3), orders.quote("B-2", 1)]
+        children, _ = await h.service.list_executions(h.admin, workflow="price-line")
+        assert {c.inputs["sku"] for c in children} == {"A-1", "B-2"}
+        await h.service.signal(h.admin, ex.id, "approval", {"approved": False, "by": "cfo"})
+        await h.engine.run_until_idle()
+        ex = await h.service.get_execution(h.admin, ex.id)
+        assert ex.outputs == {
+            "total": round(sum(line["amount"] for line in priced), 2),
+            "approved": False,
+            "approved_by": "cfo",
+            "placed": [],
+        }

@@ -274,3 +274,51 @@ def test_quickstart_runs_the_media_pipeline(tmp_path: Path, servers: list[Server
     assert ex["state"] == "COMPLETED", ex
     assert ex["outputs"]["published"] == "uploads/cats/tabby.jpg"
     assert ex["outputs"]["renditions"] == 3
+
+
+def test_an_approval_with_a_fan_out_and_sub_workflows_survives_a_restart_while_it_waits(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """The purchase-order example through the HTTP API: its lines are priced by child
+    executions into a store, it waits for an approval, the server is killed and restarted,
+    the approval arrives, and the order is placed from the store."""
+    data_dir, port = tmp_path / "data", free_port()
+    first = start_server(data_dir, port, "--examples")
+    servers.append(first)
+    lines = [{"sku": f"SKU-{i}", "quantity": i + 1} for i in range(5)]
+    r = first.client.post(
+        "/api/v1/workflows/purchase-order/executions",
+        json={"inputs": {"order_id": "PO-1", "lines": lines}},
+    )
+    assert r.status_code == 202, r.text
+    execution_id = r.json()["id"]
+    ex = first.wait_state(execution_id, {"WAITING_ON_SIGNAL", "FAILED"})
+    assert ex["state"] == "WAITING_ON_SIGNAL", ex
+    [pending] = ex["pending_signals"]
+    assert pending["schema"]["required"] == ["approved"]
+
+    os.kill(first.proc.pid, signal.SIGKILL)
+    assert first.proc.wait(timeout=10) == -signal.SIGKILL
+    second = start_server(data_dir, port, "--examples", log_name="restarted")
+    servers.append(second)
+    assert second.execution(execution_id)["state"] == "WAITING_ON_SIGNAL"
+    path = f"/api/v1/executions/{execution_id}"
+    r = second.client.post(f"{path}/signals/approval", json={"approved": "yes"})
+    assert r.status_code == 422, r.text
+    r = second.client.post(f"{path}/signals/approval", json={"approved": True, "by": "ops"})
+    assert r.status_code == 202, r.text
+
+    ex = second.wait_state(execution_id, {"COMPLETED", "FAILED", "CANCELED"})
+    assert ex["state"] == "COMPLETED", ex
+    priced = second.client.get(f"{path}/stores/priced").json()
+    assert priced["total"] == 5
+    assert ex["outputs"]["total"] == round(sum(line["amount"] for line in priced["items"]), 2)
+    assert (ex["outputs"]["approved"], ex["outputs"]["approved_by"]) == (True, "ops")
+    assert len(ex["outputs"]["placed"]) == 5
+    items = second.client.get(f"{path}/tasks/price/items").json()["items"]
+    children = {t["child"] for t in items}
+    assert len(children) == 5
+    child = second.execution(children.pop())
+    assert (child["state"], child["parent_id"]) == ("COMPLETED", execution_id)
+    logs = second.client.get(f"{path}/logs", params={"level": "notice"}).json()["items"]
+    assert any(e["message"] == "signal approval received" for e in logs)

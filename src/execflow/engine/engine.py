@@ -1214,8 +1214,9 @@ class Engine:
     def busy(self) -> bool:
         return bool(self._inflight or self._results or self._adopt or self._cancels)
 
-    async def run_until_idle(self, max_ticks: int = 100_000) -> None:
-        """Tick until nothing is in flight; with a ManualClock, jump to each pending timer."""
+    async def run_until_idle(self, max_ticks: int = 100_000, until: datetime | None = None) -> None:
+        """Tick until nothing is in flight; with a ManualClock, jump to each pending timer
+        (up to `until`, if given: later timers are left pending)."""
         manual = isinstance(self.clock, ManualClock)
         for _ in range(max_ticks):
             await self.tick()
@@ -1228,9 +1229,12 @@ class Engine:
                 or self._task_logs
             ):
                 continue
-            if manual and self._timers and not self._inflight:
+            due = self._timers and (until is None or self._timers[0][0] <= until)
+            if manual and due and not self._inflight:
                 self.clock.set(self._timers[0][0])  # type: ignore[attr-defined]
                 continue
+            if manual and self._timers and not due and not self._inflight:
+                return
             if self._inflight or self._timers:
                 timeout = 60.0 if manual else max(self._next_deadline_in(), 0.001)
                 with contextlib.suppress(TimeoutError):
