@@ -419,3 +419,65 @@ async def test_stores_and_fan_out_items_over_http(api: Api) -> None:
     assert_error(await api.client.get(f"{path}/tasks/done/items", headers=api.auth()), 404)
     detail = await execution(api, execution_id)
     assert [t["task"] for t in detail["tasks"]] == ["measure", "remember", "done"]
+
+
+# definitions of the new features, through PUT ---------------------------------------------------
+
+
+async def test_bad_schedules_fan_outs_stores_and_sub_workflows_are_refused_with_pointers(
+    api: Api,
+) -> None:
+    bad = {
+        "name": "bad",
+        "stores": {"found": {"type": "map"}},
+        "schedules": [{"name": "nightly", "cron": "0 25 * * *", "timezone": "Nowhere/City"}],
+        "tasks": {
+            "each": {"action": "echo", "for_each": "${{ 42"},
+            "many": {"action": "echo", "for_each": "${{ [1] }}", "concurrency": 0},
+            "call": {"action": "workflow", "with": {"workflow": "no such name!"}},
+            "keep": {"action": "echo", "store": {"name": "found"}},
+            "wait": {"action": "signal", "with": {"name": "go", "schema": {"type": "nope"}}},
+        },
+    }
+    r = await put(api, bad)
+    assert set(pointers(r)) >= {
+        "/schedules/0/cron",
+        "/schedules/0/timezone",
+        "/tasks/each/for_each",
+        "/tasks/many/concurrency",
+        "/tasks/call/with/workflow",
+        "/tasks/keep/store/key",
+        "/tasks/wait/with/schema",
+    }
+    assert_error(r, 422)
+    assert_error(await api.client.get("/api/v1/workflows/bad", headers=api.auth()), 404)
+
+
+async def test_a_schedule_starts_executions_seen_over_http(api: Api) -> None:
+    wf = {
+        "name": "ticking",
+        "parameters": {"who": {"type": "string", "required": True}},
+        "schedules": [{"name": "minutely", "cron": "* * * * *", "inputs": {"who": "cron"}}],
+        "tasks": {"hi": {"action": "echo", "with": {"who": "${{ params.who }}"}}},
+    }
+    r = await put(api, wf)
+    assert r.status_code == 201, r.text
+    scheduler = api.runtime.scheduler
+    assert scheduler is not None
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    started = await scheduler.tick(later)
+    assert len(started) == 1
+    await api.runtime.engine.tick()
+    r = await api.client.get(
+        "/api/v1/executions", params={"workflow": "ticking"}, headers=api.auth()
+    )
+    [item] = r.json()["items"]
+    detail = await execution(api, item["id"])
+    # the slot is a minute or two ahead of the real clock: the execution waits for it
+    assert detail["state"] == "WAITING"
+    slot = datetime.fromisoformat(detail["scheduled_at"])
+    assert datetime.now(UTC) < slot <= later
+    assert detail["inputs"] == {"who": "cron"}
+    assert detail["name"].startswith("minutely-")
+    assert detail["labels"] == {"execflow.schedule": "minutely"}
+    assert await scheduler.tick(later) == []  # a slot starts once

@@ -264,7 +264,13 @@ def test_quickstart_runs_the_media_pipeline(tmp_path: Path, servers: list[Server
     servers.append(server)
     assert "Loaded examples: " in server.output()
     names = {w["name"] for w in server.client.get("/api/v1/workflows").json()["items"]}
-    assert names == {"daily-sales-report", "media-pipeline", "service-health-check"}
+    assert names == {
+        "daily-sales-report",
+        "media-pipeline",
+        "price-line",
+        "purchase-order",
+        "service-health-check",
+    }
     r = server.client.post(
         "/api/v1/workflows/media-pipeline/executions",
         json={"inputs": {"object": "cats/tabby.jpg"}},

@@ -41,7 +41,6 @@ from execflow.engine import DefinitionCache
 from execflow.errors import InvalidDefinition, NotFound, PermissionDenied
 from execflow.levels import ERROR, NOTICE, WARNING
 from execflow.records import EventRecord, ExecutionRecord, Principal
-from execflow.states import ExecutionState
 from execflow.store import Store
 from execflow.store import outbox as sql
 from execflow.store.outbox import DELIVERED, FAILED, PENDING, AttemptRecord, OutboxEntry
@@ -188,11 +187,6 @@ class Deliverer:
         """Tick soon: an execution with a callback has ended."""
         self._wake.set()
 
-    def on_state(self, execution_id: str, state: ExecutionState) -> None:
-        """An engine listener (`Engine.listeners`): poke when an execution has ended."""
-        if state.terminal:
-            self.poke()
-
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
@@ -222,6 +216,8 @@ class Deliverer:
         attempt; returns when all of them are recorded. One that fails unexpectedly is
         logged and left to its lease."""
         now = self.clock.now()
+        if not await self.store.read(sql.any_due, self.store, now):
+            return []
         lease_until = now + timedelta(seconds=self.policy.timeout * 2)
         entries = await self.store.call(
             sql.claim_due, self.store, now, lease_until, self.concurrency

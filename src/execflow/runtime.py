@@ -59,7 +59,7 @@ class Runtime:
         service = Service(store, definitions, engine, clock, callback_policy=callback_policy)
         deliverer = Deliverer(store, definitions, callback_policy, clock)
         # committed ends wake the deliverer (an end on another node waits for its poll)
-        engine.listeners.append(deliverer.on_state)
+        engine.callback_listeners.append(deliverer.poke)
         scheduler = None
         if settings.schedules:
             scheduler = Scheduler(

@@ -146,6 +146,8 @@ class Engine:
         self._stopping = False
         self._draining = False
         self.listeners: list[Callable[[str, ExecutionState], None]] = []
+        # told when an execution with a callback has ended (committed)
+        self.callback_listeners: list[Callable[[], None]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._spawns: list[tuple[Run, Attempt, WorkflowArgs]] = []
         self._changed = asyncio.Event()
@@ -508,7 +510,8 @@ class Engine:
                 run.attempts[task_id] = attempt
                 self._begin(run, attempt, now, ops, starts, scheduled=False)
             # a fan-out over no items ends as it starts: what needs it may start now
-            ready = run.ready() if run.failure is None and not run.suspended else []
+            ended = any(run.attempts[t].state is T.COMPLETED for t in ready)
+            ready = run.ready() if ended and run.failure is None and not run.suspended else []
         active = run.active()
         if run.failure is not None:
             for a in active:  # failing the parent acts on its children
@@ -1130,6 +1133,10 @@ class Engine:
                 for listener in self.listeners:
                     listener(op.execution_id, op.state)
                 if op.state.terminal:
+                    run = self.runs.get(op.execution_id)
+                    if run is not None and run.has_callback:
+                        for notify in self.callback_listeners:
+                            notify()
                     for waiter in self._waiters.pop(op.execution_id, ()):
                         if not waiter.done():
                             waiter.set_result(None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from execflow.definition import Definition, StoreKind, Task
@@ -92,6 +93,7 @@ class Run:
     store_seq: dict[str, int] = field(default_factory=dict)
     fanouts: dict[str, FanOut] = field(default_factory=dict)
     project_id: str = ""
+    has_callback: bool = False
     parent_id: str | None = None
     depth: int = 0  # how many parents it has
     # children this execution already asked to stop (its failure, a timeout, a cancel)
@@ -114,6 +116,7 @@ class Run:
             scheduled_at=rec.scheduled_at,
             round=rec.round,
             project_id=rec.project_id,
+            has_callback=rec.callback is not None,
             parent_id=rec.parent_id,
             depth=_depth(rec.labels),
         )
@@ -168,7 +171,8 @@ class Run:
 
     def task(self, key: str) -> Task:
         """The task a task run (or a fan-out item's run) belongs to."""
-        return self.definition.tasks[split_key(key)[0]]
+        task = self.definition.tasks.get(key)
+        return task if task is not None else self.definition.tasks[split_key(key)[0]]
 
     def context(self, index: int | None = None, task_id: str | None = None) -> dict[str, Any]:
         """What expressions see: params, finished task outputs, stores and the execution;
@@ -182,19 +186,23 @@ class Run:
             "params": self.inputs,
             "tasks": tasks,
             "stores": self.stores,
-            "execution": {
-                "id": self.id,
-                "name": self.name,
-                "workflow": self.workflow,
-                "revision": self.revision,
-                "started_at": self.started_at.isoformat(),
-                "scheduled_at": (self.scheduled_at or self.started_at).isoformat(),
-            },
+            "execution": self._execution_context,
         }
         if index is not None and task_id is not None:
             ctx["item"] = self.fanouts[task_id].items[index]
             ctx["index"] = index
         return ctx
+
+    @cached_property
+    def _execution_context(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "workflow": self.workflow,
+            "revision": self.revision,
+            "started_at": self.started_at.isoformat(),
+            "scheduled_at": (self.scheduled_at or self.started_at).isoformat(),
+        }
 
     def ready(self) -> list[str]:
         """Tasks with no attempt yet whose dependencies have all completed, in DAG order."""

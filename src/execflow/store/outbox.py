@@ -65,6 +65,13 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def any_due(store: Store, now: datetime) -> bool:
+    """Whether any callback is due: a cheap read, so an idle outbox costs no write."""
+    q = sa.select(s.executions.c.id).where(_due(now)).limit(1)
+    with store.reading() as conn:
+        return conn.execute(q).first() is not None
+
+
 def claim_due(store: Store, now: datetime, lease_until: datetime, limit: int) -> list[OutboxEntry]:
     """Lease up to `limit` due entries (oldest end first) until `lease_until`, with secrets."""
     e = s.executions
@@ -155,7 +162,7 @@ def next_due(store: Store, now: datetime) -> datetime | None:
     q = sa.select(sa.func.min(e.c.callback_next_at)).where(
         e.c.callback_state == PENDING, e.c.state.in_(_ENDED), e.c.callback_next_at > now
     )
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         found: datetime | None = conn.execute(q).scalar_one_or_none()
     return found
 

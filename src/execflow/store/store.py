@@ -102,6 +102,10 @@ class Store:
         self._readers: list[Connection] = []
         self._tick_conn: Connection | None = None
 
+    def reading(self) -> Any:
+        """A connection for reads (see `_reader`), for SQL kept beside this module."""
+        return self._reader()
+
     @contextmanager
     def _reader(self) -> Iterator[Connection]:
         """A connection for reads. On SQLite each thread keeps one open: checking a pooled
