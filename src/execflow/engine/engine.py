@@ -838,6 +838,8 @@ class Engine:
         if not can_transition(run.state, state):
             raise AssertionError(f"illegal transition {run.state} -> {state} of {run.id}")
         level = _STATE_LEVELS.get(state, INFO)
+        if {run.state, state} == {E.RUNNING, E.WAITING}:
+            level = DEBUG  # tasks between timers (sleeps, back-offs): noise at info
         if level <= run.log_level:
             text = f"execution {state.value.lower()}"
             if error and state is not E.CANCELED:
