@@ -451,7 +451,9 @@ class Engine:
             attempt.state, attempt.output = T.COMPLETED, outcome.output
             if index is not None:
                 run.fanouts[tid].active.discard(index)
-            self._log(run, ops, now, DEBUG, "task", f"task {task_id} completed", task_id, number)
+            if run.log_level >= DEBUG:  # most executions keep no debug entries: skip the text
+                text = f"task {task_id} completed"
+                self._log(run, ops, now, DEBUG, "task", text, task_id, number)
             ops.append(
                 UpdateTaskRun(
                     run_id,
@@ -602,7 +604,8 @@ class Engine:
             return
         attempt.state = T.RUNNING
         tid = attempt.task_id
-        self._log(run, ops, now, DEBUG, "task", f"task {tid} started", tid, attempt.attempt)
+        if run.log_level >= DEBUG:
+            self._log(run, ops, now, DEBUG, "task", f"task {tid} started", tid, attempt.attempt)
         if action.placement is Placement.TIMER and action.wake_at is not None:
             attempt.wake_at = action.wake_at(args, now)
             self._add_timer(attempt.wake_at, "wake", key)
