@@ -26,7 +26,7 @@ from execflow.engine import DefinitionCache
 from execflow.errors import Conflict, InvalidDefinition
 from execflow.records import ExecutionRecord, Principal
 from execflow.schedules import Schedule, due_slots, next_slot, slot_execution_name
-from execflow.service import Service
+from execflow.service import Service, StartRequest
 from execflow.store import Store
 from execflow.store.schedules import (
     ScheduledWorkflow,
@@ -208,14 +208,15 @@ class Scheduler:
         """Start one slot; None when another node (or a person) already has."""
         name = slot_execution_name(schedule.name, slot)
         try:
-            record, created = await self.service.start_or_find(
-                _principal(wf, schedule),
-                wf.workflow_name,
-                dict(schedule.inputs),
+            request = StartRequest(
+                inputs=dict(schedule.inputs),
                 revision=wf.revision,
                 name=name,
                 labels={SCHEDULE_LABEL: schedule.name},
                 scheduled_at=slot,
+            )
+            record, created = await self.service.start_or_find(
+                _principal(wf, schedule), wf.workflow_name, request
             )
         except Conflict:
             return None  # taken, with other inputs (a person's run, or an older revision's)

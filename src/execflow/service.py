@@ -66,32 +66,47 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 @dataclass(frozen=True)
+class StartRequest:
+    """What a start asks for besides the workflow. `scheduled_at` puts the first task off
+    until then (the execution is WAITING); `log_level` is the floor of what its audit log
+    keeps (default info); `callback` is a URL sent the execution once it has ended; `stores`
+    gives initial content to the workflow's stores, over the definition's."""
+
+    inputs: dict[str, Any] | None = None
+    revision: int | None = None
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    log_level: int | str | None = None
+    scheduled_at: datetime | None = None
+    callback: str | None = None
+    stores: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
 class _Prepared:
+    """A start request once checked: its workflow, revision and resolved inputs."""
+
+    request: StartRequest
     wf: WorkflowRecord
     revision: int
     definition: Definition
     inputs: dict[str, Any]
     log_level: int
 
-    def digest(
-        self,
-        name: str | None,
-        labels: dict[str, str] | None,
-        scheduled_at: datetime | None,
-        callback: str | None,
-        stores: dict[str, Any] | None = None,
-    ) -> str:
+    def digest(self) -> str:
         """What identifies a start request, for its Idempotency-Key."""
+        r = self.request
         request = {
             "workflow": self.wf.id,
             "revision": self.revision,
             "inputs": self.inputs,
-            "name": name,
-            "labels": labels or {},
-            "scheduled_at": scheduled_at.isoformat() if scheduled_at else None,
+            "name": r.name,
+            "labels": r.labels or {},
+            "scheduled_at": r.scheduled_at.isoformat() if r.scheduled_at else None,
             "log_level": self.log_level,
-            "callback": callback,
-            "stores": stores or {},
+            "callback": r.callback,
+            "stores": r.stores or {},
         }
         canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -217,65 +232,25 @@ class Service:
     # executions ----------------------------------------------------------------------
 
     async def start(
-        self,
-        who: Principal,
-        workflow: str,
-        inputs: dict[str, Any] | None = None,
-        revision: int | None = None,
-        name: str | None = None,
-        labels: dict[str, str] | None = None,
-        log_level: int | str | None = None,
-        scheduled_at: datetime | None = None,
-        idempotency_key: str | None = None,
-        callback: str | None = None,
-        stores: dict[str, Any] | None = None,
+        self, who: Principal, workflow: str, inputs: dict[str, Any] | None = None, **options: Any
     ) -> ExecutionRecord:
-        """Validate and commit a new execution; it is durable when this returns.
-
-        See `start_or_find`, which also tells whether the execution is new."""
-        record, _ = await self.start_or_find(
-            who,
-            workflow,
-            inputs,
-            revision,
-            name,
-            labels,
-            log_level,
-            scheduled_at,
-            idempotency_key,
-            callback,
-            stores,
-        )
+        """Validate and commit a new execution; it is durable when this returns. `options`
+        are the other fields of a `StartRequest`; see `start_or_find`."""
+        request = StartRequest(inputs=inputs, **options)
+        record, _ = await self.start_or_find(who, workflow, request)
         return record
 
     async def start_or_find(
-        self,
-        who: Principal,
-        workflow: str,
-        inputs: dict[str, Any] | None = None,
-        revision: int | None = None,
-        name: str | None = None,
-        labels: dict[str, str] | None = None,
-        log_level: int | str | None = None,
-        scheduled_at: datetime | None = None,
-        idempotency_key: str | None = None,
-        callback: str | None = None,
-        stores: dict[str, Any] | None = None,
+        self, who: Principal, workflow: str, request: StartRequest
     ) -> tuple[ExecutionRecord, bool]:
         """Start an execution, or find the one this same request already started: a name is
         unique per workflow, and reusing it with the same inputs gives back that execution
         (False), with other inputs a Conflict naming them; an Idempotency-Key does the same
-        for any request within the retention period.
-
-        `scheduled_at` puts the first task off until then (the execution is WAITING);
-        `log_level` is the floor of what its audit log keeps (default info); `callback` is
-        a URL that is sent the execution once it has ended; `stores` gives initial content
-        to the workflow's stores, over the definition's."""
+        for any request within the retention period."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
-        p = await self._prepare(
-            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback, stores
-        )
-        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        p = await self._prepare(who, workflow, request)
+        key, name = request.idempotency_key, request.name
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
             detail = Detail("header:Idempotency-Key", "1 to 255 printable ASCII characters")
             raise InvalidInput(details=[detail])
         if name is not None:
@@ -293,7 +268,7 @@ class Service:
             name=name or execution_id,
             state=ExecutionState.INITIALIZING,
             inputs=p.inputs,
-            labels=dict(labels or {}),
+            labels=dict(request.labels or {}),
             outputs=None,
             error=None,
             created_at=now,
@@ -301,17 +276,14 @@ class Service:
             ended_at=None,
             updated_at=now,
             started_by=who.token_id,
-            scheduled_at=scheduled_at,
+            scheduled_at=request.scheduled_at,
             log_level=p.log_level,
-            callback=CallbackStatus(callback, "pending") if callback else None,
-            store_overlay=dict(stores) if stores else None,
+            callback=CallbackStatus(request.callback, "pending") if request.callback else None,
+            store_overlay=dict(request.stores) if request.stores else None,
         )
-        owner, expires = None, None
-        if self.engine is not None:
-            owner = self.engine.node_id
-            expires = now + timedelta(seconds=self.engine.settings.lease_seconds)
+        owner, expires = self._lease(now)
         try:
-            if idempotency_key is None:
+            if key is None:
                 await self.store.start(record, owner, expires)
             else:
                 if self._keys_swept is None or now - self._keys_swept > timedelta(hours=1):
@@ -323,8 +295,8 @@ class Service:
                     record,
                     owner,
                     expires,
-                    idempotency_key,
-                    p.digest(name, labels, scheduled_at, callback, stores),
+                    key,
+                    p.digest(),
                     retention,
                 )
                 if not created:
@@ -351,24 +323,10 @@ class Service:
             )
         return existing
 
-    async def plan(
-        self,
-        who: Principal,
-        workflow: str,
-        inputs: dict[str, Any] | None = None,
-        revision: int | None = None,
-        name: str | None = None,
-        labels: dict[str, str] | None = None,
-        log_level: int | str | None = None,
-        scheduled_at: datetime | None = None,
-        callback: str | None = None,
-        stores: dict[str, Any] | None = None,
-    ) -> Plan:
+    async def plan(self, who: Principal, workflow: str, request: StartRequest) -> Plan:
         """Validate a start exactly as `start` does and say what would run; store nothing."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
-        p = await self._prepare(
-            who, workflow, inputs, revision, name, labels, log_level, scheduled_at, callback, stores
-        )
+        p = await self._prepare(who, workflow, request)
         depth: dict[str, int] = {}
         for tid in p.definition.order:
             needs = p.definition.tasks[tid].needs
@@ -380,44 +338,35 @@ class Service:
             for tid in p.definition.order
         ]
         masked = mask_secrets(p.definition, p.inputs)
-        return Plan(p.wf.name, p.revision, masked, steps, scheduled_at, levels.name_of(p.log_level))
+        return Plan(
+            p.wf.name, p.revision, masked, steps, request.scheduled_at, levels.name_of(p.log_level)
+        )
 
-    async def _prepare(
-        self,
-        who: Principal,
-        workflow: str,
-        inputs: dict[str, Any] | None,
-        revision: int | None,
-        name: str | None,
-        labels: dict[str, str] | None,
-        log_level: int | str | None,
-        scheduled_at: datetime | None,
-        callback: str | None = None,
-        stores: dict[str, Any] | None = None,
-    ) -> _Prepared:
+    async def _prepare(self, who: Principal, workflow: str, request: StartRequest) -> _Prepared:
         """Everything a start checks, with every problem reported at once."""
+        r = request
         wf = await self.store.read(self.store.get_workflow, who.project_id, workflow)
-        number = wf.latest_revision if revision is None else revision
+        number = wf.latest_revision if r.revision is None else r.revision
         if not 1 <= number <= wf.latest_revision:
             raise InvalidInput(
                 details=[Detail("/revision", f"workflow {workflow!r} has no revision {number}")]
             )
         definition = await self.definitions.get(wf.id, number)
-        problems = _check_name_and_labels(name, labels)
+        problems = _check_name_and_labels(r.name, r.labels)
         level = levels.DEFAULT
-        if log_level is not None:
+        if r.log_level is not None:
             try:
-                level = levels.parse_level(log_level)
+                level = levels.parse_level(r.log_level)
             except ValueError as exc:
                 problems.append(Detail("/log_level", str(exc)))
-        if scheduled_at is not None and scheduled_at.tzinfo is None:
+        if r.scheduled_at is not None and r.scheduled_at.tzinfo is None:
             problems.append(Detail("/scheduled_at", "give a time zone (e.g. Z or +02:00)"))
-        if callback is not None:
+        if r.callback is not None:
             try:
-                check_url(callback, self.callback_policy)
+                check_url(r.callback, self.callback_policy)
             except CallbackRefused as exc:
                 problems.append(Detail("/callback", exc.reason))
-        for store, content in (stores or {}).items():
+        for store, content in (r.stores or {}).items():
             spec = definition.stores.get(store)
             if spec is None:
                 known = ", ".join(sorted(definition.stores)) or "none declared"
@@ -426,12 +375,12 @@ class Service:
                 problems.append(Detail(f"/stores/{store}", why))
         resolved: dict[str, Any] = {}
         try:
-            resolved = resolve_inputs(definition, inputs)
+            resolved = resolve_inputs(definition, r.inputs)
         except InvalidInput as exc:
             problems.extend(exc.details)
         if problems:
             raise InvalidInput("the start request is not valid", problems)
-        return _Prepared(wf, number, definition, resolved, level)
+        return _Prepared(r, wf, number, definition, resolved, level)
 
     async def wait_ended(
         self, who: Principal, record: ExecutionRecord, timeout: float
@@ -515,7 +464,8 @@ class Service:
 
     async def item_runs(
         self, who: Principal, execution_id: str, task: str, offset: int, limit: int
-    ) -> list[TaskRunRecord]:
+    ) -> tuple[list[TaskRunRecord], list[str]]:
+        """A page of a fan-out's item runs, and the secret values to mask in them."""
         require(who, Privilege.VIEW)
         record = await self.store.read(
             self.store.get_execution, execution_id, who.project_id, False
@@ -523,7 +473,8 @@ class Service:
         definition = await self.definition_of(record)
         if task not in definition.tasks or definition.tasks[task].for_each is None:
             raise NotFound(f"execution {execution_id!r} has no fan-out task {task!r}")
-        return await self.store.read(self.store.item_runs, execution_id, task, offset, limit)
+        runs = await self.store.read(self.store.item_runs, execution_id, task, offset, limit)
+        return runs, secret_values(definition, record.inputs)
 
     async def definition_of(self, record: ExecutionRecord) -> Definition:
         return await self.definitions.get(record.workflow_id, record.revision)

@@ -25,9 +25,10 @@ from execflow.api.schemas import (
     StorePage,
     TaskRunPublic,
 )
-from execflow.definition import StoreKind, secret_values
+from execflow.definition import StoreKind
 from execflow.errors import Detail, InvalidInput
 from execflow.records import EventRecord
+from execflow.service import StartRequest
 
 router = APIRouter(prefix="/api/v1", tags=["executions"])
 
@@ -90,35 +91,21 @@ async def start_execution(
     with the same request, answers 200 with the execution already started; other inputs, 409.
     With `Prefer: wait=N`, answers 200 with the ended execution if it ends within N seconds.
     """
-    b = body
+    request = StartRequest(
+        inputs=body.inputs,
+        revision=body.revision,
+        name=body.name,
+        labels=body.labels,
+        log_level=body.log_level,
+        scheduled_at=body.scheduled_at,
+        callback=body.callback,
+        stores=body.stores,
+        idempotency_key=idempotency_key,
+    )
     if dry_run:
         response.status_code = 200
-        plan = await service.plan(
-            who,
-            name,
-            b.inputs,
-            b.revision,
-            b.name,
-            b.labels,
-            b.log_level,
-            b.scheduled_at,
-            b.callback,
-            b.stores,
-        )
-        return PlanPublic.of(plan)
-    record, created = await service.start_or_find(
-        who,
-        name,
-        b.inputs,
-        b.revision,
-        b.name,
-        b.labels,
-        b.log_level,
-        b.scheduled_at,
-        idempotency_key,
-        b.callback,
-        b.stores,
-    )
+        return PlanPublic.of(await service.plan(who, name, request))
+    record, created = await service.start_or_find(who, name, request)
     response.headers["Location"] = f"/api/v1/executions/{record.id}"
     if not created:
         response.status_code = 200
@@ -220,9 +207,7 @@ async def item_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ItemRunList:
     """Every attempt of every item, by item then attempt."""
-    runs = await service.item_runs(who, execution_id, task, offset, limit + 1)
-    record = await service.get_execution(who, execution_id)
-    secrets = secret_values(await service.definition_of(record), record.inputs)
+    runs, secrets = await service.item_runs(who, execution_id, task, offset, limit + 1)
     return ItemRunList(
         items=[TaskRunPublic.of(r, secrets) for r in runs[:limit]],
         next_offset=offset + limit if len(runs) > limit else None,

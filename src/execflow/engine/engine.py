@@ -133,7 +133,6 @@ class Engine:
         self._results: list[tuple[Key, Outcome]] = []
         self._task_logs: list[tuple[Key, datetime, TaskLog]] = []
         self._adopt: list[tuple[ExecutionRecord, Definition | None]] = []
-        self._cancels: set[str] = set()
         self._commands: list[CommandRecord] = []
         self._commands_wanted = False
         self._touched: set[str] = set()
@@ -227,11 +226,6 @@ class Engine:
         self._adopt.append((record, definition))
         self._wake.set()
 
-    def request_cancel(self, execution_id: str) -> None:
-        """Cancel at once, without a grace period (the engine's own use: a stopping parent)."""
-        self._cancels.add(execution_id)
-        self._wake.set()
-
     def notify(self) -> None:
         """A command was recorded for an execution: look for commands at the next tick."""
         self._commands_wanted = True
@@ -260,7 +254,7 @@ class Engine:
         spawned = await self._spawn_children(now, ops, starts)
         if ops:
             await self._flush(ops, starts)
-        self._after_flush(ops, spawned)
+        self._adopt_children(spawned)
         for run, attempt, args in starts:
             if run.id in self.runs:
                 self._dispatch(run, attempt, args)
@@ -288,16 +282,11 @@ class Engine:
             self._commands_wanted = False
             self._commands = await self.store.read(self.store.pending_commands, self.node_id)
 
-    def _after_flush(
-        self, ops: list[Op], spawned: list[tuple[ExecutionRecord, Definition]]
-    ) -> None:
+    def _adopt_children(self, spawned: list[tuple[ExecutionRecord, Definition]]) -> None:
         for child, definition in spawned:
             if child.parent_id in self.runs:  # its parent's tick was written
                 self._adopt.append((child, definition))
                 self._wake.set()
-        if any(isinstance(op, InsertCommand) for op in ops):
-            self._commands_wanted = True  # for a parent or child this engine may hold
-            self._wake.set()
 
     async def _renew(self, now: datetime) -> None:
         expires = now + timedelta(seconds=self.settings.lease_seconds)
@@ -351,13 +340,6 @@ class Engine:
                 self._results.append((key, lost))
 
     def _drain(self, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]) -> None:
-        for run_id in self._cancels:
-            run = self.runs.get(run_id)
-            if run is not None:
-                run.cancel_requested = True
-                run.cancel_deadline = None
-                self._touched.add(run_id)
-        self._cancels.clear()
         commands, self._commands = self._commands, []
         for command in commands if not self._draining else ():
             # while draining, commands stay pending for whoever takes the executions over
@@ -1131,10 +1113,17 @@ class Engine:
                     self._drop(run_id)
                 starts.clear()
                 raise
+        self._announce(ops)
+
+    def _announce(self, ops: list[Op]) -> None:
+        """Tell whoever waits what the tick just committed."""
         self._changed.set()  # wake whoever follows executions live, then start afresh
         self._changed = asyncio.Event()
         for op in ops:
-            if isinstance(op, UpdateExecution):
+            if isinstance(op, InsertCommand):
+                self._commands_wanted = True  # for a parent or child this engine may hold
+                self._wake.set()
+            elif isinstance(op, UpdateExecution):
                 for listener in self.listeners:
                     listener(op.execution_id, op.state)
                 if op.state.terminal:
@@ -1224,7 +1213,7 @@ class Engine:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def busy(self) -> bool:
-        return bool(self._inflight or self._results or self._adopt or self._cancels)
+        return bool(self._inflight or self._results or self._adopt or self._commands_wanted)
 
     async def run_until_idle(self, max_ticks: int = 100_000, until: datetime | None = None) -> None:
         """Tick until nothing is in flight; with a ManualClock, jump to each pending timer
@@ -1235,7 +1224,6 @@ class Engine:
             if (
                 self._results
                 or self._adopt
-                or self._cancels
                 or self._touched
                 or self._commands_wanted
                 or self._task_logs

@@ -39,12 +39,6 @@ _LOGGING: dict[str, Callable[[Any, LogSink], Any]] = {
 }
 
 
-def clean(text: str) -> str:
-    """One task log line as it is sent: control characters and line breaks escaped, at
-    most 8192 characters."""
-    return levels.clean_line(text)
-
-
 def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(0.5)
@@ -78,7 +72,12 @@ class TaskLog:
     def __call__(self, level: int, stream: str, text: str, logger: str | None) -> None:
         line = None
         if self._sent < LOG_LINES_PER_TASK:  # read unlocked: only saves work when over
-            entry = {"level": level, "stream": stream, "message": clean(text), "logger": logger}
+            entry = {
+                "level": level,
+                "stream": stream,
+                "message": levels.clean_line(text),
+                "logger": logger,
+            }
             line = _dumps({"log": entry})
         with self._channel.lock:
             if not self._open:

@@ -335,7 +335,9 @@ class Store:
             ).scalar_one_or_none()
             if taken is not None:
                 raise Conflict(f"an execution named {rec.name!r} already exists ({taken})")
-            conn.execute(e.insert().values(_execution_values(rec, lease_owner, lease_expires_at)))
+            conn.execute(
+                e.insert().values(writes.execution_values(rec, lease_owner, lease_expires_at))
+            )
         return rec
 
     def create_executions(
@@ -370,7 +372,7 @@ class Store:
                     results.append(Conflict(f"an execution named {rec.name!r} already exists"))
                     continue
                 names.add(key)
-                rows.append(_execution_values(rec, owner, expires))
+                rows.append(writes.execution_values(rec, owner, expires))
                 results.append(rec)
             if rows and not race:
                 conn.execute(e.insert(), rows)
@@ -432,7 +434,7 @@ class Store:
             ).scalar_one_or_none()
             if taken is not None:
                 raise Conflict(f"an execution named {rec.name!r} already exists ({taken})")
-            conn.execute(e.insert().values(_execution_values(rec, owner, expires)))
+            conn.execute(e.insert().values(writes.execution_values(rec, owner, expires)))
             values = {
                 "request_digest": digest,
                 "execution_id": rec.id,
@@ -630,7 +632,7 @@ class Store:
     ) -> ExecutionRecord:
         """Create an execution that starts with the outputs of tasks another one completed."""
         with self.engine.begin() as conn:
-            conn.execute(s.executions.insert().values(_execution_values(rec, owner, expires)))
+            conn.execute(s.executions.insert().values(writes.execution_values(rec, owner, expires)))
             if reused:
                 conn.execute(s.task_runs.insert(), [writes.task_run_values(r) for r in reused])
         return replace(rec, task_runs=tuple(reused))
@@ -833,9 +835,6 @@ class GroupCommit:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
-
-
-_execution_values = writes.execution_values
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
