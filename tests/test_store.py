@@ -20,13 +20,20 @@ from execflow.clock import ManualClock
 from execflow.definition import Definition, parse_definition
 from execflow.engine import DefinitionCache
 from execflow.errors import Conflict, InvalidInput, NotFound
-from execflow.records import ExecutionRecord, Principal, TaskRunRecord, WorkflowRecord
+from execflow.records import EventRecord, ExecutionRecord, Principal, TaskRunRecord, WorkflowRecord
 from execflow.service import Service
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import LeaseLost, Store
 from execflow.store import schema as s
 from execflow.store.database import current_revision, head_revision
-from execflow.store.ops import FinishCommand, InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
+from execflow.store.ops import (
+    FinishCommand,
+    InsertEvent,
+    InsertTaskRun,
+    Op,
+    UpdateExecution,
+    UpdateTaskRun,
+)
 
 E = ExecutionState
 T = TaskRunState
@@ -604,6 +611,39 @@ def test_an_engine_that_lost_the_lease_cannot_write_task_runs(store: Store) -> N
     with pytest.raises(LeaseLost):
         store.apply("a", [UpdateTaskRun(ex, "a", 1, T.RUNNING, T.COMPLETED, output=1)])
     assert store.get_execution(ex) == before
+
+
+def _note(execution_id: str) -> InsertEvent:
+    return InsertEvent(EventRecord(execution_id, at(40), 6, "note", "written by a stale engine"))
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_an_engine_that_lost_the_lease_cannot_insert_either(store: Store, count: int) -> None:
+    wf = workflow(store)
+    lost = [_running(store, wf, f"run{i}") for i in range(count)]
+    kept = _running(store, wf, "kept")
+    assert ids(store.claim("b", count, at(90), at(31))) == set(lost)
+    with pytest.raises(LeaseLost) as caught:
+        store.apply("a", [*(_note(ex) for ex in lost), _note(kept)])
+    assert caught.value.ids == set(lost)
+    assert all(not store.list_events(ex) for ex in [*lost, kept])
+
+
+def test_an_insert_fenced_by_the_update_beside_it_is_undone_with_it(store: Store) -> None:
+    wf = workflow(store)
+    ex = _running(store, wf, "run")
+    assert ids(store.claim("b", 1, at(90), at(31))) == {ex}
+    with pytest.raises(LeaseLost):
+        store.apply(
+            "a",
+            [
+                InsertTaskRun(task_run(ex, "b")),
+                _note(ex),
+                UpdateTaskRun(ex, "a", 1, T.RUNNING, T.COMPLETED, output=1),
+            ],
+        )
+    assert not store.list_events(ex)
+    assert [(r.task_id, r.state) for r in store.get_execution(ex).task_runs] == [("a", T.RUNNING)]
 
 
 # idempotency keys ---------------------------------------------------------------------------

@@ -216,29 +216,39 @@ def _write_log(conn: Connection, ops: Sequence[Op]) -> None:
         conn.execute(stmt, ended)
 
 
+_FENCED_INSERTS = (
+    InsertTaskRun | InsertEvent | FinishCommand | InsertStoreEntry | InsertExecution | InsertCommand
+)
+_HELD_ONE = sa.select(s.executions.c.id).where(
+    s.executions.c.id == sa.bindparam("id"), s.executions.c.lease_owner == sa.bindparam("owner")
+)
+_HELD_MANY = sa.select(s.executions.c.id).where(
+    s.executions.c.id.in_(sa.bindparam("ids", expanding=True)),
+    s.executions.c.lease_owner == sa.bindparam("owner"),
+)
+
+
 def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
-    """Task-run writes are fenced by the lease too; one query for the whole batch."""
-    touched = sorted(
-        {
-            op.execution_id
-            for op in ops
-            if isinstance(
-                op,
-                InsertTaskRun
-                | InsertEvent
-                | FinishCommand
-                | InsertStoreEntry
-                | InsertExecution
-                | InsertCommand,
-            )
-        }
-    )
-    e = s.executions
-    held: set[str] = set()
-    for i in range(0, len(touched), 500):
-        chunk = touched[i : i + 500]
-        q = sa.select(e.c.id).where(e.c.id.in_(chunk), e.c.lease_owner == owner)
-        held.update(conn.execute(q).scalars())
+    """Inserts are fenced by the lease too. The guarded updates of a batch fence their own
+    executions (the batch is one transaction, so a failed guard undoes its inserts as well);
+    the executions the batch only inserts for are checked with one query."""
+    inserted: set[str] = set()
+    updated: set[str] = set()
+    for op in ops:
+        if isinstance(op, UpdateTaskRun | UpdateExecution):
+            updated.add(op.execution_id)
+        elif isinstance(op, _FENCED_INSERTS):
+            inserted.add(op.execution_id)
+    touched = sorted(inserted - updated)
+    if not touched:
+        return
+    if len(touched) == 1:
+        held = set(conn.execute(_HELD_ONE, {"id": touched[0], "owner": owner}).scalars())
+    else:
+        held = set()
+        for i in range(0, len(touched), 500):
+            chunk = touched[i : i + 500]
+            held.update(conn.execute(_HELD_MANY, {"ids": chunk, "owner": owner}).scalars())
     if len(held) != len(touched):
         raise LeaseLost(set(touched) - held)
 
