@@ -679,3 +679,44 @@ def test_a_name_taken_by_another_process_meanwhile_fails_only_its_own_start(
     assert isinstance(results[0], Conflict)
     assert results[1] == fine
     assert {e.name for e in store.list_executions(wf.project_id)[0]} == {"f" * 32, "fine"}
+
+
+async def test_reads_survive_the_database_dropping_their_kept_connections(store: Store) -> None:
+    """Reader threads keep their connections; a database restart drops them, and the next
+    read opens a new one instead of failing."""
+    if store.is_sqlite:
+        pytest.skip("SQLite connections are files, nothing drops them")
+    wf = workflow(store)
+    assert (await store.read(store.get_workflow, wf.project_id, wf.name)).id == wf.id
+    database = store.engine.url.database
+    with store.engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        ).scalar_one()
+    assert killed >= 1
+    for _ in range(6):  # every reader thread meets its dead connection once
+        assert (await store.read(store.get_workflow, wf.project_id, wf.name)).id == wf.id
+
+
+def test_a_stale_engine_inserting_a_row_the_new_owner_wrote_loses_its_lease(
+    store: Store,
+) -> None:
+    """The clash on the row comes before the guard beside it can fail: still LeaseLost."""
+    wf = workflow(store)
+    ex = _running(store, wf, "run")
+    assert ids(store.claim("b", 1, at(90), at(31))) == {ex}
+    store.apply("b", [InsertTaskRun(task_run(ex, "b"))])
+    with pytest.raises(LeaseLost) as lost:
+        store.apply(
+            "a",
+            [
+                InsertTaskRun(task_run(ex, "b")),
+                UpdateTaskRun(ex, "a", 1, T.RUNNING, T.COMPLETED, output=1),
+            ],
+        )
+    assert lost.value.ids == {ex}
+    assert store.get_execution(ex).task_runs[0].state == T.RUNNING

@@ -96,7 +96,9 @@ class Store:
         self.is_sqlite = engine.dialect.name == "sqlite"
         writers = 1 if self.is_sqlite else 4
         self._writes = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="execflow-dbw")
-        self._reads = ThreadPoolExecutor(max_workers=3, thread_name_prefix="execflow-dbr")
+        self._reads = ThreadPoolExecutor(
+            max_workers=3, thread_name_prefix="execflow-dbr", initializer=self._reader_thread
+        )
         self._starts = GroupCommit(self)
         self._local = threading.local()
         self._readers: list[Connection] = []
@@ -106,18 +108,29 @@ class Store:
         """A connection for reads (see `_reader`), for SQL kept beside this module."""
         return self._reader()
 
+    def _reader_thread(self) -> None:
+        self._local.keeps = True
+
     @contextmanager
     def _reader(self) -> Iterator[Connection]:
-        """A connection for reads. On SQLite each thread keeps one open: checking a pooled
-        connection out and resetting it costs more than the read. pysqlite opens no
-        transaction for a SELECT, so every read sees the latest commit."""
-        if not self.is_sqlite:
+        """A connection for reads. SQLite (on every thread) and the reader threads keep one
+        open: checking a pooled connection out, pinging it and resetting it costs more than
+        the read (on PostgreSQL three round trips besides the query). pysqlite opens no
+        transaction for a SELECT, and the kept PostgreSQL connections run in autocommit, so
+        every statement sees the latest commit, as it would under READ COMMITTED."""
+        if not (self.is_sqlite or getattr(self._local, "keeps", False)):
             with self.engine.connect() as pooled:
                 yield pooled
             return
         kept: Connection | None = getattr(self._local, "conn", None)
-        if kept is None or kept.closed:
-            kept = self._local.conn = self.engine.connect()
+        if kept is None or kept.closed or kept.invalidated:
+            if kept is not None:
+                kept.close()
+                self._readers.remove(kept)
+            kept = self.engine.connect()
+            if not self.is_sqlite:
+                kept = kept.execution_options(isolation_level="AUTOCOMMIT")
+            self._local.conn = kept
             self._readers.append(kept)
         try:
             yield kept
@@ -138,8 +151,18 @@ class Store:
         runs on the reader threads."""
         if self.is_sqlite:
             return fn(*args, **kwargs)
+
+        def once_more_if_dropped() -> R:
+            try:
+                return fn(*args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # The kept connection died (a database restart): the read is safe to repeat.
+                return fn(*args, **kwargs)
+
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reads, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._reads, once_more_if_dropped)
 
     async def start(
         self, record: ExecutionRecord, owner: str | None, expires: datetime | None
@@ -150,7 +173,7 @@ class Store:
     def close(self) -> None:
         self._writes.shutdown(wait=True)
         self._reads.shutdown(wait=True)
-        for conn in self._readers:
+        for conn in list(self._readers):
             conn.close()
         if self._tick_conn is not None:
             self._tick_conn.close()

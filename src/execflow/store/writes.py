@@ -138,6 +138,16 @@ def apply(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")  # see Store.apply
         complete = _write(conn, owner, ops)
+    except sa.exc.IntegrityError:
+        # Another engine took an execution over and wrote the same row first: its insert
+        # clashes before the guarded update beside it could fail. Name the lost leases.
+        transaction.rollback()
+        with conn.begin():
+            fenced = {op.execution_id for op in ops if isinstance(op, _FENCED_INSERTS)}
+            lost = _not_held(conn, owner, fenced)
+        if lost:
+            raise LeaseLost(lost) from None
+        raise
     except BaseException:
         transaction.rollback()
         raise
@@ -239,9 +249,16 @@ def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
             updated.add(op.execution_id)
         elif isinstance(op, _FENCED_INSERTS):
             inserted.add(op.execution_id)
-    touched = sorted(inserted - updated)
+    lost = _not_held(conn, owner, inserted - updated)
+    if lost:
+        raise LeaseLost(lost)
+
+
+def _not_held(conn: Connection, owner: str, ids: set[str]) -> set[str]:
+    """Those of `ids` whose lease `owner` does not hold."""
+    touched = sorted(ids)
     if not touched:
-        return
+        return set()
     if len(touched) == 1:
         held = set(conn.execute(_HELD_ONE, {"id": touched[0], "owner": owner}).scalars())
     else:
@@ -249,8 +266,7 @@ def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
         for i in range(0, len(touched), 500):
             chunk = touched[i : i + 500]
             held.update(conn.execute(_HELD_MANY, {"ids": chunk, "owner": owner}).scalars())
-    if len(held) != len(touched):
-        raise LeaseLost(set(touched) - held)
+    return ids - held
 
 
 def _groups(owner: str, ops: Sequence[Op]) -> list[tuple[str, tuple[str, ...], list[Any]]]:
