@@ -26,7 +26,14 @@ def assert_error(r: httpx.Response, status: int) -> dict[str, Any]:
     return error
 
 
+async def ensure_project(api: Api, project: str) -> None:
+    r = await api.client.post("/api/v1/projects", json={"name": project}, headers=api.auth())
+    assert r.status_code in (201, 409), r.text
+
+
 async def new_token(api: Api, project: str, role: str, as_token: str | None = None) -> str:
+    if as_token is None:
+        await ensure_project(api, project)
     r = await api.client.post(
         f"/api/v1/projects/{project}/tokens",
         json={"role": role, "description": f"{role} of {project}"},
@@ -238,13 +245,14 @@ async def test_an_admin_of_another_project_administers_only_its_own(api: Api) ->
     viewer = await new_token(api, "team-b", "viewer", as_token=team_admin)
     r = await api.client.get("/api/v1/workflows", headers=api.auth(viewer))
     assert r.status_code == 200, r.text
-    for project in ("default", "team-c"):
+    await ensure_project(api, "team-c")
+    for project in ("default", "team-c", "no-such-project"):
         r = await api.client.post(
             f"/api/v1/projects/{project}/tokens",
             json={"role": "admin"},
             headers=api.auth(team_admin),
         )
-        assert_error(r, 403)
+        assert_error(r, 404)  # another tenant's project is as good as absent
 
 
 # secrets -------------------------------------------------------------------------------------

@@ -340,6 +340,30 @@ def test_token_create_viewer_reads_but_cannot_write(cli: Cli) -> None:
     assert "403" in result.stderr
 
 
+def test_projects_and_tokens_are_administered_from_the_cli(cli: Cli) -> None:
+    assert cli("project", "create", "team-a").exit_code == 0
+    result = cli("project", "create", "team-a")
+    assert result.exit_code == 1 and "409" in result.stderr
+    assert cli("project", "list").stdout.split()[::2] == ["default", "team-a"]
+    result = cli(
+        "token", "create", "--project", "team-a", "--role", "scheduler", "--expires-in", "7d"
+    )
+    assert result.exit_code == 0, result.output
+    secret = result.stdout.strip()
+    listed = cli("token", "list", "--project", "team-a").stdout.splitlines()
+    assert len(listed) == 1 and secret not in listed[0]
+    token_id, role, state, expires, last_used = listed[0].split("\t")[:5]
+    assert (role, state, last_used) == ("scheduler", "active", "-") and expires != "-"
+    assert cli("ls", token=secret).exit_code == 0
+    result = cli("token", "revoke", token_id, "--project", "team-a")
+    assert result.exit_code == 0, result.output
+    assert "revoked" in cli("token", "list", "--project", "team-a").stdout
+    result = cli("ls", token=secret)
+    assert result.exit_code == 1 and "401" in result.stderr
+    result = cli("token", "create", "--role", "root")
+    assert result.exit_code == 2 and "root" in result.stderr
+
+
 def test_a_bad_token_is_refused(cli: Cli) -> None:
     result = cli("ls", token="not-a-token")
     assert result.exit_code == 1

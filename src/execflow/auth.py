@@ -17,18 +17,28 @@ class Privilege(enum.StrEnum):
 
 
 _P = Privilege
+# The one table of roles. Every entry point (native API, CLI, vendor dialects) checks a
+# privilege, never a role; docs/security.md shows this table and a test keeps them equal.
 ROLE_PRIVILEGES: dict[str, frozenset[Privilege]] = {
     "viewer": frozenset({_P.VIEW}),
-    "operator": frozenset(
+    # may start executions but not steer them (Onedata's schedule vs manage split)
+    "scheduler": frozenset({_P.VIEW, _P.SCHEDULE_EXECUTIONS}),
+    "operator": frozenset({_P.VIEW, _P.SCHEDULE_EXECUTIONS, _P.MANAGE_EXECUTIONS}),
+    "developer": frozenset(
         {_P.VIEW, _P.SCHEDULE_EXECUTIONS, _P.MANAGE_EXECUTIONS, _P.MANAGE_WORKFLOWS}
     ),
     "admin": frozenset(_P),
 }
+ROLES = tuple(ROLE_PRIVILEGES)
 
 # Admins of this project may also administer every other project (create tokens there).
 SYSTEM_PROJECT = "default"
 
 
+def allows(principal: Principal, privilege: Privilege) -> bool:
+    return privilege in ROLE_PRIVILEGES.get(principal.role, frozenset())
+
+
 def require(principal: Principal, privilege: Privilege) -> None:
-    if privilege not in ROLE_PRIVILEGES.get(principal.role, frozenset()):
+    if not allows(principal, privilege):
         raise PermissionDenied(f"role {principal.role!r} lacks the {privilege.value!r} privilege")

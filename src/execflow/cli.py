@@ -17,6 +17,7 @@ import uvicorn
 
 from execflow import __version__, levels
 from execflow.api import create_app
+from execflow.auth import ROLES
 from execflow.client import ApiError, Client
 from execflow.definition import load_text
 from execflow.errors import ExecflowError
@@ -445,20 +446,73 @@ def signal(ctx: click.Context, execution_id: str, name: str, data: str) -> None:
 
 
 @main.group()
+def project() -> None:
+    """Manage projects (admins of the default project)."""
+
+
+@project.command("create")
+@click.argument("name")
+@click.pass_context
+def project_create(ctx: click.Context, name: str) -> None:
+    """Create project NAME."""
+    with _client(ctx) as client:
+        created = client.create_project(name)
+    click.echo(f"project {created['name']} created")
+
+
+@project.command("list")
+@click.pass_context
+def project_list(ctx: click.Context) -> None:
+    """List the projects this token may see."""
+    with _client(ctx) as client:
+        items = client.list_projects()["items"]
+    for p in items:
+        click.echo(f"{p['name']}\t{p['created_at']}")
+
+
+@main.group()
 def token() -> None:
-    """Manage tokens."""
+    """Manage tokens (admins of their project, or of the default project)."""
 
 
 @token.command("create")
 @click.option("--project", default="default", show_default=True)
-@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--description", default="")
+@click.option("--expires-in", help="A lifetime such as 30d or 12h (default: no expiry)")
 @click.pass_context
-def token_create(ctx: click.Context, project: str, role: str, description: str) -> None:
+def token_create(
+    ctx: click.Context, project: str, role: str, description: str, expires_in: str | None
+) -> None:
     """Create a token and print it (it is shown only once)."""
     with _client(ctx) as client:
-        created = client.create_token(project, role, description)
+        created = client.create_token(project, role, description, expires_in)
     click.echo(created["token"])
+
+
+@token.command("list")
+@click.option("--project", default="default", show_default=True)
+@click.pass_context
+def token_list(ctx: click.Context, project: str) -> None:
+    """List a project's tokens: id, role, state, expiry, last use, description."""
+    with _client(ctx) as client:
+        items = client.list_tokens(project)["items"]
+    for t in items:
+        fields = (t["id"], t["role"], t["state"], t["expires_at"], t["last_used_at"])
+        click.echo(
+            "\t".join("-" if f is None else str(f) for f in fields) + "\t" + t["description"]
+        )
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@click.option("--project", default="default", show_default=True)
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: str, project: str) -> None:
+    """Revoke TOKEN_ID; it stops working at once."""
+    with _client(ctx) as client:
+        revoked = client.revoke_token(project, token_id)
+    click.echo(f"token {revoked['id']} revoked")
 
 
 @main.group()

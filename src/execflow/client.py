@@ -107,6 +107,20 @@ class Client:
         query = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", f"/api/v1/executions/{execution_id}/logs", params=query)
 
-    def create_token(self, project: str, role: str, description: str) -> Any:
-        body = {"role": role, "description": description}
+    def create_project(self, name: str) -> Any:
+        return self.request("POST", "/api/v1/projects", json={"name": name})
+
+    def list_projects(self) -> Any:
+        return self.request("GET", "/api/v1/projects")
+
+    def create_token(
+        self, project: str, role: str, description: str, expires_in: str | None = None
+    ) -> Any:
+        body = {"role": role, "description": description, "expires_in": expires_in}
         return self.request("POST", f"/api/v1/projects/{project}/tokens", json=body)
+
+    def list_tokens(self, project: str) -> Any:
+        return self.request("GET", f"/api/v1/projects/{project}/tokens")
+
+    def revoke_token(self, project: str, token_id: str) -> Any:
+        return self.request("DELETE", f"/api/v1/projects/{project}/tokens/{token_id}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from execflow.auth import SYSTEM_PROJECT, Privilege, require
+from execflow.auth import SYSTEM_PROJECT, Privilege, allows, require
 from execflow.callbacks import (
     CallbackPolicy,
     DeliveryResult,
@@ -38,7 +38,7 @@ from execflow.clock import Clock, SystemClock
 from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.durations import format_duration
 from execflow.engine import DefinitionCache
-from execflow.errors import InvalidDefinition, NotFound, PermissionDenied
+from execflow.errors import InvalidDefinition, NotFound
 from execflow.levels import ERROR, NOTICE, WARNING
 from execflow.records import EventRecord, ExecutionRecord, Principal
 from execflow.store import Store
@@ -113,9 +113,10 @@ def _time(at: datetime | None) -> str | None:
 async def callback_secret(store: Store, who: Principal, project: str) -> str:
     """The key that signs a project's callbacks, made on first use; for admins of that
     project, or of the default project (who administer every project)."""
+    system_admin = who.project_name == SYSTEM_PROJECT and allows(who, Privilege.ADMIN)
+    if project != who.project_name and not system_admin:
+        raise NotFound(f"project {project!r} not found")  # as if absent: no probing
     require(who, Privilege.ADMIN)
-    if project != who.project_name and who.project_name != SYSTEM_PROJECT:
-        raise PermissionDenied("only admins of the default project manage other projects")
     secret = await store.call(sql.callback_secret, store, project)
     if secret is None:
         raise NotFound(f"project {project!r} not found")

@@ -20,6 +20,35 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class ProjectRecord:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as listed: everything but its secret, of which only a hash is stored."""
+
+    id: str
+    project_id: str
+    role: str
+    description: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    created_by: str | None
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
 class WorkflowRecord:
     id: str
     project_id: str

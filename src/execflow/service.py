@@ -18,11 +18,10 @@ from typing import Any
 
 from execflow import levels
 from execflow.actions.signal import check_payload
-from execflow.auth import SYSTEM_PROJECT, Privilege, require
+from execflow.auth import Privilege, require
 from execflow.callbacks import CallbackPolicy, CallbackRefused, check_url
 from execflow.clock import Clock, SystemClock
 from execflow.definition import (
-    NAME_RE,
     Definition,
     StoreKind,
     mask_secrets,
@@ -39,7 +38,6 @@ from execflow.errors import (
     InvalidInput,
     NotAuthenticated,
     NotFound,
-    PermissionDenied,
 )
 from execflow.records import (
     CallbackStatus,
@@ -52,7 +50,7 @@ from execflow.records import (
 )
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
-from execflow.store.store import ROLES, new_id
+from execflow.store.store import new_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _EXEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -676,23 +674,6 @@ class Service:
         if self.engine is not None:
             self.engine.notify()
         return record
-
-    # tokens --------------------------------------------------------------------------
-
-    async def create_token(
-        self, who: Principal, project: str, role: str, description: str = ""
-    ) -> tuple[str, str]:
-        require(who, Privilege.ADMIN)
-        if role not in ROLES:
-            choices = ", ".join(ROLES)
-            raise InvalidInput(details=[Detail("/role", f"unknown role {role!r} ({choices})")])
-        if project != who.project_name and who.project_name != SYSTEM_PROJECT:
-            raise PermissionDenied("only admins of the default project manage other projects")
-        now = self.clock.now()
-        if not NAME_RE.fullmatch(project):
-            raise InvalidInput(details=[Detail("/project", f"{project!r} is not a valid name")])
-        project_id = await self.store.call(self.store.ensure_project, project, now)
-        return await self.store.call(self.store.create_token, project_id, role, now, description)
 
 
 def _downstream(definition: Definition, task_id: str) -> set[str]:

@@ -1,12 +1,14 @@
-"""`/api/v1/projects/{project}/callback-secret`: the key that signs a project's callbacks."""
+"""`/api/v1/projects`: create and list projects (admins of the default project), and the key
+that signs a project's callbacks."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from execflow import admin
 from execflow.api.deps import PrincipalDep, ServiceDep
-from execflow.api.schemas import ErrorBody
+from execflow.api.schemas import ErrorBody, ProjectCreate, ProjectList, ProjectPublic
 from execflow.callbacks import SIGNATURE_HEADER
 from execflow.outbox import callback_secret
 
@@ -21,6 +23,47 @@ class CallbackSecretPublic(BaseModel):
         description=f"The HMAC-SHA256 key (its UTF-8 bytes) of `{SIGNATURE_HEADER}`, which is "
         "`sha256=` and the hex digest of the exact request body"
     )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ProjectPublic,
+    responses={
+        401: {"model": ErrorBody},
+        403: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+    },
+    summary="Create a project (admins of the default project)",
+)
+async def create_project(
+    body: ProjectCreate, response: Response, service: ServiceDep, who: PrincipalDep
+) -> ProjectPublic:
+    project = await admin.create_project(service, who, body.name)
+    response.headers["Location"] = f"/api/v1/projects/{project.name}"
+    return ProjectPublic.of(project)
+
+
+@router.get(
+    "",
+    response_model=ProjectList,
+    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
+    summary="List the projects the caller may see (all of them for admins of default)",
+)
+async def list_projects(service: ServiceDep, who: PrincipalDep) -> ProjectList:
+    projects = await admin.list_projects(service, who)
+    return ProjectList(items=[ProjectPublic.of(p) for p in projects])
+
+
+@router.get(
+    "/{project}",
+    response_model=ProjectPublic,
+    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    summary="Get a project",
+)
+async def get_project(project: str, service: ServiceDep, who: PrincipalDep) -> ProjectPublic:
+    return ProjectPublic.of(await admin.get_project(service, who, project))
 
 
 @router.get(

@@ -8,13 +8,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from execflow import levels
+from execflow.auth import ROLES
 from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.records import (
     CallbackStatus,
     EventRecord,
     ExecutionRecord,
+    ProjectRecord,
     RevisionRecord,
     TaskRunRecord,
+    TokenRecord,
     WorkflowRecord,
 )
 from execflow.service import PendingSignal, Plan, pending_signals
@@ -353,15 +356,67 @@ class ExecutionList(_Out):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
 
 
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=64, description="Letters, digits, '-' and '_'")
+
+
+class ProjectPublic(_Out):
+    name: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, p: ProjectRecord) -> ProjectPublic:
+        return cls(name=p.name, created_at=p.created_at)
+
+
+class ProjectList(_Out):
+    items: list[ProjectPublic]
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: str = Field(description="viewer, operator or admin")
-    description: str = ""
+    role: str = Field(description=f"One of {', '.join(ROLES)} (see docs/security.md)")
+    description: str = Field(default="", max_length=500)
+    expires_at: datetime | None = Field(default=None, description="When it stops working")
+    expires_in: str | None = Field(
+        default=None, max_length=32, description="Or a lifetime from now, such as `30d`"
+    )
 
 
-class TokenPublic(_Out):
+class TokenInfo(_Out):
     id: str
     project: str
     role: str
+    description: str
+    state: str = Field(description="active, expired or revoked")
+    created_at: datetime
+    created_by: str | None = Field(description="The id of the token that created it")
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="Recorded at most once a minute")
+
+    @classmethod
+    def of(cls, t: TokenRecord, project: str, now: datetime) -> TokenInfo:
+        return cls(
+            id=t.id,
+            project=project,
+            role=t.role,
+            description=t.description,
+            state=t.state(now),
+            created_at=t.created_at,
+            created_by=t.created_by,
+            expires_at=t.expires_at,
+            revoked_at=t.revoked_at,
+            last_used_at=t.last_used_at,
+        )
+
+
+class TokenList(_Out):
+    items: list[TokenInfo]
+
+
+class TokenPublic(TokenInfo):
     token: str = Field(description="Shown once; only its hash is stored")

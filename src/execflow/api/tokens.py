@@ -1,24 +1,73 @@
-"""`/api/v1/projects/{project}/tokens`: issue tokens (admins only)."""
+"""`/api/v1/projects/{project}/tokens`: issue, list and revoke a project's tokens (admins)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
+from execflow import admin
 from execflow.api.deps import PrincipalDep, ServiceDep
-from execflow.api.schemas import ErrorBody, TokenCreate, TokenPublic
+from execflow.api.schemas import ErrorBody, TokenCreate, TokenInfo, TokenList, TokenPublic
 
 router = APIRouter(prefix="/api/v1/projects", tags=["tokens"])
+
+_ERRORS: dict[int | str, dict[str, type]] = {
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+}
 
 
 @router.post(
     "/{project}/tokens",
     status_code=201,
     response_model=TokenPublic,
-    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody}},
-    summary="Create a token (the project is created if needed)",
+    responses={**_ERRORS, 422: {"model": ErrorBody}},
+    summary="Create a token (its secret is shown only in this answer)",
 )
 async def create_token(
-    project: str, body: TokenCreate, service: ServiceDep, who: PrincipalDep
+    project: str, body: TokenCreate, response: Response, service: ServiceDep, who: PrincipalDep
 ) -> TokenPublic:
-    token_id, secret = await service.create_token(who, project, body.role, body.description)
-    return TokenPublic(id=token_id, project=project, role=body.role, token=secret)
+    token, secret = await admin.create_token(
+        service, who, project, body.role, body.description, body.expires_at, body.expires_in
+    )
+    response.headers["Cache-Control"] = "no-store"
+    info = TokenInfo.of(token, project, service.clock.now())
+    return TokenPublic(**info.model_dump(), token=secret)
+
+
+@router.get(
+    "/{project}/tokens",
+    response_model=TokenList,
+    responses=_ERRORS,
+    summary="List a project's tokens, revoked and expired ones included (never secrets)",
+)
+async def list_tokens(project: str, service: ServiceDep, who: PrincipalDep) -> TokenList:
+    now = service.clock.now()
+    tokens = await admin.list_tokens(service, who, project)
+    return TokenList(items=[TokenInfo.of(t, project, now) for t in tokens])
+
+
+@router.get(
+    "/{project}/tokens/{token_id}",
+    response_model=TokenInfo,
+    responses=_ERRORS,
+    summary="Get one token (never its secret)",
+)
+async def get_token(
+    project: str, token_id: str, service: ServiceDep, who: PrincipalDep
+) -> TokenInfo:
+    token = await admin.get_token(service, who, project, token_id)
+    return TokenInfo.of(token, project, service.clock.now())
+
+
+@router.delete(
+    "/{project}/tokens/{token_id}",
+    response_model=TokenInfo,
+    responses={**_ERRORS, 409: {"model": ErrorBody}},
+    summary="Revoke a token: it stops working with the next request",
+)
+async def revoke_token(
+    project: str, token_id: str, service: ServiceDep, who: PrincipalDep
+) -> TokenInfo:
+    token = await admin.revoke_token(service, who, project, token_id)
+    return TokenInfo.of(token, project, service.clock.now())

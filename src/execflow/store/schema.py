@@ -82,6 +82,8 @@ tokens = Table(
     Column("expires_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
     Column("last_used_at", UTCDateTime),
+    # the token that created this one (None for the first admin token, made at setup)
+    Column("created_by", String(32)),
 )
 
 workflows = Table(

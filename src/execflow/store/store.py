@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from execflow.auth import ROLES
 from execflow.definition import Definition
 from execflow.errors import Conflict, InvalidInput, NotFound
 from execflow.records import (
@@ -34,9 +35,11 @@ from execflow.records import (
     EventRecord,
     ExecutionRecord,
     Principal,
+    ProjectRecord,
     RevisionRecord,
     StoreEntry,
     TaskRunRecord,
+    TokenRecord,
     WorkflowRecord,
 )
 from execflow.states import ACTIVE, ExecutionState, TaskRunState
@@ -47,7 +50,6 @@ from execflow.store.ops import Op
 P = ParamSpec("P")
 R = TypeVar("R")
 
-ROLES = ("viewer", "operator", "admin")
 _ACTIVE = [st.value for st in ACTIVE]
 
 
@@ -72,6 +74,17 @@ _TOKEN_BY_HASH = (
     )
     .join(s.projects, s.projects.c.id == s.tokens.c.project_id)
     .where(s.tokens.c.secret_hash == sa.bindparam("hash"), s.tokens.c.revoked_at.is_(None))
+)
+_TOKEN_COLUMNS = (
+    s.tokens.c.id,
+    s.tokens.c.project_id,
+    s.tokens.c.role,
+    s.tokens.c.description,
+    s.tokens.c.created_at,
+    s.tokens.c.expires_at,
+    s.tokens.c.revoked_at,
+    s.tokens.c.last_used_at,
+    s.tokens.c.created_by,
 )
 _WORKFLOW_BY_NAME = sa.select(s.workflows).where(
     s.workflows.c.project_id == sa.bindparam("project"),
@@ -190,6 +203,33 @@ class Store:
                 conn.execute(s.projects.insert().values(id=pid, name=name, created_at=now))
             return str(pid)
 
+    def create_project(self, name: str, now: datetime) -> ProjectRecord:
+        record = ProjectRecord(new_id(), name, now)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(s.projects.insert().values(id=record.id, name=name, created_at=now))
+        except sa.exc.IntegrityError:
+            raise Conflict(f"project {name!r} already exists") from None
+        return record
+
+    def get_project(self, name: str) -> ProjectRecord:
+        p = s.projects
+        with self._reader() as conn:
+            q = sa.select(p.c.id, p.c.name, p.c.created_at).where(p.c.name == name)
+            row = conn.execute(q).first()
+        if row is None:
+            raise NotFound(f"project {name!r} not found")
+        return ProjectRecord(row.id, row.name, row.created_at)
+
+    def list_projects(self, name: str | None = None) -> list[ProjectRecord]:
+        """Every project by name, or only the one named."""
+        p = s.projects
+        q = sa.select(p.c.id, p.c.name, p.c.created_at).order_by(p.c.name)
+        if name is not None:
+            q = q.where(p.c.name == name)
+        with self._reader() as conn:
+            return [ProjectRecord(r.id, r.name, r.created_at) for r in conn.execute(q)]
+
     def project_id(self, name: str) -> str | None:
         with self._reader() as conn:
             q = sa.select(s.projects.c.id).where(s.projects.c.name == name)
@@ -207,6 +247,7 @@ class Store:
         now: datetime,
         description: str = "",
         expires_at: datetime | None = None,
+        created_by: str | None = None,
     ) -> tuple[str, str]:
         """Store a new token (hashed) and return (id, secret); the secret is never stored."""
         if role not in ROLES:
@@ -223,9 +264,70 @@ class Store:
                     description=description,
                     created_at=now,
                     expires_at=expires_at,
+                    created_by=created_by,
                 )
             )
         return token_id, secret
+
+    def list_tokens(self, project_id: str) -> list[TokenRecord]:
+        t = s.tokens
+        q = sa.select(*_TOKEN_COLUMNS).where(t.c.project_id == project_id)
+        with self._reader() as conn:
+            return [
+                TokenRecord(**r)
+                for r in conn.execute(q.order_by(t.c.created_at, t.c.id)).mappings()
+            ]
+
+    def get_token(self, project_id: str, token_id: str) -> TokenRecord:
+        t = s.tokens
+        q = sa.select(*_TOKEN_COLUMNS).where(t.c.project_id == project_id, t.c.id == token_id)
+        with self._reader() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            raise NotFound(f"token {token_id!r} not found")
+        return TokenRecord(**row)
+
+    def revoke_token(
+        self, project_id: str, token_id: str, now: datetime, keep_one_admin_of: str | None
+    ) -> TokenRecord:
+        """Revoke a token at once (a revoked one stays revoked from its first revocation).
+        With `keep_one_admin_of`, the last live admin token of that project cannot go:
+        without it nobody could administer the server any more."""
+        t = s.tokens
+        with self.engine.begin() as conn:
+            row = (
+                conn.execute(
+                    sa.select(*_TOKEN_COLUMNS)
+                    .where(t.c.project_id == project_id, t.c.id == token_id)
+                    .with_for_update()
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"token {token_id!r} not found")
+            token = TokenRecord(**row)
+            if token.revoked_at is not None:
+                return token
+            if keep_one_admin_of == project_id and token.role == "admin":
+                others = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(t)
+                    .where(
+                        t.c.project_id == project_id,
+                        t.c.role == "admin",
+                        t.c.id != token_id,
+                        t.c.revoked_at.is_(None),
+                        sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
+                    )
+                ).scalar_one()
+                if not others:
+                    raise Conflict(
+                        "this is the last live admin token of the default project; "
+                        "create another admin token first"
+                    )
+            conn.execute(t.update().where(t.c.id == token_id).values(revoked_at=now))
+        return replace(token, revoked_at=now)
 
     def authenticate(self, secret: str, now: datetime) -> tuple[Principal, datetime | None] | None:
         """The principal of a live token, with when it was last used (read only)."""

@@ -1,0 +1,121 @@
+"""Projects and tokens: who may administer what.
+
+Admins of the default project administer every project; the admins of any other project
+administer only their own. A project a caller may not see does not exist for it: asking
+about it answers NotFound, exactly as for a project that does not exist, so names of other
+tenants cannot be probed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from execflow.auth import ROLES, SYSTEM_PROJECT, Privilege, allows, require
+from execflow.definition import NAME_RE
+from execflow.durations import parse_duration
+from execflow.errors import Detail, InvalidInput, NotFound, PermissionDenied
+from execflow.records import Principal, ProjectRecord, TokenRecord
+from execflow.service import Service
+
+
+def is_system_admin(who: Principal) -> bool:
+    return who.project_name == SYSTEM_PROJECT and allows(who, Privilege.ADMIN)
+
+
+async def create_project(service: Service, who: Principal, name: str) -> ProjectRecord:
+    if not is_system_admin(who):
+        raise PermissionDenied("only admins of the default project create projects")
+    if not NAME_RE.fullmatch(name):
+        detail = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+        raise InvalidInput(details=[Detail("/name", detail)])
+    now = service.clock.now()
+    return await service.store.call(service.store.create_project, name, now)
+
+
+async def list_projects(service: Service, who: Principal) -> list[ProjectRecord]:
+    """Every project for admins of the default project; otherwise the caller's own."""
+    require(who, Privilege.VIEW)
+    only = None if is_system_admin(who) else who.project_name
+    return await service.store.read(service.store.list_projects, only)
+
+
+async def get_project(service: Service, who: Principal, name: str) -> ProjectRecord:
+    _visible(who, name)
+    require(who, Privilege.VIEW)
+    return await service.store.read(service.store.get_project, name)
+
+
+async def create_token(
+    service: Service,
+    who: Principal,
+    project: str,
+    role: str,
+    description: str = "",
+    expires_at: datetime | None = None,
+    expires_in: str | None = None,
+) -> tuple[TokenRecord, str]:
+    """A new token of `project` and its secret, which is shown this once."""
+    target = await _administered(service, who, project)
+    now = service.clock.now()
+    problems = []
+    if role not in ROLES:
+        problems.append(Detail("/role", f"unknown role {role!r} (one of {', '.join(ROLES)})"))
+    if expires_at is not None and expires_in is not None:
+        problems.append(Detail("/expires_in", "give expires_at or expires_in, not both"))
+    elif expires_in is not None:
+        try:
+            expires_at = now + timedelta(seconds=parse_duration(expires_in))
+        except ValueError as exc:
+            problems.append(Detail("/expires_in", str(exc)))
+    elif expires_at is not None:
+        if expires_at.tzinfo is None:
+            problems.append(Detail("/expires_at", "give a time zone (e.g. Z or +02:00)"))
+        elif expires_at <= now:
+            problems.append(Detail("/expires_at", "must be in the future"))
+    if expires_at is not None and not problems and expires_at <= now:
+        problems.append(Detail("/expires_in", "must be a positive duration"))
+    if problems:
+        raise InvalidInput("the token request is not valid", problems)
+    token_id, secret = await service.store.call(
+        service.store.create_token,
+        target.id,
+        role,
+        now,
+        description,
+        expires_at,
+        who.token_id,
+    )
+    token = await service.store.read(service.store.get_token, target.id, token_id)
+    return token, secret
+
+
+async def list_tokens(service: Service, who: Principal, project: str) -> list[TokenRecord]:
+    target = await _administered(service, who, project)
+    return await service.store.read(service.store.list_tokens, target.id)
+
+
+async def get_token(service: Service, who: Principal, project: str, token_id: str) -> TokenRecord:
+    target = await _administered(service, who, project)
+    return await service.store.read(service.store.get_token, target.id, token_id)
+
+
+async def revoke_token(
+    service: Service, who: Principal, project: str, token_id: str
+) -> TokenRecord:
+    """Revoke a token; it stops working with the next request. The default project keeps
+    at least one live admin token, so the server can always be administered."""
+    target = await _administered(service, who, project)
+    now = service.clock.now()
+    keep = target.id if target.name == SYSTEM_PROJECT else None
+    return await service.store.call(service.store.revoke_token, target.id, token_id, now, keep)
+
+
+def _visible(who: Principal, project: str) -> None:
+    if project != who.project_name and not is_system_admin(who):
+        raise NotFound(f"project {project!r} not found")
+
+
+async def _administered(service: Service, who: Principal, project: str) -> ProjectRecord:
+    _visible(who, project)
+    require(who, Privilege.ADMIN)
+    return await service.store.read(service.store.get_project, project)
