@@ -21,7 +21,7 @@ from execflow.auth import ROLES
 from execflow.client import ApiError, Client
 from execflow.definition import load_text
 from execflow.errors import ExecflowError
-from execflow.runtime import Runtime, load_examples
+from execflow.runtime import Runtime, load_examples, tune_gc
 from execflow.settings import Settings, default_data_dir
 from execflow.store import connect
 from execflow.store.database import current_revision, upgrade
@@ -121,6 +121,7 @@ def serve(
         f"(database: {_redact(settings.url)})"
     )
     app = create_app(runtime, manage_runtime=True)
+    tune_gc()
     try:
         uvicorn.run(
             app, host=settings.host, port=settings.port, log_level="warning", access_log=access_log

@@ -529,6 +529,13 @@ class Engine:
         signals are awaited. A suspended execution shows SUSPENDED while its tasks finish."""
         if run.suspended:
             return E.SUSPENDED
+        if not run.fanouts and not run.waits_on_signals:  # the common case, kept short
+            for a in active:
+                if a.state is not T.SCHEDULED and self._placement(run, a.task_id) is not (
+                    Placement.TIMER
+                ):
+                    return E.RUNNING
+            return E.WAITING
         signals = False
         # a fan-out is as busy as its items; between them it counts as running
         busy_fans = {tid for tid, fan in run.fanouts.items() if fan.active}

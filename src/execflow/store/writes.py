@@ -211,19 +211,25 @@ def _write_log(conn: Connection, ops: Sequence[Op]) -> None:
             .values(done_at=sa.bindparam("v_done", type_=c.c.done_at.type))
         )
         conn.execute(stmt, done)
-    ended = [
-        {"k_execution": op.execution_id, "v_done": op.now}
-        for op in ops
-        if isinstance(op, UpdateExecution) and op.state.terminal
-    ]
-    if ended:
-        # what was asked of an execution that has ended is settled with it
-        stmt = (
-            c.update()
-            .where(c.c.execution_id == sa.bindparam("k_execution"), c.c.done_at.is_(None))
-            .values(done_at=sa.bindparam("v_done", type_=c.c.done_at.type))
-        )
-        conn.execute(stmt, ended)
+    ended: dict[datetime, list[str]] = {}
+    for op in ops:
+        if isinstance(op, UpdateExecution) and op.state.terminal:
+            ended.setdefault(op.now, []).append(op.execution_id)
+    # What was asked of an execution that has ended is settled with it: one statement per
+    # few hundred executions, not one per execution (most have no command at all).
+    for now, ids in ended.items():
+        for i in range(0, len(ids), 500):
+            conn.execute(_SETTLE, {"ids": ids[i : i + 500], "done": now})
+
+
+_SETTLE = (
+    s.commands.update()
+    .where(
+        s.commands.c.done_at.is_(None),
+        s.commands.c.execution_id.in_(sa.bindparam("ids", expanding=True)),
+    )
+    .values(done_at=sa.bindparam("done", type_=s.commands.c.done_at.type))
+)
 
 
 _FENCED_INSERTS = (
