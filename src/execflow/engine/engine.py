@@ -642,7 +642,7 @@ class Engine:
         kept on its task run, so that whoever resumes the execution runs the same ones."""
         tid = attempt.task_id
         try:
-            items = run.definition.for_each_renderers[tid](run.context())
+            items = run.definition.for_each_renderers[tid](run.context(None, tid))
             if not isinstance(items, list):
                 raise TaskFailure(f"for_each gave {type(items).__name__}, not a list", "for_each")
             if len(items) > MAX_ITEMS:

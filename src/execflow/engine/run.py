@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from execflow.actions.signal import ACTION as _SIGNAL
+from execflow.dag import upstream
 from execflow.definition import Definition, StoreKind, Task
 from execflow.records import ExecutionRecord, StoreEntry, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState
@@ -181,7 +182,15 @@ class Run:
         """What expressions see: params, finished task outputs, stores and the execution;
         for an item of a fan-out, also `item` and `index`."""
         tasks = {}
-        for tid in self.definition.tasks:
+        # A task's expressions may only name the tasks it needs (the definition is checked
+        # for it), so only those are looked at: for a wide fan-in this keeps each task's
+        # start from costing as much as the whole workflow.
+        visible = (
+            self.definition.tasks
+            if task_id is None
+            else upstream(self.definition.needs, split_key(task_id)[0])
+        )
+        for tid in visible:
             a = self.attempts.get(tid)
             if a is not None and a.state is TaskRunState.COMPLETED:
                 tasks[tid] = {"output": a.output, "state": a.state.value}
