@@ -16,6 +16,7 @@ from execflow.auth import ROLE_PRIVILEGES, Privilege
 from execflow.clock import ManualClock
 from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_access import assert_error, ensure_project, new_token, start_hello
+from tests.test_api_control import post, waiting_for_approval
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -277,3 +278,47 @@ async def test_every_route_but_health_and_the_api_document_needs_a_credential(ap
             continue
         assert r.status_code in (401, 404), (path, r.status_code)
         assert "items" not in r.text
+
+
+# who did what -------------------------------------------------------------------------------
+
+
+async def test_every_steering_request_is_logged_with_the_token_that_made_it(api: Api) -> None:
+    await ensure_project(api, "default")
+    r = await api.client.post(
+        "/api/v1/projects/default/tokens", json={"role": "operator"}, headers=api.auth()
+    )
+    operator, operator_id = r.json()["token"], r.json()["id"]
+
+    async def actions_by(execution_id: str) -> dict[str, str | None]:
+        r = await api.client.get(
+            f"/api/v1/executions/{execution_id}/logs?limit=500", headers=api.auth()
+        )
+        return {e["message"]: e["actor"] for e in r.json()["items"] if e["kind"] != "state"}
+
+    approved = await waiting_for_approval(api)
+    for step in ("suspend", "resume"):
+        assert (await post(api, f"{approved}/{step}", operator)).status_code == 202
+        await api.idle()
+    r = await post(api, f"{approved}/signals/approval", operator, json={"approved": True})
+    assert r.status_code == 202, r.text
+    await api.idle()
+    logged = await actions_by(approved)
+    for message in ("suspend requested", "resume requested", "signal approval received"):
+        assert logged.get(message) == operator_id, (message, logged)
+
+    r = await api.client.post(
+        "/api/v1/workflows/approval/executions", json={}, headers=api.auth(operator)
+    )
+    cancelled = r.json()["id"]
+    await api.idle()
+    assert (await post(api, f"{cancelled}/cancel?force=true", operator)).status_code == 202
+    await api.idle()
+    assert (await post(api, f"{cancelled}/retry", operator)).status_code == 202
+    await api.idle()
+    r = await api.client.get(f"/api/v1/executions/{cancelled}", headers=api.auth())
+    assert r.json()["started_by"] == operator_id
+    logged = await actions_by(cancelled)
+    by_operator = {m for m, actor in logged.items() if actor == operator_id}
+    assert any(m.startswith("cancel requested") for m in by_operator), logged
+    assert any("retry" in m for m in by_operator), logged
