@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from execflow.auth import ROLES, SYSTEM_PROJECT, Privilege, allows, require
+from execflow.auth import (
+    ROLES,
+    SYSTEM_PROJECT,
+    Privilege,
+    is_system_admin,
+    require,
+    require_visible,
+)
 from execflow.definition import NAME_RE
 from execflow.durations import parse_duration
-from execflow.errors import Detail, InvalidInput, NotFound, PermissionDenied
+from execflow.errors import Detail, InvalidInput, PermissionDenied
 from execflow.records import Principal, ProjectRecord, TokenRecord
 from execflow.service import Service
-
-
-def is_system_admin(who: Principal) -> bool:
-    return who.project_name == SYSTEM_PROJECT and allows(who, Privilege.ADMIN)
 
 
 async def create_project(service: Service, who: Principal, name: str) -> ProjectRecord:
@@ -40,7 +43,7 @@ async def list_projects(service: Service, who: Principal) -> list[ProjectRecord]
 
 
 async def get_project(service: Service, who: Principal, name: str) -> ProjectRecord:
-    _visible(who, name)
+    require_visible(who, name)
     require(who, Privilege.VIEW)
     return await service.store.read(service.store.get_project, name)
 
@@ -64,16 +67,18 @@ async def create_token(
         problems.append(Detail("/expires_in", "give expires_at or expires_in, not both"))
     elif expires_in is not None:
         try:
-            expires_at = now + timedelta(seconds=parse_duration(expires_in))
+            seconds = parse_duration(expires_in)
         except ValueError as exc:
             problems.append(Detail("/expires_in", str(exc)))
+        else:
+            if seconds <= 0:
+                problems.append(Detail("/expires_in", "must be a positive duration"))
+            expires_at = now + timedelta(seconds=seconds)
     elif expires_at is not None:
         if expires_at.tzinfo is None:
             problems.append(Detail("/expires_at", "give a time zone (e.g. Z or +02:00)"))
         elif expires_at <= now:
             problems.append(Detail("/expires_at", "must be in the future"))
-    if expires_at is not None and not problems and expires_at <= now:
-        problems.append(Detail("/expires_in", "must be a positive duration"))
     if problems:
         raise InvalidInput("the token request is not valid", problems)
     token_id, secret = await service.store.call(
@@ -110,12 +115,7 @@ async def revoke_token(
     return await service.store.call(service.store.revoke_token, target.id, token_id, now, keep)
 
 
-def _visible(who: Principal, project: str) -> None:
-    if project != who.project_name and not is_system_admin(who):
-        raise NotFound(f"project {project!r} not found")
-
-
 async def _administered(service: Service, who: Principal, project: str) -> ProjectRecord:
-    _visible(who, project)
+    require_visible(who, project)
     require(who, Privilege.ADMIN)
     return await service.store.read(service.store.get_project, project)

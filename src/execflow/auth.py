@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from execflow.errors import PermissionDenied
+from execflow.errors import NotFound, PermissionDenied
 from execflow.records import Principal
 
 
@@ -42,3 +42,15 @@ def allows(principal: Principal, privilege: Privilege) -> bool:
 def require(principal: Principal, privilege: Privilege) -> None:
     if not allows(principal, privilege):
         raise PermissionDenied(f"role {principal.role!r} lacks the {privilege.value!r} privilege")
+
+
+def is_system_admin(principal: Principal) -> bool:
+    """An admin of the default project, who administers every project."""
+    return principal.project_name == SYSTEM_PROJECT and allows(principal, Privilege.ADMIN)
+
+
+def require_visible(principal: Principal, project: str) -> None:
+    """A project the caller may not see is as good as absent: NotFound, exactly as for a
+    project that does not exist, so other tenants' names cannot be probed."""
+    if project != principal.project_name and not is_system_admin(principal):
+        raise NotFound(f"project {project!r} not found")

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from execflow.auth import SYSTEM_PROJECT, Privilege, allows, require
+from execflow.auth import Privilege, require, require_visible
 from execflow.callbacks import (
     CallbackPolicy,
     DeliveryResult,
@@ -113,9 +113,7 @@ def _time(at: datetime | None) -> str | None:
 async def callback_secret(store: Store, who: Principal, project: str) -> str:
     """The key that signs a project's callbacks, made on first use; for admins of that
     project, or of the default project (who administer every project)."""
-    system_admin = who.project_name == SYSTEM_PROJECT and allows(who, Privilege.ADMIN)
-    if project != who.project_name and not system_admin:
-        raise NotFound(f"project {project!r} not found")  # as if absent: no probing
+    require_visible(who, project)
     require(who, Privilege.ADMIN)
     secret = await store.call(sql.callback_secret, store, project)
     if secret is None:

@@ -128,6 +128,56 @@ class ExecutionRecord:
     store_entries: tuple[StoreEntry, ...] = ()
     task_runs: tuple[TaskRunRecord, ...] = field(default=())
 
+    @classmethod
+    def new(
+        cls,
+        id: str,
+        project_id: str,
+        workflow_id: str,
+        workflow_name: str,
+        revision: int,
+        inputs: dict[str, Any],
+        now: datetime,
+        *,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        started_by: str | None = None,
+        scheduled_at: datetime | None = None,
+        log_level: int = 6,
+        rerun_of: str | None = None,
+        parent_id: str | None = None,
+        parent_task: str | None = None,
+        callback: CallbackStatus | None = None,
+        store_overlay: dict[str, Any] | None = None,
+    ) -> ExecutionRecord:
+        """An execution about to be created: INITIALIZING since `now`, named by its id
+        unless given a name."""
+        return cls(
+            id=id,
+            project_id=project_id,
+            workflow_id=workflow_id,
+            workflow_name=workflow_name,
+            revision=revision,
+            name=name or id,
+            state=ExecutionState.INITIALIZING,
+            inputs=inputs,
+            labels=labels or {},
+            outputs=None,
+            error=None,
+            created_at=now,
+            started_at=now,
+            ended_at=None,
+            updated_at=now,
+            started_by=started_by,
+            scheduled_at=scheduled_at,
+            log_level=log_level,
+            rerun_of=rerun_of,
+            parent_id=parent_id,
+            parent_task=parent_task,
+            callback=callback,
+            store_overlay=store_overlay,
+        )
+
     @property
     def urn(self) -> str:
         return f"urn:execflow:{self.project_id}:execution:{self.workflow_name}:{self.id}"

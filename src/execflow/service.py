@@ -257,22 +257,16 @@ class Service:
                 return self._same_inputs(existing, p), False
         now = self.clock.now()
         execution_id = new_id()
-        record = ExecutionRecord(
-            id=execution_id,
-            project_id=who.project_id,
-            workflow_id=p.wf.id,
-            workflow_name=p.wf.name,
-            revision=p.revision,
-            name=name or execution_id,
-            state=ExecutionState.INITIALIZING,
-            inputs=p.inputs,
+        record = ExecutionRecord.new(
+            execution_id,
+            who.project_id,
+            p.wf.id,
+            p.wf.name,
+            p.revision,
+            p.inputs,
+            now,
+            name=name,
             labels=dict(request.labels or {}),
-            outputs=None,
-            error=None,
-            created_at=now,
-            started_at=now,
-            ended_at=None,
-            updated_at=now,
             started_by=who.token_id,
             scheduled_at=request.scheduled_at,
             log_level=p.log_level,
@@ -578,22 +572,15 @@ class Service:
             for tid, tr in latest.items()
             if tid not in again and tr.state is TaskRunState.COMPLETED
         ]
-        record = ExecutionRecord(
-            id=execution_id,
-            project_id=who.project_id,
-            workflow_id=original.workflow_id,
-            workflow_name=original.workflow_name,
-            revision=original.revision,
-            name=execution_id,
-            state=ExecutionState.INITIALIZING,
-            inputs=resolved,
+        record = ExecutionRecord.new(
+            execution_id,
+            who.project_id,
+            original.workflow_id,
+            original.workflow_name,
+            original.revision,
+            resolved,
+            now,
             labels=dict(original.labels),
-            outputs=None,
-            error=None,
-            created_at=now,
-            started_at=now,
-            ended_at=None,
-            updated_at=now,
             started_by=who.token_id,
             log_level=original.log_level,
             rerun_of=original.id,

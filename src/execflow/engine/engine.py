@@ -17,7 +17,6 @@ import heapq
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -62,6 +61,7 @@ from execflow.store.ops import (
     UpdateExecution,
     UpdateTaskRun,
 )
+from execflow.store.store import new_id
 
 log = logging.getLogger("execflow.engine")
 
@@ -1017,23 +1017,15 @@ class Engine:
         except InvalidInput as exc:
             where = "; ".join(f"{d.pointer}: {d.reason}" for d in exc.details)
             raise TaskFailure(f"the child's inputs do not fit: {where}", "workflow", False) from exc
-        child_id = uuid.uuid4().hex
-        child = ExecutionRecord(
-            id=child_id,
-            project_id=run.project_id,
-            workflow_id=wf.id,
-            workflow_name=wf.name,
-            revision=number,
-            name=child_id,
-            state=E.INITIALIZING,
-            inputs=inputs,
+        child = ExecutionRecord.new(
+            new_id(),
+            run.project_id,
+            wf.id,
+            wf.name,
+            number,
+            inputs,
+            now,
             labels={DEPTH_LABEL: str(run.depth + 1)},
-            outputs=None,
-            error=None,
-            created_at=now,
-            started_at=now,
-            ended_at=None,
-            updated_at=now,
             started_by=run.id,
             log_level=run.log_level,
             parent_id=run.id,
