@@ -529,19 +529,11 @@ class Engine:
         signals are awaited. A suspended execution shows SUSPENDED while its tasks finish."""
         if run.suspended:
             return E.SUSPENDED
-        if not run.fanouts and not run.waits_on_signals:  # the common case, kept short
-            for a in active:
-                if a.state is not T.SCHEDULED and self._placement(run, a.task_id) is not (
-                    Placement.TIMER
-                ):
-                    return E.RUNNING
-            return E.WAITING
-        signals = False
         # a fan-out is as busy as its items; between them it counts as running
-        busy_fans = {tid for tid, fan in run.fanouts.items() if fan.active}
-        active = [a for a in active if a.task_id not in busy_fans]
+        busy = {tid for tid, fan in run.fanouts.items() if fan.active} if run.fanouts else set()
+        signals = False
         for a in active:
-            if a.state is T.SCHEDULED:
+            if a.state is T.SCHEDULED or a.task_id in busy:
                 continue
             if a.task_id in run.fanouts:
                 return E.RUNNING
@@ -553,6 +545,7 @@ class Engine:
         if signals and all(
             a.state is T.RUNNING and self._placement(run, a.task_id) is Placement.SIGNAL
             for a in active
+            if a.task_id not in busy
         ):
             return E.WAITING_ON_SIGNAL
         return E.WAITING

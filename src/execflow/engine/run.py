@@ -13,13 +13,10 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from execflow.actions.signal import ACTION as _SIGNAL
 from execflow.dag import upstream
 from execflow.definition import Definition, StoreKind, Task
 from execflow.records import ExecutionRecord, StoreEntry, TaskRunRecord
 from execflow.states import ExecutionState, TaskRunState
-
-SIGNAL_ACTION = _SIGNAL.name
 
 
 @dataclass
@@ -204,11 +201,6 @@ class Run:
             ctx["item"] = self.fanouts[task_id].items[index]
             ctx["index"] = index
         return ctx
-
-    @cached_property
-    def waits_on_signals(self) -> bool:
-        """Whether any task of the definition waits for a signal."""
-        return any(t.action == SIGNAL_ACTION for t in self.definition.tasks.values())
 
     @cached_property
     def _execution_context(self) -> dict[str, Any]:
