@@ -10,7 +10,6 @@ import pytest
 
 from execflow.definition import (
     NO_RETRY,
-    SECRET_MASK,
     Definition,
     ParamType,
     RetryPolicy,
@@ -20,6 +19,7 @@ from execflow.definition import (
     resolve_inputs,
 )
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
+from execflow.sealing import SECRET_MASK
 
 EXAMPLE_YAML = """\
 name: thumbnails

@@ -26,11 +26,11 @@ from execflow.callbacks import (
     verify,
 )
 from execflow.clock import ManualClock
-from execflow.definition import SECRET_MASK
 from execflow.levels import ERROR, NOTICE, WARNING
 from execflow.outbox import Deliverer
 from execflow.records import CallbackStatus, EventRecord
 from execflow.runtime import Runtime
+from execflow.sealing import SECRET_MASK
 from execflow.settings import Settings
 from execflow.store import Store, connect
 from execflow.store import outbox as sql

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import click
 import uvicorn
@@ -21,7 +21,8 @@ from execflow.auth import ROLES
 from execflow.client import ApiError, Client
 from execflow.definition import load_text
 from execflow.errors import ExecflowError
-from execflow.runtime import Runtime, load_examples, tune_gc
+from execflow.runtime import Runtime, load_examples, rotate_secret_keys, tune_gc
+from execflow.sealing import SecretKeyError, new_key
 from execflow.settings import Settings, default_data_dir
 from execflow.store import connect
 from execflow.store.database import current_revision, upgrade
@@ -73,7 +74,7 @@ def _client(ctx: click.Context) -> Iterator[Client]:
         client.close()
 
 
-def _fail(message: str, problems: list[dict[str, str]]) -> None:
+def _fail(message: str, problems: list[dict[str, str]]) -> NoReturn:
     click.echo(message, err=True)
     for p in problems:
         click.echo(f"  {p.get('pointer', '')}: {p.get('reason', '')}", err=True)
@@ -106,8 +107,11 @@ def serve(
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(settings.data_dir)
-    runtime = Runtime.build(settings)
-    token = runtime.prepare()
+    try:
+        runtime = Runtime.build(settings)
+        token = runtime.prepare()
+    except SecretKeyError as exc:
+        _fail(f"error: {exc}", [])
     if token:
         click.echo(
             f"Created project 'default' and an admin token (saved to "
@@ -532,6 +536,44 @@ def db_upgrade(ctx: click.Context) -> None:
     upgrade(engine)
     click.echo(f"database at revision {current_revision(engine)}")
     engine.dispose()
+
+
+@main.group()
+def secrets() -> None:
+    """The keys that seal secret parameter values at rest."""
+
+
+@secrets.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new key, for EXECFLOW_SECRET_KEYS (put it first; keep the old ones after it
+    until `execflow secrets rotate` has sealed everything with it)."""
+    click.echo(new_key())
+
+
+@secrets.command("rotate")
+@click.option("--keep-old", is_flag=True, help="Keep the old keys in the key file.")
+@click.pass_context
+def secrets_rotate(ctx: click.Context, keep_old: bool) -> None:
+    """Seal every secret value with a new key (with EXECFLOW_SECRET_KEYS: its first key).
+
+    Servers may keep running: those reading the same key file take the new key within a
+    second. Servers configured with EXECFLOW_SECRET_KEYS need the new key first in it
+    (and a restart) before this runs."""
+    settings = Settings.from_env(data_dir=ctx.obj["data_dir"])
+    try:
+        done = rotate_secret_keys(settings, keep_old=keep_old)
+    except SecretKeyError as exc:
+        _fail(f"error: {exc}", [])
+    if done.key_file is None:
+        click.echo(
+            f"sealed {done.resealed} values with the first key of EXECFLOW_SECRET_KEYS; "
+            "the other keys may now be removed from it"
+        )
+    else:
+        click.echo(
+            f"sealed {done.resealed} values with a new key in {done.key_file} "
+            f"({done.retired} old keys removed)"
+        )
 
 
 if __name__ == "__main__":

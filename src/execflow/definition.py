@@ -25,11 +25,11 @@ from execflow.actions import ACTIONS
 from execflow.durations import parse_duration
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
 from execflow.schedules import Schedule
+from execflow.sealing import SECRET_MASK, Sealed
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TASK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-SECRET_MASK = "******"
 
 
 class ParamType(enum.StrEnum):
@@ -640,7 +640,9 @@ def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> 
             problems.append(Detail(_pointer("inputs", key), f"unknown parameter {key!r}"))
     for pname, param in definition.parameters.items():
         where = _pointer("inputs", pname)
-        if pname in inputs and inputs[pname] is not None:
+        if isinstance(inputs.get(pname), Sealed):
+            resolved[pname] = inputs[pname]  # checked before it was sealed (a rerun's)
+        elif pname in inputs and inputs[pname] is not None:
             value = inputs[pname]
             if param.type is ParamType.NUMBER and isinstance(value, int):
                 value = float(value) if not isinstance(value, bool) else value
@@ -663,9 +665,13 @@ def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> 
 
 
 def mask_secrets(definition: Definition, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Inputs as shown to people: secret parameters replaced by a fixed mask."""
+    """Inputs as shown to people: secret parameters (and any sealed value) replaced by a
+    fixed mask."""
     secret = definition.secret_params
-    return {k: (SECRET_MASK if k in secret and v is not None else v) for k, v in values.items()}
+    return {
+        k: (SECRET_MASK if (k in secret and v is not None) or isinstance(v, Sealed) else v)
+        for k, v in values.items()
+    }
 
 
 def secret_values(definition: Definition, inputs: Mapping[str, Any]) -> list[str]:
@@ -673,9 +679,14 @@ def secret_values(definition: Definition, inputs: Mapping[str, Any]) -> list[str
     found = set()
     for name in definition.secret_params:
         value = inputs.get(name)
-        if value is not None and value != "":
+        if value is not None and value != "" and not isinstance(value, Sealed):
             found.add(value if isinstance(value, str) else json.dumps(value))
     return sorted(found, key=len, reverse=True)
+
+
+# Secrets this long or longer are masked wherever they occur in a text; shorter ones (a PIN
+# of 1 or 2 digits) only where they are the whole value, or every "5" in every text goes.
+MASKED_WITHIN = 4
 
 
 def redact(value: Any, secrets: list[str]) -> Any:
@@ -684,7 +695,10 @@ def redact(value: Any, secrets: list[str]) -> Any:
         return value
     if isinstance(value, str):
         for secret in secrets:
-            value = value.replace(secret, SECRET_MASK)
+            if len(secret) >= MASKED_WITHIN:
+                value = value.replace(secret, SECRET_MASK)
+            elif value == secret:
+                return SECRET_MASK
         return value
     if isinstance(value, dict):
         return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from execflow.examples import example_files
 from execflow.executors import LocalExecutor
 from execflow.outbox import Deliverer
 from execflow.scheduler import Scheduler
+from execflow.sealing import Sealer, new_key, read_key_file, sealer_for, write_key_file
 from execflow.service import Service
 from execflow.settings import Settings
 from execflow.store import Store, connect, upgrade
@@ -42,7 +44,9 @@ class Runtime:
         clock = clock or SystemClock()
         if settings.url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(connect(settings.url, sqlite_synchronous=settings.sqlite_synchronous))
+        sealer = sealer_for(settings.secret_keys, settings.key_file)
+        database = connect(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
+        store = Store(database, sealer)
         definitions = DefinitionCache(store)
         engine_settings = EngineSettings(
             node_id=settings.node_id or _node_id(settings),
@@ -72,6 +76,7 @@ class Runtime:
     def prepare(self) -> str | None:
         """Migrate the database and create the first admin token; returns it when it is new."""
         upgrade(self.store.engine)
+        self.store.check_keys()
         return bootstrap(self.store, self.settings, self.service.clock)
 
     async def start(self, loop: bool = True) -> None:
@@ -126,6 +131,43 @@ def load_examples(store: Store, now: datetime, project: str = "default") -> list
         store.put_workflow(project_id, definition, now)
         names.append(definition.name)
     return names
+
+
+@dataclass(frozen=True)
+class Rotation:
+    resealed: int  # values sealed again with the newest key
+    key_file: Path | None  # None when the keys come from EXECFLOW_SECRET_KEYS
+    retired: int  # old keys removed from the key file
+
+
+def rotate_secret_keys(settings: Settings, keep_old: bool = False, pause: float = 2.0) -> Rotation:
+    """Seal every secret value in the database with a new key.
+
+    With a key file: a new key goes first in it, and after `pause` (nodes reading the same
+    file look at it again every second, so by then they seal with the new key) every value
+    is sealed again; then the old keys are removed unless `keep_old`. With
+    EXECFLOW_SECRET_KEYS, its first key is the new one: values are sealed again with it,
+    and the others may be removed from the variable afterwards."""
+    database = connect(settings.url)
+    upgrade(database)
+    if settings.secret_keys.strip():
+        store = Store(database, Sealer.from_keys(settings.secret_keys))
+        try:
+            return Rotation(store.reseal(), None, 0)
+        finally:
+            store.close()
+    path = settings.key_file
+    old = read_key_file(path) if path.exists() else []
+    write_key_file(path, [new_key().encode(), *old])
+    time.sleep(pause)
+    store = Store(database, Sealer.from_file(path, create=False))
+    try:
+        resealed = store.reseal()
+    finally:
+        store.close()
+    if not keep_old:
+        write_key_file(path, read_key_file(path)[:1])
+    return Rotation(resealed, path, 0 if keep_old else len(old))
 
 
 def write_secret(path: Path, secret: str) -> None:

@@ -48,6 +48,7 @@ from execflow.records import (
     TaskRunRecord,
     WorkflowRecord,
 )
+from execflow.sealing import Sealed
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from execflow.store.store import new_id
@@ -93,12 +94,13 @@ class _Prepared:
     log_level: int
 
     def digest(self) -> str:
-        """What identifies a start request, for its Idempotency-Key."""
+        """What identifies a start request, for its Idempotency-Key. Secret values are left
+        out (the digest is stored): they are compared with the execution's own."""
         r = self.request
         request = {
             "workflow": self.wf.id,
             "revision": self.revision,
-            "inputs": self.inputs,
+            "inputs": mask_secrets(self.definition, self.inputs),
             "name": r.name,
             "labels": r.labels or {},
             "scheduled_at": r.scheduled_at.isoformat() if r.scheduled_at else None,
@@ -263,7 +265,7 @@ class Service:
             p.wf.id,
             p.wf.name,
             p.revision,
-            p.inputs,
+            self.store.sealer.seal_inputs(p.inputs, p.definition.secret_params),
             now,
             name=name,
             labels=dict(request.labels or {}),
@@ -292,7 +294,7 @@ class Service:
                     retention,
                 )
                 if not created:
-                    return record, False
+                    return self._same_inputs(record, p, f"the Idempotency-Key {key!r}"), False
         except Conflict:
             if name is None:
                 raise
@@ -304,13 +306,20 @@ class Service:
             self.engine.submit(record, p.definition)
         return record, True
 
-    def _same_inputs(self, existing: ExecutionRecord, p: _Prepared) -> ExecutionRecord:
-        differ = sorted(
-            k for k in {*existing.inputs, *p.inputs} if existing.inputs.get(k) != p.inputs.get(k)
-        )
+    def _same_inputs(
+        self, existing: ExecutionRecord, p: _Prepared, given: str | None = None
+    ) -> ExecutionRecord:
+        """The execution this request names again, if it was started with the same inputs
+        (its sealed ones opened to compare); else a Conflict naming those that differ."""
+        sealer = self.store.sealer
+        before = {
+            k: (sealer.open(v) if isinstance(v, Sealed) else v) for k, v in existing.inputs.items()
+        }
+        differ = sorted(k for k in {*before, *p.inputs} if before.get(k) != p.inputs.get(k))
         if differ:
+            what = given or f"an execution named {existing.name!r}"
             raise Conflict(
-                f"an execution named {existing.name!r} exists ({existing.id}) with other inputs",
+                f"{what} started execution {existing.id} with other inputs",
                 [Detail(f"/inputs/{k}", "differs from the existing execution's") for k in differ],
             )
         return existing
@@ -578,7 +587,7 @@ class Service:
             original.workflow_id,
             original.workflow_name,
             original.revision,
-            resolved,
+            self.store.sealer.seal_inputs(resolved, definition.secret_params),
             now,
             labels=dict(original.labels),
             started_by=who.token_id,

@@ -47,6 +47,10 @@ class Settings:
     # non-public networks callbacks may go to anyway (loopback, private, ...): none by default
     callback_allowed_networks: tuple[Network, ...] = ()
     callback_retry_for: float = 86400.0  # seconds a failing callback is retried after the end
+    # keys that seal secret values, newest first (comma-separated Fernet keys); when empty,
+    # those of `secret_key_file`, which is made on first start
+    secret_keys: str = field(default="", repr=False)
+    secret_key_file: Path | None = None  # default: <data dir>/secret-keys
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -70,6 +74,10 @@ class Settings:
             values["callback_allowed_networks"] = networks
         if "EXECFLOW_CALLBACK_RETRY_FOR" in env:
             values["callback_retry_for"] = float(env["EXECFLOW_CALLBACK_RETRY_FOR"])
+        if "EXECFLOW_SECRET_KEYS" in env:
+            values["secret_keys"] = env["EXECFLOW_SECRET_KEYS"]
+        if "EXECFLOW_SECRET_KEY_FILE" in env:
+            values["secret_key_file"] = Path(env["EXECFLOW_SECRET_KEY_FILE"])
         if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
             values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -81,6 +89,10 @@ class Settings:
     @property
     def url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'execflow.db'}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret-keys"
 
     @property
     def admin_token_file(self) -> Path:

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ from execflow.definition import (
     ItemFailure,
     StoreKind,
     parse_definition,
+    redact,
     resolve_inputs,
 )
 from execflow.engine.run import Attempt, FanOut, Run, item_key, split_key
@@ -127,6 +128,7 @@ class Engine:
         self._own_http = http is None
         self.resources = Resources(http=http or httpx.AsyncClient())
         self.runs: dict[str, Run] = {}
+        self._secretive: set[str] = set()  # runs with secret inputs
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._timers: list[tuple[datetime, int, str, Key]] = []
         self._timer_seq = 0
@@ -260,6 +262,7 @@ class Engine:
                 self._dispatch(run, attempt, args)
         for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
             del self.runs[run_id]
+            self._secretive.discard(run_id)
         while self._timers and self._timers[0][3][0] not in self.runs:
             heapq.heappop(self._timers)  # its execution ended or went elsewhere
 
@@ -313,8 +316,10 @@ class Engine:
             return
         if definition is None:
             definition = await self.definitions.get(rec.workflow_id, rec.revision)
-        run = Run.from_record(rec, definition)
+        run = Run.from_record(rec, definition, self.store.sealer)
         self.runs[run.id] = run
+        if run.hidden:
+            self._secretive.add(run.id)
         self._touched.add(run.id)
         for a in list(run.attempts.values()):
             if a.task_id in run.fanouts:
@@ -422,6 +427,12 @@ class Engine:
             return
         self._inflight.pop(key, None)
         self._touched.add(run.id)
+        if run.hidden:  # what a task echoes of a secret is masked before anything sees it
+            outcome = replace(
+                outcome,
+                output=redact(outcome.output, run.hidden),
+                error=redact(outcome.error, run.hidden),
+            )
         run_id, task_id, number = key
         tid, index = split_key(task_id)
         if outcome.ok and run.task(task_id).store is not None:
@@ -1010,13 +1021,17 @@ class Engine:
         except InvalidInput as exc:
             where = "; ".join(f"{d.pointer}: {d.reason}" for d in exc.details)
             raise TaskFailure(f"the child's inputs do not fit: {where}", "workflow", False) from exc
+        # sealed: the child's secret parameters, and whatever carries a secret of the parent
+        sealed = set(definition.secret_params)
+        if run.hidden:
+            sealed.update(k for k, v in inputs.items() if redact(v, run.hidden) != v)
         child = ExecutionRecord.new(
             new_id(),
             run.project_id,
             wf.id,
             wf.name,
             number,
-            inputs,
+            self.store.sealer.seal_inputs(inputs, sealed),
             now,
             labels={DEPTH_LABEL: str(run.depth + 1)},
             started_by=run.id,
@@ -1088,6 +1103,13 @@ class Engine:
     # writing and dispatching ---------------------------------------------------------------
 
     async def _flush(self, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]) -> None:
+        if self._secretive:
+            # nothing the engine writes holds a secret input's text (errors, events,
+            # outputs, stores, what goes to a parent)
+            for i, op in enumerate(ops):
+                run = self.runs.get(op.execution_id)
+                if run is not None and run.hidden:
+                    ops[i] = _masked(op, run.hidden)
         while ops:
             try:
                 await self.store.call(self.store.apply, self.node_id, ops)
@@ -1131,6 +1153,7 @@ class Engine:
         """Forget an execution and give back its lease if this node still holds it, so it is
         rebuilt from the store (by any engine) rather than left leased to nobody."""
         self.runs.pop(run_id, None)
+        self._secretive.discard(run_id)
         self._released.add(run_id)
         for key in [k for k in self._inflight if k[0] == run_id]:
             self._inflight.pop(key).cancel()
@@ -1261,6 +1284,38 @@ def _record(
         round=round_,
         item=split_key(a.task_id)[1],
     )
+
+
+def _masked(op: Op, hidden: list[str]) -> Op:
+    """An op of an execution with secret inputs, their text masked wherever it appears."""
+    if isinstance(op, InsertEvent):
+        e = op.event
+        return InsertEvent(
+            replace(e, message=redact(e.message, hidden), data=redact(e.data, hidden))
+        )
+    if isinstance(op, InsertTaskRun):
+        r = op.run
+        masked = replace(
+            r,
+            output=redact(r.output, hidden),
+            error=redact(r.error, hidden),
+            waiting=redact(r.waiting, hidden),
+        )
+        return InsertTaskRun(masked)
+    if isinstance(op, UpdateTaskRun):
+        return replace(
+            op,
+            output=redact(op.output, hidden),
+            error=redact(op.error, hidden),
+            waiting=redact(op.waiting, hidden),
+        )
+    if isinstance(op, UpdateExecution):
+        return replace(op, outputs=redact(op.outputs, hidden), error=redact(op.error, hidden))
+    if isinstance(op, InsertStoreEntry):
+        return InsertStoreEntry(replace(op.entry, value=redact(op.entry.value, hidden)))
+    if isinstance(op, InsertCommand):
+        return replace(op, payload=redact(op.payload, hidden))
+    return op  # a child's own inputs are sealed as it is made (see `_child_of`)
 
 
 def _validation_message(exc: ValidationError) -> str:

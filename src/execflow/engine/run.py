@@ -14,8 +14,9 @@ from functools import cached_property
 from typing import Any
 
 from execflow.dag import upstream
-from execflow.definition import Definition, StoreKind, Task
+from execflow.definition import Definition, StoreKind, Task, secret_values
 from execflow.records import ExecutionRecord, StoreEntry, TaskRunRecord
+from execflow.sealing import Sealer
 from execflow.states import ExecutionState, TaskRunState
 
 
@@ -99,16 +100,20 @@ class Run:
     depth: int = 0  # how many parents it has
     # children this execution already asked to stop (its failure, a timeout, a cancel)
     stopped_children: set[str] = field(default_factory=set)
+    # the text of its secret inputs, longest first: masked wherever the engine writes
+    hidden: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_record(cls, rec: ExecutionRecord, definition: Definition) -> Run:
+    def from_record(cls, rec: ExecutionRecord, definition: Definition, sealer: Sealer) -> Run:
+        """The execution to advance, its sealed inputs opened: the only place they are."""
+        inputs, opened = sealer.open_inputs(rec.inputs)
         run = cls(
             rec.id,
             rec.name,
             rec.workflow_name,
             rec.revision,
             rec.state,
-            dict(rec.inputs),
+            inputs,
             rec.started_at,
             definition,
             rec.cancel_requested,
@@ -121,6 +126,9 @@ class Run:
             parent_id=rec.parent_id,
             depth=_depth(rec.labels),
         )
+        # inputs stored before they were sealed are still secret by their parameter
+        hidden = {*opened, *secret_values(definition, inputs)}
+        run.hidden = sorted(hidden, key=len, reverse=True)
         for tr in rec.task_runs:  # ordered by insertion, so the latest attempt wins
             if tr.round < rec.round and tr.state is not TaskRunState.COMPLETED:
                 # history of an earlier round: this task runs again

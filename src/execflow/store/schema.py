@@ -50,6 +50,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 Json: Any = JSON().with_variant(JSONB(), "postgresql")
+# a JSON column whose Python None is SQL NULL (not the JSON null), so IS NULL finds it
+SqlNullJson: Any = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 metadata = MetaData(
     naming_convention={
@@ -120,6 +122,9 @@ executions = Table(
     Column("name", String(128), nullable=False),
     Column("state", String(24), nullable=False),
     Column("inputs", Json, nullable=False),
+    # The names of the inputs whose values are sealed (ciphertext in `inputs`): secret
+    # parameters, and whatever a parent handed its child out of its own secrets.
+    Column("sealed_inputs", SqlNullJson),
     Column("labels", Json, nullable=False),
     Column("outputs", Json),
     Column("error", Json),

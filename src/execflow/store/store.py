@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from execflow.auth import ROLES
-from execflow.definition import Definition
+from execflow.definition import Definition, parse_definition
 from execflow.errors import Conflict, InvalidInput, NotFound
 from execflow.records import (
     CallbackStatus,
@@ -42,6 +42,7 @@ from execflow.records import (
     TokenRecord,
     WorkflowRecord,
 )
+from execflow.sealing import Sealed, Sealer
 from execflow.states import ACTIVE, ExecutionState, TaskRunState
 from execflow.store import schema as s
 from execflow.store import writes
@@ -104,8 +105,10 @@ class Store:
     it is never contended inside a process) and reads on others, so that a burst of
     reads never delays a commit: in WAL mode SQLite readers do not block the writer."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer | None = None) -> None:
         self.engine = engine
+        # seals secret values; without one given, a key that lives as long as this object
+        self.sealer = sealer or Sealer.ephemeral()
         self.is_sqlite = engine.dialect.name == "sqlite"
         writers = 1 if self.is_sqlite else 4
         self._writes = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="execflow-dbw")
@@ -422,6 +425,67 @@ class Store:
         return RevisionRecord(
             row["workflow_id"], row["number"], row["digest"], row["definition"], row["created_at"]
         )
+
+    # sealed values -------------------------------------------------------------------------
+
+    def check_keys(self) -> None:
+        """SecretKeyError unless the sealer opens the latest sealed value (a wrong key set
+        is found at start, not when an execution first needs it)."""
+        e = s.executions
+        q = (
+            sa.select(e.c.inputs, e.c.sealed_inputs)
+            .where(e.c.sealed_inputs.is_not(None))
+            .order_by(e.c.created_at.desc())
+            .limit(1)
+        )
+        with self._reader() as conn:
+            row = conn.execute(q).first()
+        if row is not None:
+            self.sealer.open(Sealed(row.inputs[row.sealed_inputs[0]]))
+
+    def reseal(self, batch: int = 500) -> int:
+        """Seal every sealed value again with the newest key, and seal the secret inputs of
+        executions stored before inputs were sealed; how many values were sealed."""
+        e, r = s.executions, s.revisions
+        secret_names: dict[tuple[str, int], list[str]] = {}
+        done, after = 0, ""
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    sa.select(e.c.id, e.c.workflow_id, e.c.revision, e.c.inputs, e.c.sealed_inputs)
+                    .where(e.c.id > after)
+                    .order_by(e.c.id)
+                    .limit(batch)
+                ).all()
+                for row in rows:
+                    names = row.sealed_inputs
+                    if names is None:  # stored before sealing: its secret parameters
+                        at = (row.workflow_id, row.revision)
+                        if at not in secret_names:
+                            definition = conn.execute(
+                                sa.select(r.c.definition).where(
+                                    r.c.workflow_id == at[0], r.c.number == at[1]
+                                )
+                            ).scalar_one()
+                            secret_names[at] = sorted(parse_definition(definition).secret_params)
+                        names = [n for n in secret_names[at] if row.inputs.get(n) is not None]
+                    if not names:
+                        continue
+                    inputs = dict(row.inputs)
+                    for name in names:
+                        if row.sealed_inputs is None:
+                            inputs[name] = self.sealer.seal(inputs[name]).token
+                        else:
+                            inputs[name] = self.sealer.reseal(inputs[name])
+                    conn.execute(
+                        e.update()
+                        .where(e.c.id == row.id)
+                        .values(inputs=inputs, sealed_inputs=list(names))
+                    )
+                    done += len(names)
+            if len(rows) < batch:
+                return done
+            after = rows[-1].id
 
     def delete_workflow(self, project_id: str, name: str) -> None:
         """Delete a workflow, its revisions and its ended executions; 409 while any is active."""
@@ -1023,7 +1087,7 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
         revision=row["revision"],
         name=row["name"],
         state=ExecutionState(row["state"]),
-        inputs=row["inputs"],
+        inputs=_inputs(row),
         labels=row["labels"],
         outputs=row["outputs"],
         error=row["error"],
@@ -1043,6 +1107,15 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
         store_overlay=row["store_overlay"],
         task_runs=tuple(runs),
     )
+
+
+def _inputs(row: RowMapping) -> dict[str, Any]:
+    """Inputs as stored: sealed values stay sealed (only the engine opens them)."""
+    inputs: dict[str, Any] = row["inputs"]
+    for name in row["sealed_inputs"] or ():
+        if isinstance(inputs.get(name), str):
+            inputs[name] = Sealed(inputs[name])
+    return inputs
 
 
 def _callback(row: RowMapping) -> CallbackStatus | None:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from execflow.records import EventRecord, ExecutionRecord, StoreEntry, TaskRunRecord
+from execflow.sealing import Sealed
 from execflow.store import schema as s
 from execflow.store.ops import (
     UNSET,
@@ -376,7 +377,8 @@ def execution_values(
         "revision": rec.revision,
         "name": rec.name,
         "state": rec.state.value,
-        "inputs": rec.inputs,
+        "inputs": {k: (v.token if isinstance(v, Sealed) else v) for k, v in rec.inputs.items()},
+        "sealed_inputs": [k for k, v in rec.inputs.items() if isinstance(v, Sealed)] or None,
         "labels": rec.labels,
         "created_at": rec.created_at,
         "started_at": rec.started_at,
