@@ -86,6 +86,9 @@ def server(
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
     if database_url:
         env["EXECFLOW_DATABASE_URL"] = database_url
+    # one client starts thousands of executions at once: the per-token start rate (a guard
+    # against runaway callers) is not what this measures
+    env["EXECFLOW_START_RATE"] = "0"
     cmd = [
         sys.executable,
         "-m",

@@ -436,3 +436,18 @@ def test_the_module_runs_as_a_program() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("execflow, version ")
+
+
+def test_a_log_message_cannot_forge_lines_in_the_cli() -> None:
+    from execflow.cli import _log_line
+
+    entry = {
+        "at": "2030-01-01T00:00:00Z",
+        "level": "error",
+        "message": "boom\n2030-01-01T00:00:01Z info    all good\x1b[2J",
+        "task": "t",
+        "attempt": 1,
+    }
+    line = _log_line(entry)
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith("boom\\x0a2030-01-01T00:00:01Z info    all good\\x1b[2J")

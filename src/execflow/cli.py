@@ -331,7 +331,10 @@ def logs(
 def _log_line(entry: dict[str, Any]) -> str:
     where = f" [{entry['task']}#{entry['attempt']}]" if entry.get("task") else ""
     who = f" (by {entry['actor']})" if entry.get("actor") else ""
-    return f"{entry['at']} {entry['level']:<7}{where} {entry['message']}{who}"
+    # a message may quote what a task or a caller gave (an error's text): one line each,
+    # with no control characters, whatever that text holds
+    message = levels.clean_line(str(entry["message"]), limit=1 << 20)
+    return f"{entry['at']} {entry['level']:<7}{where} {message}{who}"
 
 
 @main.command()

@@ -244,10 +244,34 @@ def load_text(text: str | bytes, content_type: str = "application/json") -> Any:
             doc = json.loads(text, object_pairs_hook=_keep_duplicates, parse_constant=_no_constant)
     except (yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidDefinition(f"the document does not parse: {exc}") from exc
+    except RecursionError:
+        raise InvalidDefinition("the document does not parse: it is nested too deeply") from None
+    if not _within(doc, MAX_VALUES):
+        # YAML aliases can make a small text stand for a huge document
+        raise InvalidDefinition(f"the document holds more than {MAX_VALUES} values")
     duplicates = list(_duplicates(doc, ""))
     if duplicates:
         raise InvalidDefinition("the document repeats keys", duplicates)
     return doc
+
+
+# values a definition document may hold once its YAML aliases are expanded
+MAX_VALUES = 1_000_000
+
+
+def _within(doc: Any, budget: int) -> bool:
+    """Whether `doc` holds at most `budget` values (shared ones counted each time)."""
+    stack = [doc]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
 
 
 def _no_constant(name: str) -> Any:

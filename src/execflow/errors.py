@@ -6,6 +6,7 @@ ExecflowError
 ├── NotAuthenticated      no credential, or one that is unknown, revoked or expired
 ├── PermissionDenied      a credential without the needed privilege
 ├── NotFound              no such resource (or not visible to the caller)
+├── RateLimited           too many requests of one caller: try again after `retry_after`
 ├── Conflict              the request contradicts the current state
 │   └── StaleState        a guarded update lost a race (expected state changed)
 └── TaskFailure           raised inside actions: the task failed, with a message
@@ -50,6 +51,16 @@ class InvalidDefinition(InvalidInput):
     """The workflow definition is not valid."""
 
     code = "invalid_definition"
+
+
+class RateLimited(ExecflowError):
+    """Too many requests: try again later."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotAuthenticated(ExecflowError):

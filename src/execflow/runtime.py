@@ -53,6 +53,7 @@ class Runtime:
             lease_seconds=settings.lease_seconds,
             poll_seconds=settings.poll_seconds,
             shutdown_grace=settings.shutdown_grace,
+            max_items=settings.limits.max_items,
         )
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock)
@@ -61,7 +62,14 @@ class Runtime:
             allowed_networks=settings.callback_allowed_networks,
             retry_for=settings.callback_retry_for,
         )
-        service = Service(store, definitions, engine, clock, callback_policy=callback_policy)
+        service = Service(
+            store,
+            definitions,
+            engine,
+            clock,
+            callback_policy=callback_policy,
+            limits=settings.limits,
+        )
         deliverer = Deliverer(store, definitions, callback_policy, clock)
         # committed ends wake the deliverer (an end on another node waits for its poll)
         engine.callback_listeners.append(deliverer.poke)

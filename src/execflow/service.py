@@ -35,10 +35,13 @@ from execflow.engine import DefinitionCache, Engine
 from execflow.errors import (
     Conflict,
     Detail,
+    InvalidDefinition,
     InvalidInput,
     NotAuthenticated,
     NotFound,
+    RateLimited,
 )
+from execflow.limits import Limits, RateLimiter, document_problem, json_size
 from execflow.records import (
     CallbackStatus,
     EventRecord,
@@ -172,8 +175,11 @@ class Service:
         clock: Clock | None = None,
         idempotency_retention: float = 86400.0,
         callback_policy: CallbackPolicy | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits or Limits()
+        self._starts = RateLimiter(self.limits.start_rate, self.limits.start_burst)
         self.definitions = definitions
         self.engine = engine
         self.clock = clock or SystemClock()
@@ -203,6 +209,13 @@ class Service:
         self, who: Principal, name: str, raw: Any
     ) -> tuple[WorkflowRecord, int, bool]:
         require(who, Privilege.MANAGE_WORKFLOWS)
+        if problem := document_problem(raw, self.limits.max_depth):
+            raise InvalidDefinition("the workflow definition is not valid", [problem])
+        tasks = raw.get("tasks") if isinstance(raw, dict) else None
+        if isinstance(tasks, dict) and (count := len(tasks)) > self.limits.max_tasks:
+            # before the definition is parsed: that costs in proportion
+            why = f"{count} tasks; at most {self.limits.max_tasks} (EXECFLOW_MAX_TASKS)"
+            raise InvalidDefinition("the workflow definition is not valid", [Detail("/tasks", why)])
         definition = parse_definition(raw, name=name)
         result = await self.store.call(
             self.store.put_workflow, who.project_id, definition, self.clock.now()
@@ -248,6 +261,7 @@ class Service:
         (False), with other inputs a Conflict naming them; an Idempotency-Key does the same
         for any request within the retention period."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
+        self._count_start(who)
         p = await self._prepare(who, workflow, request)
         key, name = request.idempotency_key, request.name
         if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
@@ -305,6 +319,26 @@ class Service:
         if self.engine is not None:
             self.engine.submit(record, p.definition)
         return record, True
+
+    def _count_start(self, who: Principal) -> None:
+        """RateLimited once the caller's token has started too many executions of late."""
+        wait = self._starts.take(who.token_id or who.project_id, self.clock.now())
+        if wait:
+            rate = self.limits.start_rate
+            raise RateLimited(
+                f"this token starts at most {rate:g} executions a second "
+                f"(bursts of {self.limits.start_burst}); try again in {wait:.2f}s",
+                wait,
+            )
+
+    def _sizes(self, **values: Any) -> list[Detail]:
+        """A detail for each value whose JSON is over the inputs limit."""
+        limit = self.limits.max_inputs
+        return [
+            Detail(f"/{name}", f"{size} bytes of JSON; at most {limit} (EXECFLOW_MAX_INPUTS)")
+            for name, value in values.items()
+            if value is not None and (size := json_size(value)) > limit
+        ]
 
     def _same_inputs(
         self, existing: ExecutionRecord, p: _Prepared, given: str | None = None
@@ -374,6 +408,7 @@ class Service:
                 problems.append(Detail(f"/stores/{store}", f"unknown store ({known})"))
             elif why := store_content_error(spec.type, content):
                 problems.append(Detail(f"/stores/{store}", why))
+        problems += self._sizes(inputs=r.inputs, stores=r.stores)
         resolved: dict[str, Any] = {}
         try:
             resolved = resolve_inputs(definition, r.inputs)
@@ -548,9 +583,10 @@ class Service:
         `from_task` and everything after it and reuses the outputs of every other task
         that completed here. `inputs` override the original inputs, key by key."""
         require(who, Privilege.SCHEDULE_EXECUTIONS)
+        self._count_start(who)
         original = await self.store.read(self.store.get_execution, execution_id, who.project_id)
         definition = await self.definition_of(original)
-        problems: list[Detail] = []
+        problems: list[Detail] = self._sizes(inputs=inputs)
         if from_task not in definition.tasks:
             known = ", ".join(definition.order)
             problems.append(Detail("/from_task", f"no task {from_task!r} (tasks: {known})"))
@@ -631,7 +667,8 @@ class Service:
         409 when nothing waits for `name`; 422 naming each field when the payload does not
         fit the waiting task's schema. Either way nothing changes."""
         require(who, Privilege.MANAGE_EXECUTIONS)
-
+        if problems := self._sizes(payload=payload):
+            raise InvalidInput(f"the payload of signal {name!r} is not valid", problems)
         body: dict[str, Any] = {"name": name, "payload": payload}
 
         def awaited(rec: ExecutionRecord) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from execflow.callbacks import Network, parse_networks
+from execflow.limits import Limits, limits_from_env
 
 
 def default_data_dir() -> Path:
@@ -51,6 +52,7 @@ class Settings:
     # those of `secret_key_file`, which is made on first start
     secret_keys: str = field(default="", repr=False)
     secret_key_file: Path | None = None  # default: <data dir>/secret-keys
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -78,6 +80,7 @@ class Settings:
             values["secret_keys"] = env["EXECFLOW_SECRET_KEYS"]
         if "EXECFLOW_SECRET_KEY_FILE" in env:
             values["secret_key_file"] = Path(env["EXECFLOW_SECRET_KEY_FILE"])
+        values["limits"] = limits_from_env(env)
         if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
             values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from execflow import __version__
 from execflow.api import errors, executions, projects, tokens, workflows
 from execflow.api.deps import SECURITY, SECURITY_SCHEMES
+from execflow.api.guard import BodyGuard
 from execflow.runtime import Runtime
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -88,5 +89,6 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(BodyGuard, limits=runtime.settings.limits)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer has an id
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from execflow.errors import (
     NotAuthenticated,
     NotFound,
     PermissionDenied,
+    RateLimited,
 )
 
 log = logging.getLogger("execflow.api")
@@ -27,6 +29,7 @@ STATUS: list[tuple[type[ExecflowError], int]] = [
     (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (RateLimited, 429),
 ]
 
 _HTTP_CODES = {
@@ -78,6 +81,8 @@ def install(app: FastAPI) -> None:
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
         details = [d.as_dict() for d in exc.details]
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return error_response(request, status, exc.code, exc.message, details, headers)
 
     @app.exception_handler(RequestValidationError)

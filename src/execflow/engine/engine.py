@@ -30,7 +30,6 @@ from execflow.actions.signal import SignalArgs, check_payload, waiting
 from execflow.actions.subworkflow import DEPTH_LABEL, MAX_DEPTH, WorkflowArgs
 from execflow.clock import Clock, ManualClock, SystemClock
 from execflow.definition import (
-    MAX_ITEMS,
     Definition,
     ItemFailure,
     StoreKind,
@@ -82,6 +81,7 @@ class EngineSettings:
     shutdown_grace: float = 10.0
     # how long running tasks of a cancelled execution may take to finish (unless forced)
     cancel_grace: float = 30.0
+    max_items: int = 10_000  # items of one fan-out (EXECFLOW_MAX_ITEMS)
 
     def resolved_node_id(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -649,8 +649,11 @@ class Engine:
             items = run.definition.for_each_renderers[tid](run.context(None, tid))
             if not isinstance(items, list):
                 raise TaskFailure(f"for_each gave {type(items).__name__}, not a list", "for_each")
-            if len(items) > MAX_ITEMS:
-                raise TaskFailure(f"{len(items)} items; at most {MAX_ITEMS}", "for_each")
+            if len(items) > self.settings.max_items:
+                limit = self.settings.max_items
+                raise TaskFailure(
+                    f"{len(items)} items; at most {limit} (EXECFLOW_MAX_ITEMS)", "for_each", False
+                )
         except TaskFailure as exc:
             attempt.state, attempt.error = T.FAILED, exc.as_error()
             run.failure = run.failure or {"task": tid, **exc.as_error()}

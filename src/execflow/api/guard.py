@@ -1,0 +1,95 @@
+"""Requests are bounded before the app reads them: the body's size, and a JSON body's shape.
+
+An ASGI middleware, so it guards every route alike (the native API and the vendor
+dialects): a body over the limit is refused with 413 as soon as its `Content-Length` says
+so, or as soon as that many bytes have come, without reading the rest; a JSON body that does
+not parse, or holds what execflow refuses to store (see `limits.document_problem`), is
+refused with 422 before any route sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from execflow.api.errors import error_response
+from execflow.errors import Detail
+from execflow.limits import Limits, parse_json
+
+
+class BodyGuard:
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.max_body
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            if length.isdigit():
+                await self._refuse(scope, send, 413, _too_large(limit))
+            else:
+                detail = Detail("header:Content-Length", "not a number of bytes")
+                await self._refuse(scope, send, 400, detail)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._refuse(scope, send, 413, _too_large(limit))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if body and (kind == b"application/json" or kind.endswith(b"+json")):
+            _, problem = parse_json(body, self.limits.max_depth)
+            if problem is not None:
+                await self._refuse(scope, send, 422, problem)
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, detail: Detail) -> None:
+        request = Request(scope)
+        if status == 413:
+            code, text = "too_large", "the request body is too large"
+        elif status == 400:
+            code, text = "bad_request", "the request is malformed"
+        else:
+            code, text = "invalid_input", "the request body is not acceptable JSON"
+        response = error_response(request, status, code, text, [detail.as_dict()])
+        if status == 413:
+            response.headers["Connection"] = "close"  # the rest of the body is not read
+        await response(scope, _nothing, send)
+
+
+def _too_large(limit: int) -> Detail:
+    return Detail("", f"at most {limit} bytes (EXECFLOW_MAX_BODY)")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # what comes after the body: a disconnect
+
+    return replay
+
+
+async def _nothing() -> Any:
+    return {"type": "http.disconnect"}
