@@ -582,7 +582,7 @@ class Service:
         """Start a new execution of the same revision, linked to this one, that runs
         `from_task` and everything after it and reuses the outputs of every other task
         that completed here. `inputs` override the original inputs, key by key."""
-        require(who, Privilege.SCHEDULE_EXECUTIONS)
+        require(who, Privilege.MANAGE_EXECUTIONS)
         self._count_start(who)
         original = await self.store.read(self.store.get_execution, execution_id, who.project_id)
         definition = await self.definition_of(original)

@@ -389,4 +389,6 @@ async def send_signal(
 ) -> ExecutionSummary:
     """The payload must fit the JSON Schema the waiting task declares (see `pending_signals`
     of the execution): otherwise 422 naming each field. A signal nobody waits for: 409."""
+    if isinstance(payload, bytes):  # a body that is not JSON (YAML, say) arrives as it came
+        raise InvalidInput(details=[Detail("header:Content-Type", "send application/json")])
     return ExecutionSummary.of(await service.signal(who, execution_id, signal, payload))

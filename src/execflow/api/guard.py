@@ -4,7 +4,8 @@ An ASGI middleware, so it guards every route alike (the native API and the vendo
 dialects): a body over the limit is refused with 413 as soon as its `Content-Length` says
 so, or as soon as that many bytes have come, without reading the rest; a JSON body that does
 not parse, or holds what execflow refuses to store (see `limits.document_problem`), is
-refused with 422 before any route sees it.
+refused with 422 before any route sees it; the native API takes JSON bodies only (YAML for
+workflow definitions): another media type is 415.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from execflow.api.errors import error_response
 from execflow.errors import Detail
 from execflow.limits import Limits, parse_json
+
+NATIVE = "/api/"  # the native API speaks JSON (and YAML for definitions); dialects their own
+YAML = (b"application/yaml", b"application/x-yaml", b"text/yaml")
 
 
 class BodyGuard:
@@ -53,7 +57,12 @@ class BodyGuard:
                 break
         body = b"".join(chunks)
         kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-        if body and (kind == b"application/json" or kind.endswith(b"+json")):
+        is_json = kind == b"application/json" or kind.endswith(b"+json")
+        if body and not is_json and scope["path"].startswith(NATIVE) and kind not in YAML:
+            detail = Detail("header:Content-Type", f"send application/json, not {kind.decode()}")
+            await self._refuse(scope, send, 415, detail)
+            return
+        if body and is_json:
             _, problem = parse_json(body, self.limits.max_depth)
             if problem is not None:
                 await self._refuse(scope, send, 422, problem)
@@ -66,6 +75,8 @@ class BodyGuard:
             code, text = "too_large", "the request body is too large"
         elif status == 400:
             code, text = "bad_request", "the request is malformed"
+        elif status == 415:
+            code, text = "unsupported_media_type", "the body's media type is not accepted here"
         else:
             code, text = "invalid_input", "the request body is not acceptable JSON"
         response = error_response(request, status, code, text, [detail.as_dict()])
