@@ -214,7 +214,7 @@ async def test_project_admins_manage_only_their_own_tokens(api: Api) -> None:
 
 def test_docs_show_the_roles_table_of_the_code() -> None:
     text = (ROOT / "docs" / "security.md").read_text()
-    section = text.split("<!-- roles -->")[1]
+    section = text.split("<!-- roles -->")[1].split("<!-- /roles -->")[0]
     header, _, *rows = [line for line in section.splitlines() if line.startswith("|")]
     privileges = [c.strip(" `") for c in header.strip("|").split("|")][1:]
     assert set(privileges) == {p.value for p in Privilege}

@@ -261,14 +261,15 @@ async def test_duplicate_keys_are_reported_with_their_pointer(api: Api) -> None:
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "multipart/form-data"])
-async def test_an_unsupported_content_type_gets_422_saying_what_to_send(
+async def test_an_unsupported_content_type_gets_415_saying_what_to_send(
     api: Api, content_type: str
 ) -> None:
     headers = {**api.auth(), "Content-Type": content_type}
     r = await api.client.put("/api/v1/workflows/hello", content=json.dumps(HELLO), headers=headers)
-    error = assert_error(r, 422)
-    assert "application/json" in error["description"]
-    assert "application/yaml" in error["description"]
+    error = assert_error(r, 415)
+    [detail] = error["details"]
+    assert detail["pointer"] == "header:Content-Type"
+    assert "application/json" in detail["reason"] and "application/yaml" in detail["reason"]
     assert_error(await api.client.get("/api/v1/workflows/hello", headers=api.auth()), 404)
 
 

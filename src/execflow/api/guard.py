@@ -59,7 +59,11 @@ class BodyGuard:
         kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
         is_json = kind == b"application/json" or kind.endswith(b"+json")
         if body and not is_json and scope["path"].startswith(NATIVE) and kind not in YAML:
-            detail = Detail("header:Content-Type", f"send application/json, not {kind.decode()}")
+            detail = Detail(
+                "header:Content-Type",
+                f"send application/json (a workflow definition also as application/yaml), "
+                f"not {kind.decode(errors='replace')}",
+            )
             await self._refuse(scope, send, 415, detail)
             return
         if body and is_json:
