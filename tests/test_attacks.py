@@ -52,6 +52,10 @@ NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects/{project}/tokens"): Privilege.ADMIN,
     ("GET", "/api/v1/projects/{project}/tokens/{token_id}"): Privilege.ADMIN,
     ("DELETE", "/api/v1/projects/{project}/tokens/{token_id}"): Privilege.ADMIN,
+    ("POST", "/api/v1/projects/{project}/access-keys"): Privilege.ADMIN,
+    ("GET", "/api/v1/projects/{project}/access-keys"): Privilege.ADMIN,
+    ("GET", "/api/v1/projects/{project}/access-keys/{key_id}"): Privilege.ADMIN,
+    ("DELETE", "/api/v1/projects/{project}/access-keys/{key_id}"): Privilege.ADMIN,
 }
 OPEN = {("GET", "/healthz")}
 
@@ -84,6 +88,8 @@ def body_for(method: str, path: str, values: dict[str, str], role: str) -> Any:
         return {"approved": True, "by": role}
     if (method, path) == ("POST", "/api/v1/projects"):
         return {"name": f"gamma-{role}"}
+    if (method, path) == ("POST", "/api/v1/projects/{project}/access-keys"):
+        return {"role": "viewer", "description": f"made by {role}"}
     if (method, path) == ("POST", "/api/v1/projects/{project}/tokens"):
         return {"role": "viewer", "description": f"made by {role}"}
     return None
@@ -120,7 +126,13 @@ async def world(api: Api) -> AsyncIterator[World]:
             json={"role": "viewer", "description": CANARY if project == "beta" else "alpha"},
             headers=h,
         )
+        key = await c.post(
+            f"/api/v1/projects/{project}/access-keys",
+            json={"role": "viewer", "description": CANARY if project == "beta" else "alpha"},
+            headers=h,
+        )
         ids[project] = {
+            "key_id": key.json()["id"],
             "name": name,
             "execution_id": r.json()["id"],
             "number": "1",
@@ -203,6 +215,8 @@ async def test_every_route_every_role_and_another_projects_resources(world: Worl
         assert (wf["revision"], wf["definition"]["description"]) == (1, CANARY)
     tokens = (await c.get("/api/v1/projects/beta/tokens", headers=hb)).json()["items"]
     assert all(t["state"] == "active" for t in tokens) and len(tokens) == 2
+    keys = (await c.get("/api/v1/projects/beta/access-keys", headers=hb)).json()["items"]
+    assert [k["state"] for k in keys] == ["active"]
 
 
 async def test_lists_show_nothing_of_another_project(world: World) -> None:

@@ -364,6 +364,21 @@ def test_projects_and_tokens_are_administered_from_the_cli(cli: Cli) -> None:
     assert result.exit_code == 2 and "root" in result.stderr
 
 
+def test_access_keys_are_administered_from_the_cli(cli: Cli) -> None:
+    assert cli("project", "create", "team-k").exit_code == 0
+    result = cli("access-key", "create", "--project", "team-k", "--role", "viewer")
+    assert result.exit_code == 0, result.output
+    id_line, secret_line = result.stdout.splitlines()
+    key_id, secret = id_line.split()[-1], secret_line.split()[-1]
+    listed = cli("access-key", "list", "--project", "team-k").stdout.splitlines()
+    assert [line.split("\t")[:3] for line in listed] == [[key_id, "viewer", "active"]]
+    assert secret not in "".join(listed)
+    assert cli("token", "list", "--project", "team-k").stdout == ""
+    result = cli("access-key", "revoke", key_id, "--project", "team-k")
+    assert result.exit_code == 0 and f"access key {key_id} revoked" in result.stdout
+    assert "revoked" in cli("access-key", "list", "--project", "team-k").stdout
+
+
 def test_a_bad_token_is_refused(cli: Cli) -> None:
     result = cli("ls", token="not-a-token")
     assert result.exit_code == 1

@@ -23,6 +23,7 @@ from execflow.durations import parse_duration
 from execflow.errors import Detail, InvalidInput, PermissionDenied
 from execflow.records import Principal, ProjectRecord, TokenRecord
 from execflow.service import Service
+from execflow.store.store import TOKEN
 
 
 async def create_project(service: Service, who: Principal, name: str) -> ProjectRecord:
@@ -56,8 +57,9 @@ async def create_token(
     description: str = "",
     expires_at: datetime | None = None,
     expires_in: str | None = None,
+    kind: str = TOKEN,
 ) -> tuple[TokenRecord, str]:
-    """A new token of `project` and its secret, which is shown this once."""
+    """A new token (or access key) of `project` and its secret, which is shown this once."""
     target = await _administered(service, who, project)
     now = service.clock.now()
     problems = []
@@ -80,7 +82,8 @@ async def create_token(
         elif expires_at <= now:
             problems.append(Detail("/expires_at", "must be in the future"))
     if problems:
-        raise InvalidInput("the token request is not valid", problems)
+        what = "token" if kind == TOKEN else "access key"
+        raise InvalidInput(f"the {what} request is not valid", problems)
     token_id, secret = await service.store.call(
         service.store.create_token,
         target.id,
@@ -89,30 +92,37 @@ async def create_token(
         description,
         expires_at,
         who.token_id,
+        kind,
     )
-    token = await service.store.read(service.store.get_token, target.id, token_id)
+    token = await service.store.read(service.store.get_token, target.id, token_id, kind)
     return token, secret
 
 
-async def list_tokens(service: Service, who: Principal, project: str) -> list[TokenRecord]:
+async def list_tokens(
+    service: Service, who: Principal, project: str, kind: str = TOKEN
+) -> list[TokenRecord]:
     target = await _administered(service, who, project)
-    return await service.store.read(service.store.list_tokens, target.id)
+    return await service.store.read(service.store.list_tokens, target.id, kind)
 
 
-async def get_token(service: Service, who: Principal, project: str, token_id: str) -> TokenRecord:
+async def get_token(
+    service: Service, who: Principal, project: str, token_id: str, kind: str = TOKEN
+) -> TokenRecord:
     target = await _administered(service, who, project)
-    return await service.store.read(service.store.get_token, target.id, token_id)
+    return await service.store.read(service.store.get_token, target.id, token_id, kind)
 
 
 async def revoke_token(
-    service: Service, who: Principal, project: str, token_id: str
+    service: Service, who: Principal, project: str, token_id: str, kind: str = TOKEN
 ) -> TokenRecord:
     """Revoke a token; it stops working with the next request. The default project keeps
     at least one live admin token, so the server can always be administered."""
     target = await _administered(service, who, project)
     now = service.clock.now()
     keep = target.id if target.name == SYSTEM_PROJECT else None
-    return await service.store.call(service.store.revoke_token, target.id, token_id, now, keep)
+    return await service.store.call(
+        service.store.revoke_token, target.id, token_id, now, keep, kind
+    )
 
 
 async def _administered(service: Service, who: Principal, project: str) -> ProjectRecord:

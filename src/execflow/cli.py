@@ -523,6 +523,52 @@ def token_revoke(ctx: click.Context, token_id: str, project: str) -> None:
     click.echo(f"token {revoked['id']} revoked")
 
 
+@main.group("access-key")
+def access_key() -> None:
+    """Manage access keys: an id and a secret for clients that sign their requests (as the
+    OBS SDKs do) instead of sending a token."""
+
+
+@access_key.command("create")
+@click.option("--project", default="default", show_default=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--description", default="")
+@click.option("--expires-in", help="A lifetime such as 30d or 12h (default: no expiry)")
+@click.pass_context
+def access_key_create(
+    ctx: click.Context, project: str, role: str, description: str, expires_in: str | None
+) -> None:
+    """Create an access key and print its id and secret (the secret is shown only once)."""
+    with _client(ctx) as client:
+        created = client.create_token(project, role, description, expires_in, "access-keys")
+    click.echo(f"access key id: {created['id']}\nsecret:        {created['secret']}")
+
+
+@access_key.command("list")
+@click.option("--project", default="default", show_default=True)
+@click.pass_context
+def access_key_list(ctx: click.Context, project: str) -> None:
+    """List a project's access keys: id, role, state, expiry, last use, description."""
+    with _client(ctx) as client:
+        items = client.list_tokens(project, "access-keys")["items"]
+    for k in items:
+        fields = (k["id"], k["role"], k["state"], k["expires_at"], k["last_used_at"])
+        click.echo(
+            "\t".join("-" if f is None else str(f) for f in fields) + "\t" + k["description"]
+        )
+
+
+@access_key.command("revoke")
+@click.argument("key_id")
+@click.option("--project", default="default", show_default=True)
+@click.pass_context
+def access_key_revoke(ctx: click.Context, key_id: str, project: str) -> None:
+    """Revoke KEY_ID; requests it signs are refused from the next one."""
+    with _client(ctx) as client:
+        revoked = client.revoke_token(project, key_id, "access-keys")
+    click.echo(f"access key {revoked['id']} revoked")
+
+
 @main.group()
 def db() -> None:
     """Database maintenance."""

@@ -114,13 +114,19 @@ class Client:
         return self.request("GET", "/api/v1/projects")
 
     def create_token(
-        self, project: str, role: str, description: str, expires_in: str | None = None
+        self,
+        project: str,
+        role: str,
+        description: str,
+        expires_in: str | None = None,
+        kind: str = "tokens",
     ) -> Any:
+        """A new credential: `kind` is "tokens" or "access-keys"."""
         body = {"role": role, "description": description, "expires_in": expires_in}
-        return self.request("POST", f"/api/v1/projects/{project}/tokens", json=body)
+        return self.request("POST", f"/api/v1/projects/{project}/{kind}", json=body)
 
-    def list_tokens(self, project: str) -> Any:
-        return self.request("GET", f"/api/v1/projects/{project}/tokens")
+    def list_tokens(self, project: str, kind: str = "tokens") -> Any:
+        return self.request("GET", f"/api/v1/projects/{project}/{kind}")
 
-    def revoke_token(self, project: str, token_id: str) -> Any:
-        return self.request("DELETE", f"/api/v1/projects/{project}/tokens/{token_id}")
+    def revoke_token(self, project: str, token_id: str, kind: str = "tokens") -> Any:
+        return self.request("DELETE", f"/api/v1/projects/{project}/{kind}/{token_id}")

@@ -52,6 +52,7 @@ from execflow.records import (
     WorkflowRecord,
 )
 from execflow.sealing import Sealed
+from execflow.signing import SignatureError, check_obs_request
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from execflow.store.store import new_id
@@ -65,6 +66,19 @@ FOLLOW_POLL_SECONDS = 1.0
 
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What a signature covers, as the request came (header names in lower case)."""
+
+    key_id: str
+    signature: str
+    method: str
+    raw_path: str
+    raw_query: str
+    headers: dict[str, str]
+    prefix: str = "x-obs-"  # the signed headers' prefix: x-amz- when the scheme says AWS
 
 
 @dataclass(frozen=True)
@@ -198,10 +212,37 @@ class Service:
         if found is None:
             raise NotAuthenticated("the token is unknown, revoked or expired")
         principal, last_used = found
-        if last_used is None or (now - last_used).total_seconds() > 60:
-            # Coarse on purpose: one write a minute per token, not one per request.
-            await self.store.call(self.store.touch_token, principal.token_id, now)
+        await self._used(principal, last_used, now)
         return principal
+
+    async def authenticate_signed(self, request: SignedRequest) -> Principal:
+        """The principal of the access key that signed `request`; NotAuthenticated saying
+        why not (unknown, revoked or expired key; wrong signature; a date too far off)."""
+        now = self.clock.now()
+        found = await self.store.read(self.store.access_key, request.key_id, now)
+        if found is None:
+            raise NotAuthenticated("the access key is unknown, revoked or expired")
+        principal, secret, last_used = found
+        try:
+            check_obs_request(
+                secret,
+                request.signature,
+                request.method,
+                request.raw_path,
+                request.raw_query,
+                request.headers,
+                now,
+                request.prefix,
+            )
+        except SignatureError as exc:
+            raise NotAuthenticated(str(exc)) from None
+        await self._used(principal, last_used, now)
+        return principal
+
+    async def _used(self, principal: Principal, last_used: datetime | None, now: datetime) -> None:
+        if last_used is None or (now - last_used).total_seconds() > 60:
+            # Coarse on purpose: one write a minute per credential, not one per request.
+            await self.store.call(self.store.touch_token, principal.token_id, now)
 
     # workflows ---------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from execflow.errors import NotAuthenticated
 from execflow.records import Principal
-from execflow.service import Service
+from execflow.service import Service, SignedRequest
+from execflow.signing import SignatureError, parse_obs_authorization
 
 
 async def get_service(request: Request) -> Service:
@@ -17,25 +19,51 @@ async def get_service(request: Request) -> Service:
 
 
 async def get_principal(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer <token>` or `X-Auth-Token: <token>`.
+    """The caller, from `Authorization: Bearer <token>` or `X-Auth-Token: <token>`, or from
+    an access key's signature (`Authorization: OBS <key id>:<signature>`).
 
     One plain dependency reading the headers: FastAPI's security classes cost more per
     request than the token lookup; the schemes are declared in the OpenAPI document instead.
     """
     headers = request.headers
+    service: Service = request.app.state.service
+    authorization = headers.get("authorization", "")
+    try:
+        signed = parse_obs_authorization(authorization)
+    except SignatureError as exc:
+        raise NotAuthenticated(str(exc)) from None
+    if signed is not None:
+        scheme, key_id, signature = signed
+        scope = request.scope
+        return await service.authenticate_signed(
+            SignedRequest(
+                key_id,
+                signature,
+                request.method,
+                scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0],
+                scope.get("query_string", b"").decode("latin-1"),
+                {k.lower(): v for k, v in headers.items()},
+                "x-obs-" if scheme == "OBS" else "x-amz-",
+            )
+        )
     secret = headers.get("x-auth-token")
-    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         secret = credentials.strip()
-    service: Service = request.app.state.service
     return await service.authenticate(secret)
 
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "A token"},
     "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token", "description": "A token"},
+    "signature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "`OBS <access key id>:<signature>`: a request signed with an access key",
+    },
 }
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"token": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"token": []}, {"signature": []}]
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

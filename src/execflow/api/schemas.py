@@ -420,3 +420,7 @@ class TokenList(_Out):
 
 class TokenPublic(TokenInfo):
     token: str = Field(description="Shown once; only its hash is stored")
+
+
+class AccessKeyPublic(TokenInfo):
+    secret: str = Field(description="Shown once; stored sealed (it signs requests)")

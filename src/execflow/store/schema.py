@@ -86,6 +86,10 @@ tokens = Table(
     Column("last_used_at", UTCDateTime),
     # the token that created this one (None for the first admin token, made at setup)
     Column("created_by", String(32)),
+    # "token" (a bearer secret, kept as a hash) or "access_key" (an id and a secret that
+    # signs requests: the secret is kept sealed, since checking a signature needs it)
+    Column("kind", String(16), nullable=False, default="token", server_default="token"),
+    Column("sealed_secret", Text),
 )
 
 workflows = Table(

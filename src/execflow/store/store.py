@@ -58,6 +58,16 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+# the two kinds of credential (rows of the tokens table)
+TOKEN, ACCESS_KEY = "token", "access_key"
+_KEY_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def new_key_id() -> str:
+    """An access key id: `EF` and 18 characters of A-Z2-7 (90 random bits)."""
+    return "EF" + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(18))
+
+
 def hash_secret(secret: str) -> str:
     # Tokens carry 256 bits of randomness, so a plain SHA-256 is a sound one-way store.
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -74,7 +84,28 @@ _TOKEN_BY_HASH = (
         s.projects.c.name,
     )
     .join(s.projects, s.projects.c.id == s.tokens.c.project_id)
-    .where(s.tokens.c.secret_hash == sa.bindparam("hash"), s.tokens.c.revoked_at.is_(None))
+    .where(
+        s.tokens.c.secret_hash == sa.bindparam("hash"),
+        s.tokens.c.revoked_at.is_(None),
+        s.tokens.c.kind == TOKEN,
+    )
+)
+_ACCESS_KEY = (
+    sa.select(
+        s.tokens.c.id,
+        s.tokens.c.project_id,
+        s.tokens.c.role,
+        s.tokens.c.expires_at,
+        s.tokens.c.last_used_at,
+        s.tokens.c.sealed_secret,
+        s.projects.c.name,
+    )
+    .join(s.projects, s.projects.c.id == s.tokens.c.project_id)
+    .where(
+        s.tokens.c.id == sa.bindparam("id"),
+        s.tokens.c.revoked_at.is_(None),
+        s.tokens.c.kind == ACCESS_KEY,
+    )
 )
 _TOKEN_COLUMNS = (
     s.tokens.c.id,
@@ -251,12 +282,18 @@ class Store:
         description: str = "",
         expires_at: datetime | None = None,
         created_by: str | None = None,
+        kind: str = TOKEN,
     ) -> tuple[str, str]:
-        """Store a new token (hashed) and return (id, secret); the secret is never stored."""
+        """Store a new credential and return (id, secret). A token's secret is kept only as
+        a hash; an access key's secret is kept sealed too, since a signature is checked by
+        computing it again."""
         if role not in ROLES:
             raise InvalidInput(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-        token_id = new_id()
-        secret = "ef_" + secrets.token_urlsafe(32)
+        if kind == TOKEN:
+            token_id, secret, sealed = new_id(), "ef_" + secrets.token_urlsafe(32), None
+        else:
+            token_id, secret = new_key_id(), secrets.token_urlsafe(30)
+            sealed = self.sealer.seal(secret).token
         with self.engine.begin() as conn:
             conn.execute(
                 s.tokens.insert().values(
@@ -268,30 +305,39 @@ class Store:
                     created_at=now,
                     expires_at=expires_at,
                     created_by=created_by,
+                    kind=kind,
+                    sealed_secret=sealed,
                 )
             )
         return token_id, secret
 
-    def list_tokens(self, project_id: str) -> list[TokenRecord]:
+    def list_tokens(self, project_id: str, kind: str = TOKEN) -> list[TokenRecord]:
         t = s.tokens
-        q = sa.select(*_TOKEN_COLUMNS).where(t.c.project_id == project_id)
+        q = sa.select(*_TOKEN_COLUMNS).where(t.c.project_id == project_id, t.c.kind == kind)
         with self._reader() as conn:
             return [
                 TokenRecord(**r)
                 for r in conn.execute(q.order_by(t.c.created_at, t.c.id)).mappings()
             ]
 
-    def get_token(self, project_id: str, token_id: str) -> TokenRecord:
+    def get_token(self, project_id: str, token_id: str, kind: str = TOKEN) -> TokenRecord:
         t = s.tokens
-        q = sa.select(*_TOKEN_COLUMNS).where(t.c.project_id == project_id, t.c.id == token_id)
+        q = sa.select(*_TOKEN_COLUMNS).where(
+            t.c.project_id == project_id, t.c.id == token_id, t.c.kind == kind
+        )
         with self._reader() as conn:
             row = conn.execute(q).mappings().first()
         if row is None:
-            raise NotFound(f"token {token_id!r} not found")
+            raise NotFound(f"{kind.replace('_', ' ')} {token_id!r} not found")
         return TokenRecord(**row)
 
     def revoke_token(
-        self, project_id: str, token_id: str, now: datetime, keep_one_admin_of: str | None
+        self,
+        project_id: str,
+        token_id: str,
+        now: datetime,
+        keep_one_admin_of: str | None,
+        kind: str = TOKEN,
     ) -> TokenRecord:
         """Revoke a token at once (a revoked one stays revoked from its first revocation).
         With `keep_one_admin_of`, the last live admin token of that project cannot go:
@@ -301,24 +347,25 @@ class Store:
             row = (
                 conn.execute(
                     sa.select(*_TOKEN_COLUMNS)
-                    .where(t.c.project_id == project_id, t.c.id == token_id)
+                    .where(t.c.project_id == project_id, t.c.id == token_id, t.c.kind == kind)
                     .with_for_update()
                 )
                 .mappings()
                 .first()
             )
             if row is None:
-                raise NotFound(f"token {token_id!r} not found")
+                raise NotFound(f"{kind.replace('_', ' ')} {token_id!r} not found")
             token = TokenRecord(**row)
             if token.revoked_at is not None:
                 return token
-            if keep_one_admin_of == project_id and token.role == "admin":
+            if kind == TOKEN and keep_one_admin_of == project_id and token.role == "admin":
                 others = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(t)
                     .where(
                         t.c.project_id == project_id,
                         t.c.role == "admin",
+                        t.c.kind == TOKEN,
                         t.c.id != token_id,
                         t.c.revoked_at.is_(None),
                         sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
@@ -340,6 +387,17 @@ class Store:
             return None
         principal = Principal(row["id"], row["project_id"], row["name"], row["role"])
         return principal, row["last_used_at"]
+
+    def access_key(
+        self, key_id: str, now: datetime
+    ) -> tuple[Principal, str, datetime | None] | None:
+        """The principal of a live access key, its secret (opened) and when it was last used."""
+        with self._reader() as conn:
+            row = conn.execute(_ACCESS_KEY, {"id": key_id}).mappings().first()
+        if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
+            return None
+        principal = Principal(row["id"], row["project_id"], row["name"], row["role"])
+        return principal, self.sealer.open(Sealed(row["sealed_secret"])), row["last_used_at"]
 
     def touch_token(self, token_id: str, now: datetime) -> None:
         t = s.tokens
@@ -444,8 +502,9 @@ class Store:
             self.sealer.open(Sealed(row.inputs[row.sealed_inputs[0]]))
 
     def reseal(self, batch: int = 500) -> int:
-        """Seal every sealed value again with the newest key, and seal the secret inputs of
-        executions stored before inputs were sealed; how many values were sealed."""
+        """Seal every sealed value again with the newest key (secret inputs, access keys'
+        secrets), and seal the secret inputs of executions stored before inputs were
+        sealed; how many values were sealed."""
         e, r = s.executions, s.revisions
         secret_names: dict[tuple[str, int], list[str]] = {}
         done, after = 0, ""
@@ -484,8 +543,17 @@ class Store:
                     )
                     done += len(names)
             if len(rows) < batch:
-                return done
+                break
             after = rows[-1].id
+        t = s.tokens
+        with self.engine.begin() as conn:
+            keys = conn.execute(
+                sa.select(t.c.id, t.c.sealed_secret).where(t.c.sealed_secret.is_not(None))
+            ).all()
+            for key in keys:
+                resealed = self.sealer.reseal(key.sealed_secret)
+                conn.execute(t.update().where(t.c.id == key.id).values(sealed_secret=resealed))
+        return done + len(keys)
 
     def delete_workflow(self, project_id: str, name: str) -> None:
         """Delete a workflow, its revisions and its ended executions; 409 while any is active."""
