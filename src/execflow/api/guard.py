@@ -35,6 +35,9 @@ class BodyGuard:
         limit = self.limits.max_body
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
+        if (length is None or length == b"0") and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body comes: nothing to bound or check
+            return
         if length is not None and (not length.isdigit() or int(length) > limit):
             if length.isdigit():
                 await self._refuse(scope, send, 413, _too_large(limit))
