@@ -11,15 +11,16 @@ import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import pytest
 import sqlalchemy as sa
+from aliyunsdkcore.auth.composer.rpc_signature_composer import get_signed_url  # Alibaba's
 from obs.auth import Authentication  # the OBS SDK's signer
 from obs.convertor import Adapter
 
 from execflow.clock import ManualClock
-from execflow.signing import obs_signature, obs_string_to_sign
+from execflow.signing import acs_signature, acs_string_to_sign, obs_signature, obs_string_to_sign
 from execflow.store import schema
 from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_access import assert_error, ensure_project
@@ -253,3 +254,38 @@ def test_our_string_to_sign_is_the_sdks() -> None:
     )
     assert ours == sdk["CanonicalString"]
     assert obs_signature("SK", ours) == sdk["Signature"]
+
+
+# Alibaba Cloud's RPC signatures, made by its SDK's own composer ----------------------------
+
+
+def acs_signed_query(key: dict[str, Any], method: str = "GET", **params: str) -> str:
+    signed_url, _ = get_signed_url(dict(params), key["id"], key["secret"], "JSON", method, {})
+    return str(signed_url).removeprefix("/?")
+
+
+async def test_a_request_signed_in_alibabas_style_resolves_to_the_key(api: Api) -> None:
+    key = await new_key(api, "alpha", "viewer")
+    query = acs_signed_query(key, Action="ListFlowInstance", Version="2016-04-08")
+    r = await api.client.get(f"/api/v1/workflows?{query}")
+    assert r.status_code == 200, r.text
+    # the same request again: its nonce was used
+    r = await api.client.get(f"/api/v1/workflows?{query}")
+    assert "SignatureNonce was used already" in assert_error(r, 401)["description"]
+    # a changed parameter no longer matches
+    query = acs_signed_query(key, Action="ListFlowInstance", Version="2016-04-08")
+    r = await api.client.get(f"/api/v1/workflows?{query.replace('2016-04-08', '2016-04-09')}")
+    assert "does not match" in assert_error(r, 401)["description"]
+    # the secret is not the signature's: another key's
+    other = await new_key(api, "alpha", "viewer")
+    query = acs_signed_query({**key, "secret": other["secret"]}, Action="X")
+    assert_error(await api.client.get(f"/api/v1/workflows?{query}"), 401)
+
+
+def test_our_alibaba_string_to_sign_is_the_sdks() -> None:
+    params = {"Action": "SubmitFlow", "Conf": '{"cyctime": "2030-01-01 00:00:00"}', "Name": "a b*~"}
+    signed_url, sdk = get_signed_url(params, "EFKEY", "secret", "JSON", "POST", {})
+    sent = parse_qsl(str(signed_url).removeprefix("/?"), keep_blank_values=True)
+    ours = acs_string_to_sign("POST", sent)
+    assert ours == sdk
+    assert acs_signature("secret", ours) == dict(sent)["Signature"]

@@ -52,7 +52,7 @@ from execflow.records import (
     WorkflowRecord,
 )
 from execflow.sealing import Sealed
-from execflow.signing import SignatureError, check_obs_request
+from execflow.signing import NonceCache, SignatureError, check_acs_request, check_obs_request
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from execflow.store.store import new_id
@@ -79,6 +79,10 @@ class SignedRequest:
     raw_query: str
     headers: dict[str, str]
     prefix: str = "x-obs-"  # the signed headers' prefix: x-amz- when the scheme says AWS
+    # "obs" (the Authorization header) or "acs" (Alibaba's: the signature among `params`,
+    # which are the query's and a form body's fields)
+    scheme: str = "obs"
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ class Service:
         self.store = store
         self.limits = limits or Limits()
         self._starts = RateLimiter(self.limits.start_rate, self.limits.start_burst)
+        self._nonces = NonceCache()  # of requests signed in Alibaba's style
         self.definitions = definitions
         self.engine = engine
         self.clock = clock or SystemClock()
@@ -223,17 +228,16 @@ class Service:
         if found is None:
             raise NotAuthenticated("the access key is unknown, revoked or expired")
         principal, secret, last_used = found
+        r = request
         try:
-            check_obs_request(
-                secret,
-                request.signature,
-                request.method,
-                request.raw_path,
-                request.raw_query,
-                request.headers,
-                now,
-                request.prefix,
-            )
+            if r.scheme == "acs":
+                nonce = check_acs_request(secret, r.method, list(r.params), now)
+                if not self._nonces.first_use(r.key_id, nonce, now):
+                    raise SignatureError("this SignatureNonce was used already")
+            else:
+                check_obs_request(
+                    secret, r.signature, r.method, r.raw_path, r.raw_query, r.headers, now, r.prefix
+                )
         except SignatureError as exc:
             raise NotAuthenticated(str(exc)) from None
         await self._used(principal, last_used, now)

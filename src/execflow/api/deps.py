@@ -20,7 +20,8 @@ async def get_service(request: Request) -> Service:
 
 async def get_principal(request: Request) -> Principal:
     """The caller, from `Authorization: Bearer <token>` or `X-Auth-Token: <token>`, or from
-    an access key's signature (`Authorization: OBS <key id>:<signature>`).
+    an access key's signature (`Authorization: OBS <key id>:<signature>`, or Alibaba
+    Cloud's `AccessKeyId` and `Signature` parameters).
 
     One plain dependency reading the headers: FastAPI's security classes cost more per
     request than the token lookup; the schemes are declared in the OpenAPI document instead.
@@ -44,6 +45,24 @@ async def get_principal(request: Request) -> Principal:
                 scope.get("query_string", b"").decode("latin-1"),
                 {k.lower(): v for k, v in headers.items()},
                 "x-obs-" if scheme == "OBS" else "x-amz-",
+            )
+        )
+    query = request.query_params
+    if "Signature" in query and "AccessKeyId" in query:
+        # Alibaba Cloud's RPC style: the signature and the key's id among the parameters
+        params = list(query.multi_items())
+        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            params += [(k, str(v)) for k, v in (await request.form()).multi_items()]
+        return await service.authenticate_signed(
+            SignedRequest(
+                query["AccessKeyId"],
+                query["Signature"],
+                request.method,
+                "",
+                "",
+                {},
+                scheme="acs",
+                params=tuple(params),
             )
         )
     secret = headers.get("x-auth-token")
