@@ -30,7 +30,7 @@ from execflow.levels import ERROR, NOTICE, WARNING
 from execflow.outbox import Deliverer
 from execflow.records import CallbackStatus, EventRecord
 from execflow.runtime import Runtime
-from execflow.sealing import SECRET_MASK
+from execflow.sealing import SECRET_MASK, Sealed
 from execflow.settings import Settings
 from execflow.store import Store, connect
 from execflow.store import outbox as sql
@@ -410,9 +410,9 @@ async def test_nothing_is_lost_by_a_crash_before_or_during_a_delivery(world: Wor
 
 async def test_two_deliverers_send_each_callback_once(world: World) -> None:
     ids = {await world.ended() for _ in range(12)}
-    # a second node: its own connections to the same database
+    # a second node: its own connections to the same database, the same secret keys
     url = world.h.store.engine.url.render_as_string(hide_password=False)
-    other_store = Store(connect(url, sqlite_synchronous="OFF"))
+    other_store = Store(connect(url, sqlite_synchronous="OFF"), world.h.store.sealer)
     try:
         one = world.deliverer(concurrency=3)
         two = world.deliverer(store=other_store, concurrency=3)
@@ -468,6 +468,18 @@ async def test_the_secret_is_made_once_and_kept(store: Store) -> None:
     assert first == again
     assert first is not None
     assert len(first) == 64
+    # kept sealed: the column holds a ciphertext that opens to it, not the secret
+    with store.engine.connect() as conn:
+        kept = conn.execute(sa.select(s.projects.c.callback_secret)).scalar_one()
+    assert first not in kept and store.sealer.open(Sealed(kept)) == first
+    # one made before secrets were sealed still works, and rotation seals it
+    with store.engine.begin() as conn:
+        conn.execute(s.projects.update().values(callback_secret="ab" * 32))
+    assert await store.call(sql.callback_secret, store, "default") == "ab" * 32
+    assert store.reseal() == 1
+    assert await store.call(sql.callback_secret, store, "default") == "ab" * 32
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(s.projects.c.callback_secret)).scalar_one() != "ab" * 32
 
 
 # -- through the API -------------------------------------------------------------------------

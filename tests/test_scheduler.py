@@ -102,7 +102,7 @@ async def test_the_principal_fits_started_by_for_a_long_schedule_name(store: Sto
 @asynccontextmanager
 async def second_node(store: Store, clock: ManualClock) -> AsyncIterator[Harness]:
     """Another server process on the same database: its own store, engine and service."""
-    other = Store(connect(store.engine.url.render_as_string(hide_password=False)))
+    other = Store(connect(store.engine.url.render_as_string(hide_password=False)), store.sealer)
     try:
         async with harness(other, clock, workers=1, node_id="node-b") as h:
             yield h

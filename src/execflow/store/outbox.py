@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from execflow.records import EventRecord, ExecutionRecord
+from execflow.sealing import Sealed, Sealer
 from execflow.states import TERMINAL
 from execflow.store import schema as s
 from execflow.store import writes
@@ -98,7 +99,7 @@ def claim_due(store: Store, now: datetime, lease_until: datetime, limit: int) ->
         if not taken_ids:
             return []
         rows = conn.execute(sa.select(e).where(e.c.id.in_(taken_ids))).mappings().all()
-        keys = _ensure_secrets(conn, {row["project_id"] for row in rows})
+        keys = _ensure_secrets(conn, store.sealer, {row["project_id"] for row in rows})
     entries = [
         OutboxEntry(
             _execution(row, ()),
@@ -175,25 +176,33 @@ def callback_secret(store: Store, project: str) -> str | None:
         project_id = conn.execute(sa.select(p.c.id).where(p.c.name == project)).scalar_one_or_none()
         if project_id is None:
             return None
-        return _ensure_secrets(conn, {project_id})[project_id]
+        return _ensure_secrets(conn, store.sealer, {project_id})[project_id]
 
 
-def _ensure_secrets(conn: Connection, project_ids: set[str]) -> dict[str, str]:
-    """Each project's callback secret, made on first use. The update only fills an empty
-    one, so when two transactions race the later finds the earlier's secret (PostgreSQL
-    re-checks the condition after the row lock; SQLite writers are serialised) and everyone
-    signs and verifies with the same key. In id order, so that two claims never deadlock."""
+def _ensure_secrets(conn: Connection, sealer: Sealer, project_ids: set[str]) -> dict[str, str]:
+    """Each project's callback secret, made on first use and kept sealed. The update only
+    fills an empty one, so when two transactions race the later finds the earlier's secret
+    (PostgreSQL re-checks the condition after the row lock; SQLite writers are serialised)
+    and everyone signs and verifies with the same key. In id order, so that two claims
+    never deadlock."""
     p = s.projects
     ids = sorted(project_ids)
     q = sa.select(p.c.id, p.c.callback_secret).where(p.c.id.in_(ids))
     found: dict[str, str | None] = {pid: key for pid, key in conn.execute(q)}
     missing = [pid for pid in ids if found.get(pid) is None]
     for project_id in missing:
+        sealed = sealer.seal(secrets.token_hex(32)).token
         conn.execute(
             p.update()
             .where(p.c.id == project_id, p.c.callback_secret.is_(None))
-            .values(callback_secret=secrets.token_hex(32))
+            .values(callback_secret=sealed)
         )
     if missing:
         found.update({pid: key for pid, key in conn.execute(q.where(p.c.id.in_(missing)))})
-    return {str(pid): str(secret) for pid, secret in found.items()}
+    return {str(pid): open_callback_secret(sealer, str(kept)) for pid, kept in found.items()}
+
+
+def open_callback_secret(sealer: Sealer, kept: str) -> str:
+    """A callback secret as stored: sealed, or (made before secrets were sealed) 64 hex
+    characters, which `execflow secrets rotate` seals."""
+    return kept if len(kept) == 64 else str(sealer.open(Sealed(kept)))

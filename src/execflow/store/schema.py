@@ -68,8 +68,9 @@ projects = Table(
     Column("id", String(32), primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
-    # signs the callbacks of the project's executions (X-Execflow-Signature); made on first use
-    Column("callback_secret", String(64)),
+    # signs the callbacks of the project's executions (X-Execflow-Signature); made on first
+    # use, kept sealed
+    Column("callback_secret", Text),
 )
 
 tokens = Table(

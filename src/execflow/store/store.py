@@ -503,8 +503,8 @@ class Store:
 
     def reseal(self, batch: int = 500) -> int:
         """Seal every sealed value again with the newest key (secret inputs, access keys'
-        secrets), and seal the secret inputs of executions stored before inputs were
-        sealed; how many values were sealed."""
+        secrets, callback secrets), and seal what was stored before it was sealed (inputs,
+        callback secrets); how many values were sealed."""
         e, r = s.executions, s.revisions
         secret_names: dict[tuple[str, int], list[str]] = {}
         done, after = 0, ""
@@ -553,7 +553,18 @@ class Store:
             for key in keys:
                 resealed = self.sealer.reseal(key.sealed_secret)
                 conn.execute(t.update().where(t.c.id == key.id).values(sealed_secret=resealed))
-        return done + len(keys)
+            p = s.projects
+            kept = conn.execute(
+                sa.select(p.c.id, p.c.callback_secret).where(p.c.callback_secret.is_not(None))
+            ).all()
+            for project in kept:
+                value = project.callback_secret
+                if len(value) == 64:  # made before callback secrets were sealed
+                    value = self.sealer.seal(value).token
+                else:
+                    value = self.sealer.reseal(value)
+                conn.execute(p.update().where(p.c.id == project.id).values(callback_secret=value))
+        return done + len(keys) + len(kept)
 
     def delete_workflow(self, project_id: str, name: str) -> None:
         """Delete a workflow, its revisions and its ended executions; 409 while any is active."""
