@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -362,3 +365,16 @@ def test_sizes_read_as_powers_of_1024() -> None:
         3 << 20,
         1 << 30,
     ]
+
+
+def test_a_bad_limit_stops_the_server_naming_it(tmp_path: Path) -> None:
+    env = {**os.environ, "EXECFLOW_DATA_DIR": str(tmp_path), "EXECFLOW_MAX_BODY": "huge"}
+    done = subprocess.run(
+        [sys.executable, "-m", "execflow.cli", "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: EXECFLOW_MAX_BODY must be a size")

@@ -102,9 +102,12 @@ def serve(
 ) -> None:
     """Run the API and the engine (SQLite in the data directory unless
     EXECFLOW_DATABASE_URL names another database)."""
-    settings = Settings.from_env(
-        data_dir=ctx.obj["data_dir"], host=host, port=port, workers=workers
-    )
+    try:
+        settings = Settings.from_env(
+            data_dir=ctx.obj["data_dir"], host=host, port=port, workers=workers
+        )
+    except ValueError as exc:  # a setting that is not valid names its variable
+        _fail(f"error: {exc}", [])
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(settings.data_dir)
     try:
