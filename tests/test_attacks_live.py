@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from execflow.store import schema as tables
 from tests.test_control import APPROVAL
-from tests.test_secrets import CARELESS
+from tests.test_secrets import CARELESS, FAILS
 from tests.test_server import REPO_ROOT, cli_argv, free_port, poll, server_env
 
 pytestmark = pytest.mark.slow
@@ -101,21 +101,6 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-FAILS = {
-    "name": "fails",
-    "parameters": {"token": {"type": "string", "secret": True}},
-    "tasks": {
-        "boom": {
-            "action": "python",
-            "with": {
-                "function": "tests.fixtures.tasks:boom",
-                "args": {"message": "refused ${{ params.token }}"},
-            },
-        }
-    },
-}
 
 
 def ended(client: httpx.Client, execution_id: str) -> httpx.Response | None:

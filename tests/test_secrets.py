@@ -204,22 +204,24 @@ async def test_secret_inputs_are_sealed_in_the_database_and_opened_for_the_task(
             assert password.encode() not in path.read_bytes()
 
 
+FAILS = {
+    "name": "fails",
+    "parameters": {"token": {"type": "string", "secret": True}},
+    "tasks": {
+        "boom": {
+            "action": "python",
+            "with": {
+                "function": "tests.fixtures.tasks:boom",
+                "args": {"message": "bad token ${{ params.token }}"},
+            },
+        }
+    },
+}
+
+
 async def test_a_failing_task_that_names_the_secret_has_it_masked(api: Api) -> None:
-    workflow = {
-        "name": "fails",
-        "parameters": {"token": {"type": "string", "secret": True}},
-        "tasks": {
-            "boom": {
-                "action": "python",
-                "with": {
-                    "function": "tests.fixtures.tasks:boom",
-                    "args": {"message": "bad token ${{ params.token }}"},
-                },
-            }
-        },
-    }
     token = "tk-" + secrets.token_hex(12)
-    r = await api.client.put("/api/v1/workflows/fails", json=workflow, headers=api.auth())
+    r = await api.client.put("/api/v1/workflows/fails", json=FAILS, headers=api.auth())
     assert r.status_code == 201, r.text
     r = await api.client.post(
         "/api/v1/workflows/fails/executions", json={"inputs": {"token": token}}, headers=api.auth()

@@ -507,12 +507,7 @@ def token_create(
 def token_list(ctx: click.Context, project: str) -> None:
     """List a project's tokens: id, role, state, expiry, last use, description."""
     with _client(ctx) as client:
-        items = client.list_tokens(project)["items"]
-    for t in items:
-        fields = (t["id"], t["role"], t["state"], t["expires_at"], t["last_used_at"])
-        click.echo(
-            "\t".join("-" if f is None else str(f) for f in fields) + "\t" + t["description"]
-        )
+        _print_credentials(client.list_tokens(project)["items"])
 
 
 @token.command("revoke")
@@ -553,11 +548,15 @@ def access_key_create(
 def access_key_list(ctx: click.Context, project: str) -> None:
     """List a project's access keys: id, role, state, expiry, last use, description."""
     with _client(ctx) as client:
-        items = client.list_tokens(project, "access-keys")["items"]
-    for k in items:
-        fields = (k["id"], k["role"], k["state"], k["expires_at"], k["last_used_at"])
+        _print_credentials(client.list_tokens(project, "access-keys")["items"])
+
+
+def _print_credentials(items: list[dict[str, Any]]) -> None:
+    """One tab-separated line per token or access key; `-` for what is not set."""
+    for c in items:
+        fields = (c["id"], c["role"], c["state"], c["expires_at"], c["last_used_at"])
         click.echo(
-            "\t".join("-" if f is None else str(f) for f in fields) + "\t" + k["description"]
+            "\t".join("-" if f is None else str(f) for f in fields) + "\t" + c["description"]
         )
 
 

@@ -159,26 +159,26 @@ class Sealer:
         return Sealed(self._primary.encrypt(text.encode()).decode())
 
     def open(self, value: Sealed) -> Any:
-        try:
-            plain = self._all.decrypt(value.token.encode())
-        except InvalidToken:
-            if not self._refresh(force=True):
-                raise SecretKeyError(
-                    "a sealed value does not open with the configured secret keys "
-                    "(EXECFLOW_SECRET_KEYS or the key file); was a key removed too soon?"
-                ) from None
-            return self.open(value)
-        return json.loads(plain)
+        return json.loads(self._with_keys("decrypt", value.token))
 
     def reseal(self, token: str) -> str:
         """The same value sealed with the newest key."""
         self._refresh()
-        try:
-            return self._all.rotate(token.encode()).decode()
-        except InvalidToken:
-            if not self._refresh(force=True):
-                raise SecretKeyError("a sealed value does not open with the secret keys") from None
-            return self._all.rotate(token.encode()).decode()
+        return self._with_keys("rotate", token).decode()
+
+    def _with_keys(self, how: str, token: str) -> bytes:
+        """MultiFernet's `how` (decrypt, rotate) on a token; when the keys in hand do not
+        open it, the key file is read again once (another process may have rotated them)."""
+        while True:
+            try:
+                result: bytes = getattr(self._all, how)(token.encode())
+                return result
+            except InvalidToken:
+                if not self._refresh(force=True):
+                    raise SecretKeyError(
+                        "a sealed value does not open with the configured secret keys "
+                        "(EXECFLOW_SECRET_KEYS or the key file); was a key removed too soon?"
+                    ) from None
 
     def opens_with_newest(self, token: str) -> bool:
         try:

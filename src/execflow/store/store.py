@@ -74,39 +74,19 @@ def hash_secret(secret: str) -> str:
 
 
 # Hot reads, built once: building a statement costs more than running it on SQLite.
-_TOKEN_BY_HASH = (
-    sa.select(
-        s.tokens.c.id,
-        s.tokens.c.project_id,
-        s.tokens.c.role,
-        s.tokens.c.expires_at,
-        s.tokens.c.last_used_at,
-        s.projects.c.name,
+def _live_credential(kind: str, match: Any) -> sa.Select[Any]:
+    """A live (not revoked) credential of `kind` with what authenticating it needs."""
+    t = s.tokens
+    columns = (t.c.id, t.c.project_id, t.c.role, t.c.expires_at, t.c.last_used_at)
+    return (
+        sa.select(*columns, t.c.sealed_secret, s.projects.c.name)
+        .join(s.projects, s.projects.c.id == t.c.project_id)
+        .where(match, t.c.revoked_at.is_(None), t.c.kind == kind)
     )
-    .join(s.projects, s.projects.c.id == s.tokens.c.project_id)
-    .where(
-        s.tokens.c.secret_hash == sa.bindparam("hash"),
-        s.tokens.c.revoked_at.is_(None),
-        s.tokens.c.kind == TOKEN,
-    )
-)
-_ACCESS_KEY = (
-    sa.select(
-        s.tokens.c.id,
-        s.tokens.c.project_id,
-        s.tokens.c.role,
-        s.tokens.c.expires_at,
-        s.tokens.c.last_used_at,
-        s.tokens.c.sealed_secret,
-        s.projects.c.name,
-    )
-    .join(s.projects, s.projects.c.id == s.tokens.c.project_id)
-    .where(
-        s.tokens.c.id == sa.bindparam("id"),
-        s.tokens.c.revoked_at.is_(None),
-        s.tokens.c.kind == ACCESS_KEY,
-    )
-)
+
+
+_TOKEN_BY_HASH = _live_credential(TOKEN, s.tokens.c.secret_hash == sa.bindparam("hash"))
+_ACCESS_KEY = _live_credential(ACCESS_KEY, s.tokens.c.id == sa.bindparam("id"))
 _TOKEN_COLUMNS = (
     s.tokens.c.id,
     s.tokens.c.project_id,
@@ -381,23 +361,27 @@ class Store:
 
     def authenticate(self, secret: str, now: datetime) -> tuple[Principal, datetime | None] | None:
         """The principal of a live token, with when it was last used (read only)."""
-        with self._reader() as conn:
-            row = conn.execute(_TOKEN_BY_HASH, {"hash": hash_secret(secret)}).mappings().first()
-        if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
+        row = self._live(_TOKEN_BY_HASH, {"hash": hash_secret(secret)}, now)
+        if row is None:
             return None
-        principal = Principal(row["id"], row["project_id"], row["name"], row["role"])
-        return principal, row["last_used_at"]
+        return _principal(row), row["last_used_at"]
 
     def access_key(
         self, key_id: str, now: datetime
     ) -> tuple[Principal, str, datetime | None] | None:
         """The principal of a live access key, its secret (opened) and when it was last used."""
+        row = self._live(_ACCESS_KEY, {"id": key_id}, now)
+        if row is None:
+            return None
+        secret = self.sealer.open(Sealed(row["sealed_secret"]))
+        return _principal(row), secret, row["last_used_at"]
+
+    def _live(self, query: Any, params: dict[str, str], now: datetime) -> RowMapping | None:
         with self._reader() as conn:
-            row = conn.execute(_ACCESS_KEY, {"id": key_id}).mappings().first()
+            row = conn.execute(query, params).mappings().first()
         if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
             return None
-        principal = Principal(row["id"], row["project_id"], row["name"], row["role"])
-        return principal, self.sealer.open(Sealed(row["sealed_secret"])), row["last_used_at"]
+        return row
 
     def touch_token(self, token_id: str, now: datetime) -> None:
         t = s.tokens
@@ -1186,6 +1170,10 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
         store_overlay=row["store_overlay"],
         task_runs=tuple(runs),
     )
+
+
+def _principal(row: RowMapping) -> Principal:
+    return Principal(row["id"], row["project_id"], row["name"], row["role"])
 
 
 def _inputs(row: RowMapping) -> dict[str, Any]:
