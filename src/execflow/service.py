@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -243,6 +244,17 @@ class Service:
         await self._used(principal, last_used, now)
         return principal
 
+    async def authenticate_key(self, key_id: str, secret: str) -> Principal:
+        """The principal of an access key given with its secret itself (HTTP Basic, a
+        vendor's login call); NotAuthenticated when either is wrong."""
+        now = self.clock.now()
+        found = await self.store.read(self.store.access_key, key_id, now)
+        if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
+            raise NotAuthenticated("the access key is unknown, revoked, expired, or not its secret")
+        principal, _, last_used = found
+        await self._used(principal, last_used, now)
+        return principal
+
     async def _used(self, principal: Principal, last_used: datetime | None, now: datetime) -> None:
         if last_used is None or (now - last_used).total_seconds() > 60:
             # Coarse on purpose: one write a minute per credential, not one per request.
@@ -282,6 +294,18 @@ class Service:
         number = wf.latest_revision if revision is None else revision
         rev = await self.store.read(self.store.get_revision, wf.id, number)
         return wf, rev
+
+    async def workflow_by_id(self, who: Principal, workflow_id: str) -> WorkflowRecord:
+        require(who, Privilege.VIEW)
+        return await self.store.read(self.store.workflow_by_id, who.project_id, workflow_id)
+
+    async def ids_with_prefix(self, who: Principal, kind: str, prefix: str) -> list[str]:
+        """At most two ids of the caller's workflows or executions beginning with `prefix`
+        (two tell that a prefix is ambiguous)."""
+        require(who, Privilege.VIEW)
+        if kind not in ("workflow", "execution"):
+            raise ValueError(f"no ids of kind {kind!r}")
+        return await self.store.read(self.store.ids_with_prefix, kind, who.project_id, prefix)
 
     async def delete_workflow(self, who: Principal, name: str) -> None:
         require(who, Privilege.MANAGE_WORKFLOWS)

@@ -30,6 +30,25 @@ def parse_switch(name: str, value: str) -> bool:
     raise ValueError(f"{name} must be on or off, got {value!r}")
 
 
+# The vendor APIs execflow answers besides its own (see docs/dialects.md): Huawei OBS Data+,
+# Alibaba Cloud E-MapReduce, NebulaGraph Explorer, Onedata and VMware vRO.
+DIALECTS = frozenset({"obs", "emr", "explorer", "onedata", "vro"})
+
+
+def parse_dialects(value: str) -> frozenset[str]:
+    """`all`, `none`, or a comma-separated list of dialect names; ValueError for others."""
+    word = value.strip().lower()
+    if word in ("", "all"):
+        return DIALECTS
+    if word == "none":
+        return frozenset()
+    names = frozenset(n.strip() for n in word.split(",") if n.strip())
+    if unknown := sorted(names - DIALECTS):
+        known = ", ".join(sorted(DIALECTS))
+        raise ValueError(f"EXECFLOW_DIALECTS: unknown dialect {unknown[0]!r} ({known}, all, none)")
+    return names
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
@@ -53,6 +72,8 @@ class Settings:
     secret_keys: str = field(default="", repr=False)
     secret_key_file: Path | None = None  # default: <data dir>/secret-keys
     limits: Limits = field(default_factory=Limits)
+    # the vendor dialects answered (execflow.api.dialects.NAMES): all of them by default
+    dialects: frozenset[str] = DIALECTS
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -81,6 +102,8 @@ class Settings:
         if "EXECFLOW_SECRET_KEY_FILE" in env:
             values["secret_key_file"] = Path(env["EXECFLOW_SECRET_KEY_FILE"])
         values["limits"] = limits_from_env(env)
+        if "EXECFLOW_DIALECTS" in env:
+            values["dialects"] = parse_dialects(env["EXECFLOW_DIALECTS"])
         if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
             values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execflow import __version__
-from execflow.api import errors, executions, projects, tokens, workflows
+from execflow.api import dialects, errors, executions, projects, tokens, workflows
 from execflow.api.deps import SECURITY, SECURITY_SCHEMES
 from execflow.api.guard import BodyGuard
 from execflow.runtime import Runtime
@@ -69,6 +69,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
     app.include_router(executions.router)
     app.include_router(tokens.router)
     app.include_router(projects.router)
+    dialects.mount(app, runtime.settings.dialects)
 
     @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")
     async def healthz() -> dict[str, str]:

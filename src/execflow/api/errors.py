@@ -32,7 +32,7 @@ STATUS: list[tuple[type[ExecflowError], int]] = [
     (RateLimited, 429),
 ]
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",
     403: "forbidden",
@@ -66,7 +66,7 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _pointer(loc: tuple[Any, ...]) -> str:
+def pointer(loc: tuple[Any, ...]) -> str:
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header"):
         where = parts.pop(0)
@@ -87,12 +87,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"pointer": _pointer(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
+        details = [{"pointer": pointer(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
         return error_response(request, 422, "invalid_input", "the request is not valid", details)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        code = HTTP_CODES.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(request, exc.status_code, code, str(exc.detail), headers=headers)
 

@@ -457,6 +457,30 @@ class Store:
             raise NotFound(f"workflow {name!r} not found")
         return _workflow(row)
 
+    def workflow_by_id(self, project_id: str, workflow_id: str) -> WorkflowRecord:
+        w = s.workflows
+        q = sa.select(w).where(w.c.id == workflow_id, w.c.project_id == project_id)
+        with self._reader() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        return _workflow(row)
+
+    def ids_with_prefix(self, kind: str, project_id: str, prefix: str, limit: int = 2) -> list[str]:
+        """The ids of a project's workflows or executions (`kind`) that begin with `prefix`:
+        a range scan of the primary key, for dialects whose ids are numbers made of one."""
+        table = s.workflows if kind == "workflow" else s.executions
+        # ids are lower-case hex: every id beginning with the prefix sorts below prefix + "g"
+        q = (
+            sa.select(table.c.id)
+            .where(table.c.id >= prefix, table.c.id < prefix + "g")
+            .where(table.c.project_id == project_id)
+            .order_by(table.c.id)
+            .limit(limit)
+        )
+        with self._reader() as conn:
+            return [row[0] for row in conn.execute(q)]
+
     def get_revision(self, workflow_id: str, number: int) -> RevisionRecord:
         r = s.revisions
         q = sa.select(r).where(r.c.workflow_id == workflow_id, r.c.number == number)
