@@ -1,0 +1,184 @@
+"""What every dialect shares: switching them, failures in a vendor's envelope, callers by
+HTTP Basic, and numeric ids that find their workflow or execution again."""
+
+# The `api` fixture is imported from test_api, so every test argument named `api` "redefines" it.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from execflow.api import create_app
+from execflow.api.dialects.base import (
+    MAX_NUMBER,
+    Failure,
+    caller,
+    dialect_route,
+    id_of_number,
+    iso_ms,
+    number_of,
+)
+from execflow.definition import parse_definition
+from execflow.errors import Conflict, NotFound
+from execflow.records import ExecutionRecord
+from execflow.settings import DIALECTS, Settings, parse_dialects
+from execflow.store import Store
+from tests.test_access_keys import new_key
+from tests.test_api import HELLO, Api, api  # noqa: F401
+from tests.test_api_access import new_token
+
+
+def test_dialects_are_all_on_by_default_and_switch_by_name() -> None:
+    assert Settings().dialects == DIALECTS == {"obs", "emr", "explorer", "onedata", "vro"}
+    assert parse_dialects("all") == DIALECTS and parse_dialects("none") == frozenset()
+    assert parse_dialects(" OBS, vro ,") == {"obs", "vro"}
+    with pytest.raises(ValueError, match="EXECFLOW_DIALECTS: unknown dialect 'sfn'"):
+        parse_dialects("obs,sfn")
+
+
+def test_settings_from_the_environment_name_the_dialects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXECFLOW_DIALECTS", "onedata")
+    assert Settings.from_env().dialects == {"onedata"}
+
+
+def render(request: Request, failure: Failure) -> Response:
+    """A vendor envelope of the test's own."""
+    body = {"Code": failure.code, "Message": failure.describe(), "Status": failure.status}
+    return JSONResponse(body, status_code=failure.status, headers=failure.headers())
+
+
+class Body(BaseModel):
+    n: int
+
+
+probe = APIRouter(route_class=dialect_route(render), include_in_schema=False)
+
+
+@probe.post("/probe/{what}")
+async def probe_route(what: str, body: Body, request: Request) -> dict[str, Any]:
+    who = await caller(request, request.cookies.get("probe_token"))
+    if what == "missing":
+        raise NotFound("no such thing")
+    if what == "boom":
+        raise RuntimeError("a bug")
+    return {"project": who.project_name, "role": who.role, "n": body.n}
+
+
+@pytest.fixture
+async def probed(api: Api) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(api.runtime)
+    app.include_router(probe)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def test_every_failure_is_rendered_in_the_dialects_envelope(
+    api: Api, probed: httpx.AsyncClient
+) -> None:
+    ok = await probed.post("/probe/x", json={"n": 1}, headers=api.auth())
+    assert ok.json() == {"project": "default", "role": "admin", "n": 1}
+    cases = [
+        ({"n": 1}, {}, "x", 401, "unauthenticated"),
+        ({"n": "many"}, api.auth(), "x", 422, "invalid_input"),
+        ({"n": 1}, api.auth(), "missing", 404, "not_found"),
+        ({"n": 1}, api.auth(), "boom", 500, "internal_error"),
+    ]
+    for body, headers, what, status, code in cases:
+        r = await probed.post(f"/probe/{what}", json=body, headers=headers)
+        assert (r.status_code, r.json()["Code"]) == (status, code), r.text
+        assert "x-request-id" in r.headers
+    invalid = await probed.post("/probe/x", json={"n": "many"}, headers=api.auth())
+    assert invalid.json()["Message"].startswith("the request is not valid: /n: ")
+    assert "a bug" not in (await probed.post("/probe/boom", json={"n": 1}, headers=api.auth())).text
+
+
+async def test_basic_credentials_are_an_access_key_and_its_secret_or_a_token(
+    api: Api, probed: httpx.AsyncClient
+) -> None:
+    key = await new_key(api, "alpha", "operator")
+    r = await probed.post("/probe/x", json={"n": 2}, headers=basic(key["id"], key["secret"]))
+    assert (r.status_code, r.json()["project"], r.json()["role"]) == (200, "alpha", "operator")
+    r = await probed.post("/probe/x", json={"n": 2}, headers=basic("anyone", api.token))
+    assert r.json()["role"] == "admin"
+    for headers in (
+        basic(key["id"], key["secret"][:-1] + "x"),
+        basic("anyone", "not-a-token"),
+        {"Authorization": "Basic !!!"},
+        {"Authorization": "Basic " + base64.b64encode(b"no colon").decode()},
+    ):
+        r = await probed.post("/probe/x", json={"n": 2}, headers=headers)
+        assert (r.status_code, r.json()["Code"]) == (401, "unauthenticated"), headers
+    # a vendor's own token (a cookie here) is used only when no other credential is given
+    probed.cookies.set("probe_token", api.token)
+    assert (await probed.post("/probe/x", json={"n": 3})).json()["role"] == "admin"
+    r = await probed.post("/probe/x", json={"n": 3}, headers={"X-Auth-Token": "wrong"})
+    assert r.status_code == 401
+
+
+async def test_a_number_finds_its_id_and_refuses_when_ambiguous(api: Api) -> None:
+    service, store = api.runtime.service, api.runtime.store
+    admin = await service.authenticate(api.token)
+    wf, _, _ = await service.put_workflow(admin, "hello", HELLO)
+    record = await service.start(admin, "hello", {"who": "x"})
+    number = number_of(record.id)
+    assert 0 <= number <= MAX_NUMBER < 2**53
+    assert await id_of_number(service, admin, "execution", number) == record.id
+    assert await id_of_number(service, admin, "workflow", number_of(wf.id)) == wf.id
+    for missing in (number ^ 1, -1, MAX_NUMBER + 1):
+        with pytest.raises(NotFound):
+            await id_of_number(service, admin, "execution", missing)
+    # another project's ids are not found by number
+    viewer = await service.authenticate(await new_token(api, "beta", "viewer"))
+    with pytest.raises(NotFound):
+        await id_of_number(service, viewer, "workflow", number_of(wf.id))
+    # another execution whose id shares the 13 digits: the number names neither
+    twin = replace(record, id=record.id[:13] + "0" * 19, name="twin")
+    await store.call(store.create_execution, twin)
+    with pytest.raises(Conflict, match="ambiguous"):
+        await id_of_number(service, admin, "execution", number)
+
+
+def test_ids_with_a_prefix_are_found_by_a_range_of_the_primary_key(store: Store) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    project = store.ensure_project("p", now)
+    other = store.ensure_project("q", now)
+    wf, _, _ = store.put_workflow(project, parse_definition(HELLO, name="hello"), now)
+    ids = ["0" * 32, "0" * 12 + "f" + "0" * 19, "0" * 13 + "f" * 19, "0" * 14 + "1" * 18, "f" * 32]
+    for ident in ids:
+        rec = ExecutionRecord.new(ident, project, wf.id, "hello", 1, {"who": "x"}, now)
+        store.create_execution(rec)
+    assert store.ids_with_prefix("execution", project, "0" * 13, limit=5) == [
+        ids[0],
+        ids[3],
+        ids[2],
+    ]
+    assert store.ids_with_prefix("execution", project, "0" * 13) == [ids[0], ids[3]]
+    assert store.ids_with_prefix("execution", project, "0" * 14, limit=5) == [ids[0], ids[3]]
+    assert store.ids_with_prefix("execution", project, "0" * 12 + "f") == [ids[1]]
+    assert store.ids_with_prefix("execution", project, "f" * 13) == [ids[4]]
+    assert store.ids_with_prefix("execution", other, "0" * 13) == []
+    assert store.ids_with_prefix("workflow", project, wf.id[:13]) == [wf.id]
+    assert store.ids_with_prefix("workflow", other, wf.id[:13]) == []
+
+
+def test_times_are_rendered_to_the_millisecond_in_utc() -> None:
+    at = datetime(2020, 4, 23, 13, 37, 43, 847_999, tzinfo=UTC)
+    assert iso_ms(at) == "2020-04-23T13:37:43.847Z" and iso_ms(None) is None
+    assert iso_ms(datetime(2020, 4, 23, 15, 0, tzinfo=timezone(timedelta(hours=2)))) == (
+        "2020-04-23T13:00:00.000Z"
+    )
