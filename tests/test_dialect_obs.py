@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -404,6 +405,17 @@ async def test_bad_credentials_get_obs_errors(api: Api) -> None:
     stranger = {**signed, "Authorization": "OBS EFAAAAAAAAAAAAAAAAAA:" + "A" * 28}
     r = await api.client.post(path, content=body, headers=stranger)
     assert_obs_error(r, 403, "InvalidAccessKeyId")
+    # the seed page's own Date, years off the server's time
+    stale = sdk_sign(
+        key,
+        "POST",
+        path,
+        headers={"Content-Type": "application/json"},
+        when=datetime(2020, 8, 27, 12, 38, 10, tzinfo=UTC),
+    )
+    assert stale["Date"] == "Thu, 27 Aug 2020 12:38:10 GMT"
+    r = await api.client.post(path, content=body, headers=stale)
+    assert_obs_error(r, 403, "RequestTimeTooSkewed")
     # signed for another path: the signature does not cover this request
     r = await api.client.post("/v2/workflows/other", content=body, headers=signed)
     assert_obs_error(r, 403, "SignatureDoesNotMatch")

@@ -75,13 +75,16 @@ ERRORS: dict[str, tuple[int, str]] = {
 _CREDENTIAL_CODES = (
     ("access key is unknown", "InvalidAccessKeyId"),
     ("signature does not match", "SignatureDoesNotMatch"),
-    ("too far", "RequestTimeTooSkewed"),
+    ("from the server's time", "RequestTimeTooSkewed"),
 )
 
 
 def error_code(failure: Failure) -> tuple[int, str]:
     """The HTTP status and OBS error code of a failure."""
-    status, code = ERRORS.get(failure.code, (failure.status, "InternalError"))
+    fallback = (
+        (failure.status, "InvalidRequest") if failure.status < 500 else (500, "InternalError")
+    )
+    status, code = ERRORS.get(failure.code, fallback)
     if failure.code == "unauthenticated":
         for words, specific in _CREDENTIAL_CODES:
             if words in failure.message:
