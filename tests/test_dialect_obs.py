@@ -19,7 +19,10 @@ from fastapi.routing import APIRoute
 from obs import WorkflowClient
 
 from execflow.api.dialects.obs import router
+from execflow.api.dialects.obs_shapes import ERRORS, STATES
+from execflow.api.errors import HTTP_CODES
 from execflow.auth import ROLES, Privilege, allows
+from execflow.errors import ExecflowError
 from execflow.records import Principal
 from execflow.states import ExecutionState
 from tests.test_access_keys import new_key, sdk_sign, url
@@ -343,6 +346,41 @@ async def test_workflows_and_templates_map_onto_execflow_workflows(api: Api) -> 
 # errors ---------------------------------------------------------------------------------------
 
 
+def test_every_native_error_and_state_has_its_data_plus_word() -> None:
+    kinds: list[type[ExecflowError]] = [ExecflowError]
+    codes = set(HTTP_CODES.values())
+    while kinds:
+        kind = kinds.pop()
+        codes.add(kind.code)
+        kinds += kind.__subclasses__()
+    assert {code for code, _ in ERRORS} == codes
+    assert set(STATES) == set(ExecutionState)
+    assert set(STATES.values()) == {"RUNNING", "SUCCESS", "FAILED"}
+
+
+async def test_secret_defaults_stay_masked_in_workflows_and_templates(api: Api) -> None:
+    keyed = {**MEDIA, "name": "keyed"}
+    keyed["parameters"] = {**MEDIA["parameters"], "api_key": {"secret": True, "default": CANARY}}
+    await put(api, keyed)
+    for path in ("/v2/workflows/keyed", "/v2/workflowtemplates/keyed"):
+        r = await api.client.get(path, headers=api.auth())
+        assert r.status_code == 200 and CANARY not in r.text and "******" in r.text
+    # a workflow made from it still has the real default
+    r = await api.client.post(
+        url("/v2/workflows/copy", {"x-workflow-template-name": "keyed"}),
+        json={"agency": "x"},
+        headers=api.auth(),
+    )
+    assert r.status_code == 201, r.text
+    r = await start(api, api.auth(), graph="copy")
+    await api.idle()
+    who = await api.runtime.service.authenticate(api.token)
+    record = await api.runtime.service.get_execution(who, r.json()["execution_name"])
+    assert record.state is ExecutionState.COMPLETED
+    path = url(f"/v2/workflowexecutions/{record.id}", {"x-workflow-graph-name": "copy"})
+    assert CANARY not in (await api.client.get(path, headers=api.auth())).text
+
+
 async def test_bad_starts_get_a_precise_error_and_change_nothing(api: Api) -> None:
     await put(api, MEDIA)
     r = await start(api, api.auth(), graph="nosuch")
@@ -593,9 +631,16 @@ def test_the_obs_sdk_drives_workflows_and_executions(live: Live, tmp_path: Path)
 
         info = poll("the execution to end", lambda: finished("media", name, "SUCCESS"))
         assert json.loads(info["output"]) == {"from": "demo-bucket//mpc/demo.mp4"}
+        second = sdk.asyncAPIStartWorkflow("media", "b", "o").body.executionName
+        poll("the second to end", lambda: finished("media", second, "SUCCESS"))
         listed = sdk.listWorkflowExecution("media", limit=5, executionState="SUCCESS")
         assert listed.status == 200
-        assert [e["execution_name"] for e in listed.body.executions] == [name]
+        assert [e["execution_name"] for e in listed.body.executions] == [second, name]
+        first = sdk.listWorkflowExecution("media", limit=1)
+        assert first.body.isTruncated and first.body.executions[0]["execution_name"] == second
+        rest = sdk.listWorkflowExecution("media", limit=1, nextMarker=first.body.nextMarker)
+        assert [e["execution_name"] for e in rest.body.executions] == [name]
+        assert not rest.body.isTruncated
         # restore a failed one
         failing = sdk.asyncAPIStartWorkflow("chain", "b", "o").body.executionName
         poll("the execution to fail", lambda: finished("chain", failing, "FAILED"))

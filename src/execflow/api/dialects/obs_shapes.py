@@ -54,42 +54,38 @@ def native_states(vendor: str) -> frozenset[ExecutionState]:
     return frozenset(s for s, word in STATES.items() if word == vendor)
 
 
-# The one table of errors: execflow's native code -> (HTTP status, OBS error code). OBS
-# answers every credential problem with 403, as S3 does; a rate limit is its 503 SlowDown.
-ERRORS: dict[str, tuple[int, str]] = {
-    "invalid_input": (400, "InvalidArgument"),
-    "invalid_definition": (400, "InvalidArgument"),
-    "bad_request": (400, "InvalidArgument"),
-    "unsupported_media_type": (400, "InvalidArgument"),
-    "too_large": (400, "EntityTooLarge"),
-    "unauthenticated": (403, "AccessDenied"),
-    "forbidden": (403, "AccessDenied"),
-    "not_found": (404, "NoSuchResource"),
-    "method_not_allowed": (405, "MethodNotAllowed"),
-    "conflict": (409, "Conflict"),
-    "stale_state": (409, "Conflict"),
-    "too_many_requests": (503, "SlowDown"),
-    "internal_error": (500, "InternalError"),
+# The one table of errors: execflow's native code (and, for a refused credential, words of
+# its message that say which part was wrong) -> (HTTP status, OBS error code). OBS answers
+# every credential problem with 403, as S3 does; a rate limit is its 503 SlowDown.
+ERRORS: dict[tuple[str, str], tuple[int, str]] = {
+    ("invalid_input", ""): (400, "InvalidArgument"),
+    ("invalid_definition", ""): (400, "InvalidArgument"),
+    ("callback_refused", ""): (400, "InvalidArgument"),
+    ("bad_request", ""): (400, "InvalidArgument"),
+    ("unsupported_media_type", ""): (400, "InvalidArgument"),
+    ("too_large", ""): (400, "EntityTooLarge"),
+    ("unauthenticated", ""): (403, "AccessDenied"),
+    ("unauthenticated", "access key is unknown"): (403, "InvalidAccessKeyId"),
+    ("unauthenticated", "signature does not match"): (403, "SignatureDoesNotMatch"),
+    ("unauthenticated", "from the server's time"): (403, "RequestTimeTooSkewed"),
+    ("forbidden", ""): (403, "AccessDenied"),
+    ("not_found", ""): (404, "NoSuchResource"),
+    ("method_not_allowed", ""): (405, "MethodNotAllowed"),
+    ("conflict", ""): (409, "Conflict"),
+    ("stale_state", ""): (409, "Conflict"),
+    ("too_many_requests", ""): (503, "SlowDown"),
+    ("internal_error", ""): (500, "InternalError"),
 }
-# A refused credential says which part was wrong, in OBS's own codes.
-_CREDENTIAL_CODES = (
-    ("access key is unknown", "InvalidAccessKeyId"),
-    ("signature does not match", "SignatureDoesNotMatch"),
-    ("from the server's time", "RequestTimeTooSkewed"),
-)
 
 
 def error_code(failure: Failure) -> tuple[int, str]:
-    """The HTTP status and OBS error code of a failure."""
-    fallback = (
-        (failure.status, "InvalidRequest") if failure.status < 500 else (500, "InternalError")
-    )
-    status, code = ERRORS.get(failure.code, fallback)
-    if failure.code == "unauthenticated":
-        for words, specific in _CREDENTIAL_CODES:
-            if words in failure.message:
-                code = specific
-    return status, code
+    """The HTTP status and OBS error code of a failure: the most specific entry of ERRORS
+    that fits it, else its own status with a generic code."""
+    for (code, words), answer in ERRORS.items():
+        if words and code == failure.code and words in failure.message:
+            return answer
+    generic = (failure.status, "InvalidRequest") if failure.status < 500 else (500, "InternalError")
+    return ERRORS.get((failure.code, ""), generic)
 
 
 def render(request: Request, failure: Failure) -> Response:
