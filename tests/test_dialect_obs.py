@@ -6,6 +6,7 @@ envelope, who may call what, tenant isolation, and Huawei's own SDK against a li
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -460,6 +461,16 @@ async def test_bad_credentials_get_obs_errors(api: Api) -> None:
     q: dict[str, str | None] = {"x-workflow-graph-name": "media"}
     r = await api.client.get(url("/v2/workflowexecutions", q), headers=api.auth())
     assert r.json()["count"] == 0
+    # every other credential execflow knows works here too
+    basic = base64.b64encode(f"{key['id']}:{key['secret']}".encode()).decode()
+    for headers in ({"Authorization": f"Basic {basic}"}, {"X-Auth-Token": api.token}):
+        r = await api.client.get(url("/v2/workflowexecutions", q), headers=headers)
+        assert r.status_code == 200, r.text
+    wrong_secret = base64.b64encode(f"{key['id']}:nope".encode()).decode()
+    r = await api.client.get(
+        url("/v2/workflowexecutions", q), headers={"Authorization": f"Basic {wrong_secret}"}
+    )
+    assert_obs_error(r, 403, "AccessDenied")
 
 
 # who may call what ---------------------------------------------------------------------------

@@ -65,7 +65,7 @@ ERRORS: dict[tuple[str, str], tuple[int, str]] = {
     ("unsupported_media_type", ""): (400, "InvalidArgument"),
     ("too_large", ""): (400, "EntityTooLarge"),
     ("unauthenticated", ""): (403, "AccessDenied"),
-    ("unauthenticated", "access key is unknown"): (403, "InvalidAccessKeyId"),
+    ("unauthenticated", "access key is unknown, revoked or expired"): (403, "InvalidAccessKeyId"),
     ("unauthenticated", "signature does not match"): (403, "SignatureDoesNotMatch"),
     ("unauthenticated", "from the server's time"): (403, "RequestTimeTooSkewed"),
     ("forbidden", ""): (403, "AccessDenied"),
