@@ -35,6 +35,7 @@ MAX_SCANNED_PAGES = 20
 
 
 def _number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """The integer query parameter `name`, from `low` to `high`; InvalidArgument naming it."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -48,6 +49,7 @@ def _number(request: Request, name: str, default: int, low: int, high: int) -> i
 
 
 def _graph_param(request: Request) -> str:
+    """The workflow named by `x-workflow-graph-name`, which execution calls require."""
     graph = request.query_params.get(GRAPH)
     if not graph:
         raise InvalidInput(details=[Detail(f"query:{GRAPH}", "the workflow's name is required")])
