@@ -17,11 +17,8 @@ ROUTERS: dict[str, APIRouter] = {
 
 
 def mount(app: FastAPI, names: frozenset[str]) -> None:
-    """Mount the routers of the dialects named (each of DIALECTS once it is written)."""
     unknown = names - DIALECTS
     if unknown:
         raise ValueError(f"unknown dialects: {', '.join(sorted(unknown))}")
     for name in sorted(names):
-        router = ROUTERS.get(name)
-        if router is not None:
-            app.include_router(router)
+        app.include_router(ROUTERS[name])
