@@ -253,6 +253,26 @@ async def test_secret_inputs_stay_masked(api: Api) -> None:
     assert ok(r)["items"] == [["dsn", "nebula://root:******@graphd"]]
 
 
+async def test_workflows_are_listed_with_the_ids_that_start_them(api: Api) -> None:
+    nba = await put_workflow(api, api.token, NBA)
+    gate = await put_workflow(api, api.token, GATE)
+    listed = ok(await api.client.get(f"{V1}/workflows", headers=cookie(api.token)))
+    assert (listed["total"], listed["Page"], listed["PageSize"]) == (2, 1, 10)
+    assert [(w["id"], w["name"]) for w in listed["items"]] == [(gate, "gate"), (nba, "nba")]
+    r = await api.client.get(f"{V1}/workflows?pageSize=1&page=2", headers=cookie(api.token))
+    assert [w["name"] for w in ok(r)["items"]] == ["nba"]
+
+
+async def test_an_idempotency_key_starts_one_job(api: Api) -> None:
+    workflow = await put_workflow(api, api.token, NBA)
+    body = json.dumps({"input": {"query_1": {"name": "a"}}})
+    headers = {"Idempotency-Key": "order-7", **cookie(api.token)}
+    path = f"{V1}/workflows/{workflow}/jobs"
+    first = ok(await api.client.post(path, content=body, headers=headers))
+    again = ok(await api.client.post(path, content=body, headers=headers))
+    assert first == again
+
+
 # paging ---------------------------------------------------------------------------------------
 
 
@@ -471,6 +491,7 @@ PRIVILEGES: dict[tuple[str, str], Privilege | None] = {
     ("POST", V1 + "/workflows/{workflow_id}/jobs"): _S,
     ("GET", V1 + "/workflows/{workflow_id}/jobs"): _V,
     ("GET", V1 + "/jobs"): _V,
+    ("GET", V1 + "/workflows"): _V,
     ("GET", V1 + "/jobs/{job_id}"): _V,
     ("PUT", V1 + "/jobs/{job_id}/cancel"): _M,
     ("GET", V1 + "/jobs/{job_id}/tasks/{task_id}/sample_result"): _V,
@@ -536,5 +557,7 @@ async def test_another_projects_jobs_and_workflows_are_not_found_and_leak_nothin
         assert "Ginobili" not in r.text and "nba" not in r.text
     listed = ok(await api.client.get(f"{V1}/jobs", headers=cookie(mine)))
     assert listed["total"] == 0
+    listed = ok(await api.client.get(f"{V1}/workflows", headers=cookie(mine)))
+    assert [w["name"] for w in listed["items"]] == ["gate"]
     # and nothing of theirs changed
     assert (await execution(api, theirs, job))["state"] == "COMPLETED"

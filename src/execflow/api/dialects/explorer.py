@@ -27,6 +27,7 @@ from execflow.api.dialects.explorer_shapes import (
     sample_rows,
     success,
     task_inputs,
+    workflow,
 )
 from execflow.auth import Privilege, require
 from execflow.errors import Detail, InvalidInput, NotAuthenticated, NotFound
@@ -185,6 +186,21 @@ async def list_jobs(
     service, who = service_of(request), await _who(request)
     wanted = job_filter(filter, page, page_size)
     return success(await _page(service, who, None, wanted, page, page_size))
+
+
+@router.get(PREFIX + "/workflows")
+async def list_workflows(
+    request: Request,
+    page: int = 1,
+    page_size: Annotated[int, Query(alias="pageSize")] = 10,
+) -> JSONResponse:
+    """The caller's workflows with their numeric ids, by name: not one of Explorer's open
+    calls (its ids are read off its web pages), but how a client finds the id to start."""
+    service, who = service_of(request), await _who(request)
+    job_filter(None, page, page_size)
+    found = sorted(await service.list_workflows(who), key=lambda wf: wf.name)
+    items = [workflow(wf) for wf in found[(page - 1) * page_size : page * page_size]]
+    return success({"items": items, "total": len(found), "Page": page, "PageSize": page_size})
 
 
 @router.get(PREFIX + "/workflows/{workflow_id}/jobs")

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from execflow.api.dialects.base import Failure, number_of, timestamp_ms
 from execflow.definition import Definition, redact, secret_values
 from execflow.errors import Detail, InvalidInput
-from execflow.records import ExecutionRecord, TaskRunRecord
+from execflow.records import ExecutionRecord, TaskRunRecord, WorkflowRecord
 
 SUCCESS = "Success"
 
@@ -240,6 +240,17 @@ def job(record: ExecutionRecord) -> dict[str, Any]:
         "runBeginTime": timestamp_ms(record.started_at) or 0,
         "runEndTime": timestamp_ms(record.ended_at) or 0,
         "createTime": timestamp_ms(record.created_at) or 0,
+    }
+
+
+def workflow(wf: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "id": number_of(wf.id),
+        "name": wf.name,
+        "description": wf.description,
+        "revision": wf.latest_revision,
+        "createTime": timestamp_ms(wf.created_at) or 0,
+        "updateTime": timestamp_ms(wf.updated_at) or 0,
     }
 
 
