@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -151,6 +152,7 @@ async def test_companion_calls_follow_list_sample_and_cancel(api: Api) -> None:
     assert set(detail) == JOB_KEYS | {"tasks"}
     assert (detail["id"], detail["workflowId"]) == (job, str(workflow))
     assert (detail["workflowName"], detail["status"]) == ("nba", 2)
+    assert re.fullmatch(r"nba_\d{14}", detail["name"]), detail["name"]
     assert detail["runEndTime"] >= detail["runBeginTime"] >= detail["createTime"] > 0
     assert [t["id"] for t in detail["tasks"]] == ["query_1", "pagerank", "login"]
     for task in detail["tasks"]:

@@ -165,7 +165,7 @@ class JobFilter:
     def keeps(self, record: ExecutionRecord) -> bool:
         created = timestamp_ms(record.created_at) or 0
         return (
-            (self.name is None or record.name == self.name)
+            (self.name is None or job_name(record) == self.name)
             and (self.status is None or job_status(record) == self.status)
             and (self.from_ms is None or created >= self.from_ms)
             and (self.to_ms is None or created <= self.to_ms)
@@ -228,11 +228,19 @@ def job_status(record: ExecutionRecord) -> int:
     return STATUS[record.state]
 
 
+def job_name(record: ExecutionRecord) -> str:
+    """The execution's name; an unnamed one (named by its id) is called as Explorer calls
+    its jobs: the workflow's name and the start time, `nba_20220715090915`."""
+    if record.name != record.id:
+        return record.name
+    return f"{record.workflow_name}_{record.created_at.astimezone(UTC):%Y%m%d%H%M%S}"
+
+
 def job(record: ExecutionRecord) -> dict[str, Any]:
     """A job as Explorer lists it (ids numbers, times in ms, 0 for a time not reached)."""
     return {
         "id": number_of(record.id),
-        "name": record.name,
+        "name": job_name(record),
         # Explorer gives a workflow's id as a string of digits in its job records
         "workflowId": str(number_of(record.workflow_id)),
         "workflowName": record.workflow_name,
