@@ -62,6 +62,8 @@ _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _EXEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_LABELS = 32
 MAX_CANCEL_GRACE = 3600.0
+# a session token outlives no working week: it is minted from a longer-lived credential
+MAX_SESSION_SECONDS = 7 * 86400.0
 # how often a live follower looks for entries other nodes wrote
 FOLLOW_POLL_SECONDS = 1.0
 
@@ -254,6 +256,23 @@ class Service:
         principal, _, last_used = found
         await self._used(principal, last_used, now)
         return principal
+
+    async def open_session(self, who: Principal, ttl: float, description: str = "session") -> str:
+        """A new token with the caller's project and role that expires after `ttl` seconds,
+        for clients that log in once with an access key and then carry a token (a cookie)."""
+        if not 0 < ttl <= MAX_SESSION_SECONDS:
+            raise ValueError(f"a session lasts between 0 and {MAX_SESSION_SECONDS:g} seconds")
+        now = self.clock.now()
+        _, secret = await self.store.call(
+            self.store.create_token,
+            who.project_id,
+            who.role,
+            now,
+            description,
+            now + timedelta(seconds=ttl),
+            who.token_id,
+        )
+        return secret
 
     async def _used(self, principal: Principal, last_used: datetime | None, now: datetime) -> None:
         if last_used is None or (now - last_used).total_seconds() > 60:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from execflow.api.dialects import obs
+from execflow.api.dialects import explorer, obs
 from execflow.settings import DIALECTS
 
 ROUTERS: dict[str, APIRouter] = {
     "obs": obs.router,
+    "explorer": explorer.router,
 }
 
 

@@ -1,0 +1,32 @@
+"""Session tokens: minted for a caller who logged in with a longer-lived credential."""
+
+from __future__ import annotations
+
+import pytest
+
+from execflow.clock import ManualClock
+from execflow.errors import NotAuthenticated
+from execflow.store import Store
+from tests.harness import harness
+
+
+async def test_a_session_has_the_callers_project_and_role_and_expires(store: Store) -> None:
+    clock = ManualClock()
+    async with harness(store, clock) as h:
+        secret = await h.service.open_session(h.admin, 3600, "explorer session")
+        who = await h.service.authenticate(secret)
+        assert (who.project_id, who.role) == (h.admin.project_id, h.admin.role)
+        assert who.token_id != h.admin.token_id
+        listed = {t.id: t for t in store.list_tokens(h.admin.project_id)}
+        assert listed[who.token_id].created_by == h.admin.token_id
+        assert listed[who.token_id].description == "explorer session"
+        clock.advance(3601)
+        with pytest.raises(NotAuthenticated):
+            await h.service.authenticate(secret)
+
+
+async def test_a_session_lasts_a_bounded_time(store: Store) -> None:
+    async with harness(store) as h:
+        for ttl in (0.0, -1.0, 8 * 86400.0):
+            with pytest.raises(ValueError):
+                await h.service.open_session(h.admin, ttl)
