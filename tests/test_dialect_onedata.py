@@ -46,6 +46,7 @@ SAMPLE: dict[str, Any] = {
                 "label": "${{ params.label }}",
                 "n": "${{ tasks.files.output.files | length }}",
                 "first": "${{ tasks.config.output.config.fileId }}",
+                "token": "${{ params.token }}",
             },
             "store": {"name": "results"},
         },
@@ -198,10 +199,11 @@ async def test_the_page_request_schedules_an_execution_that_runs_to_its_end(api:
     assert await dump(api, record["storeRegistry"][FILES]) == overlay[FILES]
     config = overlay[CONFIG]
     results = await dump(api, record["storeRegistry"]["results"])
-    assert results == [{"label": "batch", "n": 1, "first": config["fileId"]}]
+    assert results == [{"label": "batch", "n": 1, "first": config["fileId"], "token": "******"}]
     log = await dump(api, record["systemAuditLogStoreId"])
     assert log and {"index", "timestamp", "severity", "content"} == set(log[0])
     assert "debug" in {entry["severity"] for entry in log}
+    assert "tk-very-secret-value" not in json.dumps([results, log])
 
 
 async def test_the_revision_may_be_a_string_and_the_schema_and_space_names(api: Api) -> None:
@@ -211,8 +213,19 @@ async def test_the_revision_may_be_a_string_and_the_schema_and_space_names(api: 
     assert r.status_code == 201, r.text
     await api.idle()
     assert (await native(api, r.json()["atmWorkflowExecutionId"]))["revision"] == 2
-    r = await schedule(api, {**body, "atmWorkflowSchemaRevisionNumber": 1})
+    r = await api.client.post(
+        EXECUTIONS,
+        json={**body, "atmWorkflowSchemaRevisionNumber": 1},
+        headers={"Authorization": f"Bearer {api.token}"},
+    )
     assert r.status_code == 201, r.text
+    await api.idle()
+    first = await listing(api, phase="ended", limit=1)
+    second = await listing(api, phase="ended", index=first["nextPageToken"])
+    assert first["atmWorkflowExecutions"] + second["atmWorkflowExecutions"] == [
+        r.json()["atmWorkflowExecutionId"],
+        *(await listing(api, phase="ended"))["atmWorkflowExecutions"][1:],
+    ]
 
 
 # companion calls -------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ class Refused(InvalidInput):
 
 
 def key_of(pointer: str) -> str:
-    """The request field a service pointer names: `/inputs/who` is `{OVERLAY}.who`."""
+    """The request field a service pointer names (`/inputs/x`: the overlay's `x`)."""
     head, _, rest = pointer.lstrip("/").partition("/")
     head = _KEYS.get(head, head)
     return f"{head}.{rest.replace('/', '.')}" if rest else head
