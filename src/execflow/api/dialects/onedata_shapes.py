@@ -129,7 +129,7 @@ def render(request: Request, failure: Failure) -> Response:
         details["key"] = key_of(first.pointer) if first.pointer.startswith("/") else first.pointer
         if failure.code == "invalid_input":
             error_id = next((i for why, i in _BAD_VALUE if why in first.reason), error_id)
-    if error_id == "unauthorized":
+    if error_id == "unauthorized" and _credential_given(request):
         details = {"authError": {"id": "badToken", "description": failure.message}}
     error: dict[str, Any] = {"id": error_id, "description": _describe(failure)}
     if details:
@@ -142,6 +142,10 @@ def render(request: Request, failure: Failure) -> Response:
         "requestId": str(request.scope.get("state", {}).get("request_id", "")),
     }
     return JSONResponse({"error": error}, status_code=status, headers=failure.headers())
+
+
+def _credential_given(request: Request) -> bool:
+    return "x-auth-token" in request.headers or "authorization" in request.headers
 
 
 def _describe(failure: Failure) -> str:
