@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from execflow.api.dialects import vro
 from execflow.settings import DIALECTS
 
-ROUTERS: dict[str, APIRouter] = {}
+ROUTERS: dict[str, APIRouter] = {
+    "vro": vro.router,
+}
 
 
 def mount(app: FastAPI, names: frozenset[str]) -> None:
