@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from execflow.api.dialects import vro_shapes as shapes
+from execflow.api.dialects import vro_values as typed_values
 from execflow.api.dialects.base import Failure, caller, dialect_route, service_of
 from execflow.auth import Privilege, require
 from execflow.definition import Definition, ParamType
@@ -169,12 +170,12 @@ def _typed(
         name = raw.get("name") if isinstance(raw, dict) else None
         where = f"/inputs/{name}" if isinstance(name, str) and name else f"/parameter/{i}"
         try:
-            typed = shapes.read_parameter(raw, i)
+            typed = typed_values.read_parameter(raw, i)
             if typed.name in values:
-                raise shapes.ValueProblem("is given twice")
+                raise typed_values.ValueProblem("is given twice")
             kind = kinds.get(typed.name)
-            values[typed.name] = typed.value if kind is None else shapes.fit(typed, *kind)
-        except shapes.ValueProblem as exc:
+            values[typed.name] = typed.value if kind is None else typed_values.fit(typed, *kind)
+        except typed_values.ValueProblem as exc:
             problems.append(Detail(where, str(exc)))
     return values
 
