@@ -1,4 +1,4 @@
-"""VMware vRealize / Aria Orchestrator's shapes: typed parameter values, execution states,
+"""VMware vRealize / Aria Orchestrator's shapes: execution states, typed parameters,
 the error body, executions, log entries and user interactions.
 
 Pure translations, no I/O: `vro.py` parses requests with these and renders records with
