@@ -167,6 +167,7 @@ async def test_the_documented_sample_starts_a_run_that_completes(api: Api) -> No
     done = r.json()
     assert done["state"] == "COMPLETED"
     assert done["end-date"] >= done["start-date"]
+    assert "statistic" not in done  # only a profiled run keeps one
     assert params(done, "inputParameters")["who"]["value"] == {"string": {"value": "world"}}
     text = params(done, "outputParameters")["text"]
     assert text == {
@@ -245,6 +246,8 @@ async def test_the_documented_body_with_every_type_runs_with_those_values(api: A
     stats = run["statistic"]
     assert [i["item"] for i in stats["items"]] == ["plan", "apply"]
     assert stats["duration-ms"] >= 0
+    logs = await api.client.get(run["href"] + "logs", headers=api.auth())
+    assert logs.status_code == 200 and password not in logs.text
     # the native API sees the same run, with the same values
     native = await api.client.get(
         f"/api/v1/executions/{uuid.UUID(run['id']).hex}", headers=api.auth()
@@ -561,3 +564,21 @@ async def test_another_projects_runs_and_workflows_are_not_found(api: Api) -> No
             assert "ceo-salary" not in r.text and "payroll" not in r.text.replace(
                 "'hidden-payroll'", ""
             )
+
+
+async def test_a_secret_parameter_also_takes_a_plain_string_and_stays_masked(api: Api) -> None:
+    await put(api, PROVISION)
+    password = "pw-" + uuid.uuid4().hex
+    body = {
+        "parameter": [
+            typed("host", "string", {"string": {"value": "db1"}}),
+            typed("password", "string", {"string": {"value": password}}),
+        ]
+    }
+    r = await start(api, "provision", body)
+    assert r.status_code == 202, r.text
+    await api.idle()
+    r = await api.client.get(r.headers["location"], headers=api.auth())
+    shown = params(r.json(), "inputParameters")["password"]
+    assert shown["value"] == {"secure-string": {"value": "******"}}
+    assert password not in r.text
