@@ -95,6 +95,7 @@ async def _execution(
 
 
 def _href(request: Request, wf: WorkflowRecord, record: ExecutionRecord | None = None) -> str:
+    """The absolute URL of a workflow's runs, or of one run, as vRO writes them."""
     base = str(request.base_url).rstrip("/")
     href = f"{base}/vco/api/workflows/{shapes.vro_id(wf.id)}/executions/"
     return href if record is None else f"{href}{shapes.vro_id(record.id)}/"
@@ -277,6 +278,7 @@ async def list_executions(
 
 @_route("GET", EXECUTION)
 async def get_execution(request: Request, workflow_id: str, execution_id: str) -> Response:
+    """The run: its state, typed inputs (secrets masked) and outputs, dates and error."""
     service, who = service_of(request), await caller(request)
     wf, record = await _execution(service, who, workflow_id, execution_id)
     definition = await service.definition_of(record)
@@ -298,6 +300,7 @@ async def delete_execution(request: Request, workflow_id: str, execution_id: str
 
 @_route("GET", EXECUTION + "/state")
 async def get_state(request: Request, workflow_id: str, execution_id: str) -> Response:
+    """`{"value": <state>}` in vRO's vocabulary."""
     service, who = service_of(request), await caller(request)
     _, record = await _execution(service, who, workflow_id, execution_id)
     return JSONResponse({"value": shapes.STATES[record.state].name})
@@ -315,6 +318,7 @@ async def cancel_execution(request: Request, workflow_id: str, execution_id: str
 async def _log_entries(
     request: Request, workflow_id: str, execution_id: str, max_result: int, level: str | None
 ) -> list[EventRecord]:
+    """Up to `max_result` entries of a run's audit log, `level` (a vRO severity) or worse."""
     service, who = service_of(request), await caller(request)
     _, record = await _execution(service, who, workflow_id, execution_id)
     if level is not None and level not in shapes.SEVERITIES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from execflow import levels
@@ -121,7 +121,7 @@ def vro_time(at: datetime | None) -> str | None:
     """`2024-06-27T01:46:55.891+00:00`: how vRO writes dates."""
     if at is None:
         return None
-    return at.isoformat(timespec="milliseconds")
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 # -- executions --------------------------------------------------------------------------
