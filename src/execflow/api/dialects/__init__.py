@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from execflow.api.dialects import explorer, obs, onedata
+from execflow.api.dialects import explorer, obs, onedata, vro
 from execflow.settings import DIALECTS
 
 ROUTERS: dict[str, APIRouter] = {
     "obs": obs.router,
     "explorer": explorer.router,
     "onedata": onedata.router,
+    "vro": vro.router,
 }
 
 
