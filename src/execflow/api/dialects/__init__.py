@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from execflow.api.dialects import emr
 from execflow.settings import DIALECTS
 
-ROUTERS: dict[str, APIRouter] = {}
+ROUTERS: dict[str, APIRouter] = {"emr": emr.router}
 
 
 def mount(app: FastAPI, names: frozenset[str]) -> None:

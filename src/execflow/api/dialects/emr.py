@@ -1,0 +1,419 @@
+"""Alibaba Cloud E-MapReduce data development (API 2016-04-08) as a dialect.
+
+The RPC style: every call is `GET` or `POST /` with `Action`, `Version` and the action's
+parameters in the query string or a form body, signed with an access key (or sent with a
+token). Flows are workflows, flow instances executions, node instances task runs; the
+shapes and tables are in `emr_shapes.py`. docs/dialects.md says what maps to what.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from execflow.api.dialects.base import caller, dialect_route, service_of
+from execflow.api.dialects.emr_shapes import (
+    FLOW,
+    INSTANCE,
+    NODE,
+    NODE_STATES_OF,
+    PROJECT,
+    STATES_OF,
+    VERSION,
+    MissingParameter,
+    UnknownAction,
+    UnknownVersion,
+    alibaba_request_id,
+    document,
+    flow_instance,
+    flow_instance_detail,
+    hex_of,
+    instance_id,
+    invalid,
+    latest_runs,
+    node_instance,
+    render,
+    split_node_id,
+)
+from execflow.errors import NotFound
+from execflow.records import ExecutionRecord, Principal
+from execflow.service import Service, SignedRequest, StartRequest
+from execflow.states import ExecutionState, TaskRunState
+
+router = APIRouter(route_class=dialect_route(render), include_in_schema=False)
+
+# ListFlowInstance pages by number over execflow's keyset cursor: it reads the project's
+# executions newest first, at most this many, to count them and cut the page asked for.
+MAX_SCAN = 10_000
+# ListFlowNodeInstance reads each execution with its task runs: at most this many of them.
+MAX_NODE_SCAN = 500
+MAX_PAGE_SIZE = 100
+_STATUS_LIST = re.compile(r"^StatusList\.\d+$")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One RPC call: the caller and the parameters it sent (query and form body)."""
+
+    service: Service
+    who: Principal
+    params: dict[str, str]
+
+    def required(self, name: str) -> str:
+        value = self.params.get(name, "")
+        if not value:
+            raise MissingParameter(name)
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        given = self.params.get(name, "")
+        if not given:
+            return default
+        if not re.fullmatch(r"\d{1,9}", given) or not low <= int(given) <= high:
+            raise invalid(name, f"an integer from {low} to {high}, not {given!r}")
+        return int(given)
+
+    def boolean(self, name: str) -> bool:
+        given = self.params.get(name, "false").lower()
+        if given not in ("true", "false"):
+            raise invalid(name, f"true or false, not {given!r}")
+        return given == "true"
+
+    def statuses(self) -> list[str]:
+        return [v for k, v in sorted(self.params.items()) if _STATUS_LIST.fullmatch(k) and v]
+
+    def project(self, required: bool = True) -> None:
+        """ProjectId must name the caller's own project (its FP- id or its name)."""
+        given = self.required("ProjectId") if required else self.params.get("ProjectId")
+        if not given:
+            return
+        if given != self.who.project_name and hex_of(given, PROJECT) != self.who.project_id:
+            raise NotFound(f"project {given!r} not found")
+
+    def execution_id(self, name: str) -> str:
+        given = self.required(name)
+        found = hex_of(given, INSTANCE)
+        if found is None:
+            raise invalid(name, f"a flow instance id (FI- and 32 hex digits), not {given!r}")
+        return found
+
+    async def workflow(self, given: str) -> str:
+        """The name of the caller's workflow that `given` names: its F- id, or its name."""
+        found = hex_of(given, FLOW)
+        if found is not None:
+            try:
+                return (await self.service.workflow_by_id(self.who, found)).name
+            except NotFound:
+                pass  # a workflow may be named like an id
+        wf, _ = await self.service.get_workflow(self.who, given)
+        return wf.name
+
+
+Handler = Callable[[Call], Awaitable[dict[str, Any]]]
+
+
+@router.api_route("/", methods=["GET", "POST"])
+async def rpc(request: Request) -> Response:
+    """One RPC call: check the common parameters, authenticate, run the action."""
+    pairs = list(request.query_params.multi_items())
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        pairs += [(k, str(v)) for k, v in (await request.form()).multi_items()]
+    params = dict(pairs)
+    request.state.emr_format = params.get("Format", "")
+    if params.get("Format", "JSON").upper() not in ("JSON", "XML"):
+        raise invalid("Format", "JSON or XML")
+    action = params.get("Action", "")
+    if not action:
+        raise MissingParameter("Action")
+    if not params.get("Version"):
+        raise MissingParameter("Version")
+    if params["Version"] != VERSION:
+        raise UnknownVersion(f"Version {params['Version']!r} is not valid: use {VERSION}")
+    handler = ACTIONS.get(action)
+    if handler is None:
+        raise UnknownAction(f"The action {action!r} is not found in version {VERSION}")
+    who = await _caller(request, params, pairs)
+    body = await handler(Call(service_of(request), who, params))
+    return document(
+        request, f"{action}Response", {"RequestId": alibaba_request_id(request), **body}
+    )
+
+
+async def _caller(
+    request: Request, params: dict[str, str], pairs: list[tuple[str, str]]
+) -> Principal:
+    """The caller; a signature sent in a form body is checked here, since the shared
+    resolver looks for Alibaba's signature parameters in the query string only."""
+    query = request.query_params
+    in_body = "Signature" in params and "AccessKeyId" in params
+    if in_body and not ("Signature" in query and "AccessKeyId" in query):
+        signed = SignedRequest(
+            params["AccessKeyId"],
+            params["Signature"],
+            request.method,
+            "",
+            "",
+            {},
+            scheme="acs",
+            params=tuple(pairs),
+        )
+        return await service_of(request).authenticate_signed(signed)
+    return await caller(request)
+
+
+# Actions ---------------------------------------------------------------------------------
+
+
+async def submit_flow(call: Call) -> dict[str, Any]:
+    """Start an execution of the flow; Conf's `cyctime` puts it off until then, its other
+    keys are the workflow's parameters."""
+    call.project()
+    name = await call.workflow(call.required("FlowId"))
+    _, revision = await call.service.get_workflow(call.who, name)
+    inputs, at = _conf(call.params.get("Conf", ""), revision.definition.get("parameters", {}))
+    request = StartRequest(inputs=inputs, scheduled_at=at)
+    record, _ = await call.service.start_or_find(call.who, name, request)
+    ident = instance_id(record.id)
+    return {"Id": ident, "InstanceId": ident, "Data": ident}
+
+
+def _conf(text: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], datetime | None]:
+    """Inputs and the scheduled time a Conf gives. EMR's Conf values are strings: one given
+    for a parameter of another type is read as that type when it reads exactly."""
+    if not text:
+        return {}, None
+    try:
+        conf = json.loads(text)
+    except ValueError:
+        conf = None
+    if not isinstance(conf, dict):
+        raise invalid("Conf", 'a JSON object such as {"cyctime": "1542783967503"}')
+    at = None
+    if "cyctime" in conf:
+        ms = conf.pop("cyctime")
+        if isinstance(ms, str) and re.fullmatch(r"\d{1,15}", ms):
+            ms = int(ms)
+        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms < 10**15:
+            raise invalid("Conf.cyctime", f"milliseconds since the epoch, not {ms!r}")
+        at = datetime.fromtimestamp(ms / 1000, UTC)
+    inputs = {}
+    for key, value in conf.items():
+        kind = parameters.get(key, {}).get("type", "string") if key in parameters else None
+        inputs[key] = _typed(value, kind) if isinstance(value, str) and kind else value
+    return inputs, at
+
+
+def _typed(value: str, kind: str) -> Any:
+    if kind == "integer" and re.fullmatch(r"-?\d{1,18}", value):
+        return int(value)
+    if kind == "number" and re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", value):
+        return float(value)
+    if kind == "boolean" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if kind in ("object", "array"):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, dict if kind == "object" else list):
+            return parsed
+    return value
+
+
+async def describe_flow_instance(call: Call) -> dict[str, Any]:
+    call.project()
+    record = await call.service.get_execution(call.who, call.execution_id("Id"))
+    return flow_instance_detail(record, await call.service.definition_of(record))
+
+
+async def list_flow_instance(call: Call) -> dict[str, Any]:
+    """A page of the project's flow instances, newest first (OrderType=ASC: oldest)."""
+    call.project()
+    number = call.integer("PageNumber", 1, 1, 1_000_000)
+    size = call.integer("PageSize", 20, 1, MAX_PAGE_SIZE)
+    ascending = _order(call)
+    states: set[ExecutionState] = set()
+    for status in call.statuses():
+        if status not in STATES_OF:
+            known = ", ".join(sorted(STATES_OF))
+            raise invalid("StatusList", f"unknown status {status!r} ({known})")
+        states |= STATES_OF[status]
+    workflow = None
+    if flow := call.params.get("FlowId"):
+        workflow = await call.workflow(flow)
+    if (name := call.params.get("FlowName")) and workflow not in (None, name):
+        return _page([], number, size, "FlowInstances", "FlowInstance")
+    workflow = workflow or name or None
+    since, until = _time_range(call.params.get("TimeRange", ""))
+    only: str | None = call.params.get("InstanceId") or None
+    if node := call.params.get("NodeInstanceId"):
+        split = split_node_id(node)
+        if split is None:
+            raise invalid("NodeInstanceId", f"a node instance id ({NODE}…), not {node!r}")
+        only = instance_id(split[0]) if only in (None, instance_id(split[0])) else "-"
+    found = []
+    async for ex in _executions(call, workflow, states):
+        at = ex.created_at.timestamp() * 1000
+        if only is not None and instance_id(ex.id) != only:
+            continue
+        if since <= at <= until:
+            found.append(flow_instance(ex))
+    if ascending:
+        found.reverse()
+    return _page(found, number, size, "FlowInstances", "FlowInstance")
+
+
+def _order(call: Call) -> bool:
+    """True for oldest first. Instances are ordered by creation, whatever OrderBy names."""
+    order_by = call.params.get("OrderBy", "id")
+    if order_by not in ("id", "gmt_create", "start_time", "schedule_time"):
+        raise invalid("OrderBy", "id, gmt_create, start_time or schedule_time")
+    order = call.params.get("OrderType", "DESC").upper()
+    if order not in ("ASC", "DESC"):
+        raise invalid("OrderType", f"ASC or DESC, not {order!r}")
+    return order == "ASC"
+
+
+def _time_range(text: str) -> tuple[float, float]:
+    if not text:
+        return 0.0, float("inf")
+    try:
+        given = json.loads(text)
+    except ValueError:
+        given = None
+    ok = isinstance(given, dict) and all(
+        isinstance(given.get(k, 0), int | float) and not isinstance(given.get(k), bool)
+        for k in ("from", "to")
+    )
+    if not ok or not isinstance(given, dict):
+        raise invalid("TimeRange", '{"type": "range", "from": <ms>, "to": <ms>}')
+    return float(given.get("from", 0)), float(given.get("to", float("inf")))
+
+
+async def _executions(
+    call: Call, workflow: str | None, states: set[ExecutionState], limit: int = MAX_SCAN
+) -> AsyncIterator[ExecutionRecord]:
+    """The caller's executions newest first (at most `limit`), of these states if any."""
+    only = next(iter(states)).value if len(states) == 1 else None
+    cursor, seen = None, 0
+    while seen < limit:
+        batch = min(500, limit - seen)
+        page, cursor = await call.service.list_executions(
+            call.who, workflow, only, None, batch, cursor
+        )
+        seen += len(page)
+        for ex in page:
+            if not states or ex.state in states:
+                yield ex
+        if cursor is None:
+            return
+
+
+def _page(
+    items: list[dict[str, Any]], number: int, size: int, outer: str, inner: str
+) -> dict[str, Any]:
+    start = (number - 1) * size
+    return {
+        "PageNumber": number,
+        "PageSize": size,
+        "Total": len(items),
+        outer: {inner: items[start : start + size]},
+    }
+
+
+async def suspend_flow(call: Call) -> dict[str, Any]:
+    call.project()
+    await call.service.suspend(call.who, call.execution_id("FlowInstanceId"))
+    return {"Data": True}
+
+
+async def resume_flow(call: Call) -> dict[str, Any]:
+    call.project()
+    await call.service.resume(call.who, call.execution_id("FlowInstanceId"))
+    return {"Data": True}
+
+
+async def rerun_flow(call: Call) -> dict[str, Any]:
+    """ReRunFail=true: the failed nodes and what follows them run again in the same
+    instance. Otherwise a new instance runs the flow from its first node (its `Id` is
+    given besides `Data`)."""
+    call.project()
+    ident = call.execution_id("FlowInstanceId")
+    if call.boolean("ReRunFail"):
+        record = await call.service.retry(call.who, ident)
+    else:
+        original = await call.service.get_execution(call.who, ident)
+        first = (await call.service.definition_of(original)).order[0]
+        record = await call.service.rerun(call.who, ident, first)
+    return {"Data": True, "Id": instance_id(record.id)}
+
+
+async def kill_flow_job(call: Call) -> dict[str, Any]:
+    """Kill a node instance: execflow stops a task only by cancelling its execution, so the
+    instance it belongs to is cancelled (a flow instance id is taken too)."""
+    call.project()
+    given = call.required("JobInstanceId")
+    split = split_node_id(given)
+    ident = split[0] if split else hex_of(given, INSTANCE)
+    if ident is None:
+        raise invalid("JobInstanceId", f"a node ({NODE}…) or flow instance id, not {given!r}")
+    await call.service.cancel(call.who, ident)
+    return {"Data": True}
+
+
+async def describe_flow_node_instance(call: Call) -> dict[str, Any]:
+    call.project()
+    given = call.required("Id")
+    split = split_node_id(given)
+    if split is None:
+        raise invalid("Id", f"a node instance id ({NODE}…), not {given!r}")
+    record = await call.service.get_execution(call.who, split[0])
+    run = next((tr for tr in latest_runs(record) if tr.task_id == split[1]), None)
+    if run is None:
+        raise NotFound(f"node instance {given!r} not found")
+    return node_instance(record, run, await call.service.definition_of(record))
+
+
+async def list_flow_node_instance(call: Call) -> dict[str, Any]:
+    """A page of the project's node instances, of its newest executions, latest first."""
+    call.project(required=False)
+    number = call.integer("PageNumber", 1, 1, 1_000_000)
+    size = call.integer("PageSize", 20, 1, MAX_PAGE_SIZE)
+    ascending = _order(call)
+    states: set[TaskRunState] = set()
+    for status in call.statuses():
+        if status not in NODE_STATES_OF:
+            known = ", ".join(sorted(NODE_STATES_OF))
+            raise invalid("StatusList", f"unknown status {status!r} ({known})")
+        states |= NODE_STATES_OF[status]
+    since = call.integer("StartTime", 0, 0, 10**15 - 1) if call.params.get("StartTime") else 0
+    found: list[dict[str, Any]] = []
+    async for summary in _executions(call, None, set(), MAX_NODE_SCAN):
+        record = await call.service.get_execution(call.who, summary.id)
+        definition = await call.service.definition_of(record)
+        for tr in reversed(latest_runs(record)):
+            started = (tr.started_at or tr.queued_at or record.created_at).timestamp() * 1000
+            if (not states or tr.state in states) and started >= since:
+                found.append(node_instance(record, tr, definition))
+    if ascending:
+        found.reverse()
+    return _page(found, number, size, "FlowNodeInstances", "FlowNodeInstance")
+
+
+ACTIONS: dict[str, Handler] = {
+    "SubmitFlow": submit_flow,
+    "DescribeFlowInstance": describe_flow_instance,
+    "ListFlowInstance": list_flow_instance,
+    "SuspendFlow": suspend_flow,
+    "ResumeFlow": resume_flow,
+    "RerunFlow": rerun_flow,
+    "KillFlowJob": kill_flow_job,
+    "DescribeFlowNodeInstance": describe_flow_node_instance,
+    "ListFlowNodeInstance": list_flow_node_instance,
+}
