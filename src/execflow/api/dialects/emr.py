@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from execflow.api.dialects.base import caller, dialect_route, service_of
+from execflow.api.dialects.base import caller, dialect_route, service_of, timestamp_ms
 from execflow.api.dialects.emr_shapes import (
     FLOW,
     INSTANCE,
@@ -31,6 +31,7 @@ from execflow.api.dialects.emr_shapes import (
     UnknownVersion,
     alibaba_request_id,
     document,
+    flow_id,
     flow_instance,
     flow_instance_detail,
     hex_of,
@@ -38,6 +39,7 @@ from execflow.api.dialects.emr_shapes import (
     invalid,
     latest_runs,
     node_instance,
+    project_id,
     render,
     split_node_id,
 )
@@ -89,11 +91,12 @@ class Call:
         return [v for k, v in sorted(self.params.items()) if _STATUS_LIST.fullmatch(k) and v]
 
     def project(self, required: bool = True) -> None:
-        """ProjectId must name the caller's own project (its FP- id or its name)."""
+        """ProjectId must name the caller's own project: its FP- id, its hex or its name."""
         given = self.required("ProjectId") if required else self.params.get("ProjectId")
         if not given:
             return
-        if given != self.who.project_name and hex_of(given, PROJECT) != self.who.project_id:
+        mine = self.who.project_id
+        if given not in (self.who.project_name, mine.upper()) and hex_of(given, PROJECT) != mine:
             raise NotFound(f"project {given!r} not found")
 
     def execution_id(self, name: str) -> str:
@@ -406,7 +409,41 @@ async def list_flow_node_instance(call: Call) -> dict[str, Any]:
     return _page(found, number, size, "FlowNodeInstances", "FlowNodeInstance")
 
 
+async def list_flow_project(call: Call) -> dict[str, Any]:
+    """The caller's project: the one a credential of execflow belongs to."""
+    who = call.who
+    mine = {"Id": project_id(who.project_id), "Name": who.project_name, "Description": ""}
+    wanted = call.params.get("Name")
+    return _page(
+        [mine] if wanted in (None, "", who.project_name) else [], 1, 1, "Projects", "Project"
+    )
+
+
+async def list_flow(call: Call) -> dict[str, Any]:
+    """A page of the project's workflows, by name."""
+    call.project(required=False)
+    number = call.integer("PageNumber", 1, 1, 1_000_000)
+    size = call.integer("PageSize", 20, 1, MAX_PAGE_SIZE)
+    name, ident = call.params.get("Name"), call.params.get("Id")
+    flows = [
+        {
+            "Id": flow_id(wf.id),
+            "Name": wf.name,
+            "Description": wf.description,
+            "ProjectId": project_id(wf.project_id),
+            "Periodic": False,
+            "GmtCreate": timestamp_ms(wf.created_at),
+            "GmtModified": timestamp_ms(wf.updated_at),
+        }
+        for wf in await call.service.list_workflows(call.who)
+        if name in (None, "", wf.name) and ident in (None, "", flow_id(wf.id))
+    ]
+    return _page(flows, number, size, "Flow", "Flow")
+
+
 ACTIONS: dict[str, Handler] = {
+    "ListFlowProject": list_flow_project,
+    "ListFlow": list_flow,
     "SubmitFlow": submit_flow,
     "DescribeFlowInstance": describe_flow_instance,
     "ListFlowInstance": list_flow_instance,
