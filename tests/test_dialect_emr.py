@@ -23,6 +23,8 @@ from aliyunsdkemr.request.v20160408 import (
     KillFlowJobRequest,
     ListFlowInstanceRequest,
     ListFlowNodeInstanceRequest,
+    ListFlowProjectRequest,
+    ListFlowRequest,
     RerunFlowRequest,
     ResumeFlowRequest,
     SubmitFlowRequest,
@@ -475,18 +477,20 @@ async def test_route_matrix_by_role_and_project(api: Api) -> None:
                 assert r.status_code not in (401, 403), (role, action, r.text)
             else:
                 error(r, 403, "Forbidden.RAM")
-    # another project's admin, naming alpha's flow, instance and node by their ids
+    # another project's admin, naming alpha's project, flow, instance and node by their ids
     other = await new_token(api, "beta", "admin")
-    _, beta = await ids(api, GATE, other, "beta")
+    _, beta = await ids(api, DAILY, other, "beta")
     for (_, method, action), _privilege in PRIVILEGES.items():
-        if not args[action]:
-            continue
         for where in (beta, project):
+            if action == "ListFlowProject" or (where == beta and not args[action]):
+                continue  # no ProjectId, or beta's own lists: below
             r = await rpc(api, action, other, method, ProjectId=where, **args[action])
             body = error(r, 404, "EntityNotExist")
             assert "gate" not in r.text and "wait" not in r.text, body
-    body = ok(await rpc(api, "ListFlowInstance", other, ProjectId=beta))
-    assert body["Total"] == 0
+    for action in ("ListFlowInstance", "ListFlowNodeInstance", "ListFlow"):
+        body = ok(await rpc(api, action, other, ProjectId=beta))
+        assert body["Total"] == (1 if action == "ListFlow" else 0)
+        assert "gate" not in json.dumps(body) and project not in json.dumps(body)
 
 
 # The official SDK against a real server ---------------------------------------------------
@@ -515,9 +519,13 @@ def test_the_aliyun_sdk_unmodified_submits_and_steers_flows(tmp_path: Path) -> N
             answer: dict[str, Any] = json.loads(client.do_action_with_exception(request))
             return answer
 
+        (project,) = call(ListFlowProjectRequest.ListFlowProjectRequest())["Projects"]["Project"]
+        assert project["Name"] == "default"
+        flows = call(ListFlowRequest.ListFlowRequest(), Name="daily", ProjectId=project["Id"])
+        (flow,) = flows["Flow"]["Flow"]
         submitted = call(
             SubmitFlowRequest.SubmitFlowRequest(),
-            FlowId="daily",
+            FlowId=flow["Id"],
             ProjectId="default",
             Conf=json.dumps({"who": "sdk"}),
         )

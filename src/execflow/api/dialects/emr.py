@@ -8,11 +8,9 @@ shapes and tables are in `emr_shapes.py`. docs/dialects.md says what maps to wha
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -30,6 +28,7 @@ from execflow.api.dialects.emr_shapes import (
     UnknownAction,
     UnknownVersion,
     alibaba_request_id,
+    conf_of,
     document,
     flow_id,
     flow_instance,
@@ -39,9 +38,11 @@ from execflow.api.dialects.emr_shapes import (
     invalid,
     latest_runs,
     node_instance,
+    page,
     project_id,
     render,
     split_node_id,
+    time_range,
 )
 from execflow.errors import NotFound
 from execflow.records import ExecutionRecord, Principal
@@ -179,54 +180,11 @@ async def submit_flow(call: Call) -> dict[str, Any]:
     call.project()
     name = await call.workflow(call.required("FlowId"))
     _, revision = await call.service.get_workflow(call.who, name)
-    inputs, at = _conf(call.params.get("Conf", ""), revision.definition.get("parameters", {}))
+    inputs, at = conf_of(call.params.get("Conf", ""), revision.definition.get("parameters", {}))
     request = StartRequest(inputs=inputs, scheduled_at=at)
     record, _ = await call.service.start_or_find(call.who, name, request)
     ident = instance_id(record.id)
     return {"Id": ident, "InstanceId": ident, "Data": ident}
-
-
-def _conf(text: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], datetime | None]:
-    """Inputs and the scheduled time a Conf gives. EMR's Conf values are strings: one given
-    for a parameter of another type is read as that type when it reads exactly."""
-    if not text:
-        return {}, None
-    try:
-        conf = json.loads(text)
-    except ValueError:
-        conf = None
-    if not isinstance(conf, dict):
-        raise invalid("Conf", 'a JSON object such as {"cyctime": "1542783967503"}')
-    at = None
-    if "cyctime" in conf:
-        ms = conf.pop("cyctime")
-        if isinstance(ms, str) and re.fullmatch(r"\d{1,15}", ms):
-            ms = int(ms)
-        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms < 10**15:
-            raise invalid("Conf.cyctime", f"milliseconds since the epoch, not {ms!r}")
-        at = datetime.fromtimestamp(ms / 1000, UTC)
-    inputs = {}
-    for key, value in conf.items():
-        kind = parameters.get(key, {}).get("type", "string") if key in parameters else None
-        inputs[key] = _typed(value, kind) if isinstance(value, str) and kind else value
-    return inputs, at
-
-
-def _typed(value: str, kind: str) -> Any:
-    if kind == "integer" and re.fullmatch(r"-?\d{1,18}", value):
-        return int(value)
-    if kind == "number" and re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", value):
-        return float(value)
-    if kind == "boolean" and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if kind in ("object", "array"):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return value
-        if isinstance(parsed, dict if kind == "object" else list):
-            return parsed
-    return value
 
 
 async def describe_flow_instance(call: Call) -> dict[str, Any]:
@@ -251,9 +209,9 @@ async def list_flow_instance(call: Call) -> dict[str, Any]:
     if flow := call.params.get("FlowId"):
         workflow = await call.workflow(flow)
     if (name := call.params.get("FlowName")) and workflow not in (None, name):
-        return _page([], number, size, "FlowInstances", "FlowInstance")
+        return page([], number, size, "FlowInstances", "FlowInstance")
     workflow = workflow or name or None
-    since, until = _time_range(call.params.get("TimeRange", ""))
+    since, until = time_range(call.params.get("TimeRange", ""))
     only: str | None = call.params.get("InstanceId") or None
     if node := call.params.get("NodeInstanceId"):
         split = split_node_id(node)
@@ -269,7 +227,7 @@ async def list_flow_instance(call: Call) -> dict[str, Any]:
             found.append(flow_instance(ex))
     if ascending:
         found.reverse()
-    return _page(found, number, size, "FlowInstances", "FlowInstance")
+    return page(found, number, size, "FlowInstances", "FlowInstance")
 
 
 def _order(call: Call) -> bool:
@@ -281,22 +239,6 @@ def _order(call: Call) -> bool:
     if order not in ("ASC", "DESC"):
         raise invalid("OrderType", f"ASC or DESC, not {order!r}")
     return order == "ASC"
-
-
-def _time_range(text: str) -> tuple[float, float]:
-    if not text:
-        return 0.0, float("inf")
-    try:
-        given = json.loads(text)
-    except ValueError:
-        given = None
-    ok = isinstance(given, dict) and all(
-        isinstance(given.get(k, 0), int | float) and not isinstance(given.get(k), bool)
-        for k in ("from", "to")
-    )
-    if not ok or not isinstance(given, dict):
-        raise invalid("TimeRange", '{"type": "range", "from": <ms>, "to": <ms>}')
-    return float(given.get("from", 0)), float(given.get("to", float("inf")))
 
 
 async def _executions(
@@ -316,18 +258,6 @@ async def _executions(
                 yield ex
         if cursor is None:
             return
-
-
-def _page(
-    items: list[dict[str, Any]], number: int, size: int, outer: str, inner: str
-) -> dict[str, Any]:
-    start = (number - 1) * size
-    return {
-        "PageNumber": number,
-        "PageSize": size,
-        "Total": len(items),
-        outer: {inner: items[start : start + size]},
-    }
 
 
 async def suspend_flow(call: Call) -> dict[str, Any]:
@@ -406,7 +336,7 @@ async def list_flow_node_instance(call: Call) -> dict[str, Any]:
                 found.append(node_instance(record, tr, definition))
     if ascending:
         found.reverse()
-    return _page(found, number, size, "FlowNodeInstances", "FlowNodeInstance")
+    return page(found, number, size, "FlowNodeInstances", "FlowNodeInstance")
 
 
 async def list_flow_project(call: Call) -> dict[str, Any]:
@@ -414,7 +344,7 @@ async def list_flow_project(call: Call) -> dict[str, Any]:
     who = call.who
     mine = {"Id": project_id(who.project_id), "Name": who.project_name, "Description": ""}
     wanted = call.params.get("Name")
-    return _page(
+    return page(
         [mine] if wanted in (None, "", who.project_name) else [], 1, 1, "Projects", "Project"
     )
 
@@ -438,7 +368,7 @@ async def list_flow(call: Call) -> dict[str, Any]:
         for wf in await call.service.list_workflows(call.who)
         if name in (None, "", wf.name) and ident in (None, "", flow_id(wf.id))
     ]
-    return _page(flows, number, size, "Flow", "Flow")
+    return page(flows, number, size, "Flow", "Flow")
 
 
 ACTIONS: dict[str, Handler] = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -222,6 +223,83 @@ def _xml(name: str, value: Any) -> str:
     else:
         inner = escape(str(value))
     return f"<{name}>{inner}</{name}>"
+
+
+# Request values ------------------------------------------------------------------------
+
+
+def conf_of(text: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], datetime | None]:
+    """Inputs and the scheduled time a Conf gives. EMR's Conf values are strings: one given
+    for a parameter of another type is read as that type when it reads exactly."""
+    if not text:
+        return {}, None
+    try:
+        conf = json.loads(text)
+    except ValueError:
+        conf = None
+    if not isinstance(conf, dict):
+        raise invalid("Conf", 'a JSON object such as {"cyctime": "1542783967503"}')
+    at = None
+    if "cyctime" in conf:
+        ms = conf.pop("cyctime")
+        if isinstance(ms, str) and re.fullmatch(r"\d{1,15}", ms):
+            ms = int(ms)
+        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms < 10**15:
+            raise invalid("Conf.cyctime", f"milliseconds since the epoch, not {ms!r}")
+        at = datetime.fromtimestamp(ms / 1000, UTC)
+    inputs = {}
+    for key, value in conf.items():
+        kind = parameters.get(key, {}).get("type", "string") if key in parameters else None
+        inputs[key] = typed(value, kind) if isinstance(value, str) and kind else value
+    return inputs, at
+
+
+def typed(value: str, kind: str) -> Any:
+    """`value` read as a parameter of type `kind` when it reads exactly, else as it is."""
+    if kind == "integer" and re.fullmatch(r"-?\d{1,18}", value):
+        return int(value)
+    if kind == "number" and re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", value):
+        return float(value)
+    if kind == "boolean" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if kind in ("object", "array"):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, dict if kind == "object" else list):
+            return parsed
+    return value
+
+
+def time_range(text: str) -> tuple[float, float]:
+    """(from, to) in milliseconds of a TimeRange such as {"type": "range", "from": 0}."""
+    if not text:
+        return 0.0, float("inf")
+    try:
+        given = json.loads(text)
+    except ValueError:
+        given = None
+    ok = isinstance(given, dict) and all(
+        isinstance(given.get(k, 0), int | float) and not isinstance(given.get(k), bool)
+        for k in ("from", "to")
+    )
+    if not ok or not isinstance(given, dict):
+        raise invalid("TimeRange", '{"type": "range", "from": <ms>, "to": <ms>}')
+    return float(given.get("from", 0)), float(given.get("to", float("inf")))
+
+
+def page(
+    items: list[dict[str, Any]], number: int, size: int, outer: str, inner: str
+) -> dict[str, Any]:
+    """Page `number` of `items` in EMR's list shape: `{outer: {inner: [...]}}` and counts."""
+    start = (number - 1) * size
+    return {
+        "PageNumber": number,
+        "PageSize": size,
+        "Total": len(items),
+        outer: {inner: items[start : start + size]},
+    }
 
 
 # Records -------------------------------------------------------------------------------
