@@ -323,6 +323,9 @@ async def test_list_flow_instances_pages_and_filters(api: Api) -> None:
     assert (await listed(FlowId=flow))["Total"] == 3
     assert (await listed(FlowName="gate"))["Total"] == 1
     assert (await listed(InstanceId=done[1]))["Total"] == 1
+    assert (await listed(InstanceId="FI-" + "C" * 32))["Total"] == 0
+    r = await rpc(api, "ListFlowInstance", ProjectId=project, NodeInstanceId="FNI-1")
+    assert "NodeInstanceId" in error(r, 400, "InvalidParameter")["Message"]
     assert (await listed(TimeRange=json.dumps({"type": "range", "from": 0, "to": 1})))["Total"] == 0
     r = await rpc(api, "ListFlowInstance", ProjectId=project, **{"StatusList.1": "DONE"})
     assert "StatusList" in error(r, 400, "InvalidParameter")["Message"]

@@ -212,22 +212,39 @@ async def list_flow_instance(call: Call) -> dict[str, Any]:
         return page([], number, size, "FlowInstances", "FlowInstance")
     workflow = workflow or name or None
     since, until = time_range(call.params.get("TimeRange", ""))
-    only: str | None = call.params.get("InstanceId") or None
-    if node := call.params.get("NodeInstanceId"):
-        split = split_node_id(node)
-        if split is None:
-            raise invalid("NodeInstanceId", f"a node instance id ({NODE}…), not {node!r}")
-        only = instance_id(split[0]) if only in (None, instance_id(split[0])) else "-"
-    found = []
-    async for ex in _executions(call, workflow, states):
-        at = ex.created_at.timestamp() * 1000
-        if only is not None and instance_id(ex.id) != only:
-            continue
-        if since <= at <= until:
-            found.append(flow_instance(ex))
+    only = {k: call.params[k] for k in ("InstanceId", "NodeInstanceId") if call.params.get(k)}
+    if only:
+        # one instance named: read it alone rather than scan the project for it
+        candidates = [ex async for ex in _named(call, only)]
+    else:
+        candidates = [ex async for ex in _executions(call, workflow, states)]
+    found = [
+        flow_instance(ex)
+        for ex in candidates
+        if since <= ex.created_at.timestamp() * 1000 <= until
+        and (not states or ex.state in states)
+        and workflow in (None, ex.workflow_name)
+    ]
     if ascending:
         found.reverse()
     return page(found, number, size, "FlowInstances", "FlowInstance")
+
+
+async def _named(call: Call, given: dict[str, str]) -> AsyncIterator[ExecutionRecord]:
+    """The execution that InstanceId and NodeInstanceId both name, if it is the caller's."""
+    hexes = set()
+    for name, ident in given.items():
+        split = split_node_id(ident)
+        found = split[0] if split else hex_of(ident, INSTANCE)
+        if found is None:
+            why = f"a flow ({INSTANCE}…) or node ({NODE}…) instance id, not {ident!r}"
+            raise invalid(name, why)
+        hexes.add(found)
+    if len(hexes) == 1:
+        try:
+            yield await call.service.get_execution(call.who, hexes.pop())
+        except NotFound:
+            return
 
 
 def _order(call: Call) -> bool:
