@@ -348,6 +348,11 @@ async def test_list_flow_instances_pages_and_filters(api: Api) -> None:
     r = await rpc(api, "ListFlowNodeInstance", ProjectId=project, PageSize="3")
     body = ok(r)
     assert body["Total"] == 7 and len(body["FlowNodeInstances"]["FlowNodeInstance"]) == 3
+    later = str(10**13)  # the year 2286
+    r = await rpc(api, "ListFlowNodeInstance", ProjectId=project, StartTime=later)
+    assert ok(r)["Total"] == 0
+    r = await rpc(api, "ListFlowNodeInstance", StartTime="1542783967503")
+    assert ok(r)["Total"] == 7
 
 
 # Errors ----------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ class Call:
         given = self.params.get(name, "")
         if not given:
             return default
-        if not re.fullmatch(r"\d{1,9}", given) or not low <= int(given) <= high:
+        if not re.fullmatch(r"\d{1,15}", given) or not low <= int(given) <= high:
             raise invalid(name, f"an integer from {low} to {high}, not {given!r}")
         return int(given)
 
