@@ -133,8 +133,7 @@ class MissingParameter(InvalidInput):
     code = "missing_parameter"
 
     def __init__(self, name: str) -> None:
-        why = "mandatory for this action, not supplied"
-        super().__init__(f"The input parameter {name} is mandatory", [Detail(name, why)])
+        super().__init__(f"The input parameter {name} that is mandatory here is not supplied")
 
 
 class UnknownAction(InvalidInput):
@@ -150,7 +149,7 @@ class UnknownVersion(InvalidInput):
 
 
 def invalid(name: str, why: str) -> InvalidInput:
-    return InvalidInput(f"The specified parameter {name} is not valid", [Detail(name, why)])
+    return InvalidInput("The specified parameter is not valid", [Detail(name, why)])
 
 
 # Service details point into the native shapes; EMR names parameters.
