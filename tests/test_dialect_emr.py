@@ -302,6 +302,24 @@ async def test_rerun_fail_runs_the_failed_node_again(api: Api) -> None:
     detail = ok(await rpc(api, "DescribeFlowInstance", Id=ident, ProjectId=project))
     again = {n["NodeName"]: n for n in detail["NodeInstance"]["NodeInstance"]}
     assert again["t"]["Retries"] == 1 and again["first"]["Id"] == failed["first"]["Id"]
+    r = await rpc(
+        api,
+        "DescribeFlowNodeInstanceLauncherLog",
+        NodeInstanceId=again["t"]["Id"],
+        ProjectId=project,
+    )
+    log = ok(r)
+    lines = [e["Content"] for e in log["LogEntrys"]["LogEntry"]]
+    assert log["LogEnd"] is True and any("kaput" in line for line in lines), lines
+    r = await rpc(
+        api,
+        "DescribeFlowNodeInstanceLauncherLog",
+        NodeInstanceId=again["t"]["Id"],
+        ProjectId=project,
+        Lines="1",
+        Reverse="true",
+    )
+    assert [e["Content"] for e in ok(r)["LogEntrys"]["LogEntry"]] == lines[-1:]
     r = await rpc(api, "ListFlowNodeInstance", ProjectId=project, **{"StatusList.1": "FAILED"})
     listed = ok(r)["FlowNodeInstances"]["FlowNodeInstance"]
     assert [(n["FlowInstanceId"], n["NodeName"]) for n in listed] == [(ident, "t")]
@@ -445,6 +463,7 @@ PRIVILEGES: dict[tuple[str, str, str], Privilege] = {
         "DescribeFlowInstance": Privilege.VIEW,
         "ListFlowInstance": Privilege.VIEW,
         "DescribeFlowNodeInstance": Privilege.VIEW,
+        "DescribeFlowNodeInstanceLauncherLog": Privilege.VIEW,
         "ListFlowNodeInstance": Privilege.VIEW,
         "SuspendFlow": Privilege.MANAGE_EXECUTIONS,
         "ResumeFlow": Privilege.MANAGE_EXECUTIONS,
@@ -481,6 +500,7 @@ async def test_route_matrix_by_role_and_project(api: Api) -> None:
         "DescribeFlowInstance": {"Id": ident},
         "ListFlowInstance": {},
         "DescribeFlowNodeInstance": {"Id": node},
+        "DescribeFlowNodeInstanceLauncherLog": {"NodeInstanceId": node},
         "ListFlowNodeInstance": {},
         "SuspendFlow": {"FlowInstanceId": ident},
         "ResumeFlow": {"FlowInstanceId": ident},

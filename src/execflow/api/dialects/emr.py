@@ -15,7 +15,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from execflow.api.dialects.base import caller, dialect_route, service_of, timestamp_ms
+from execflow import levels
+from execflow.api.dialects.base import caller, dialect_route, iso_ms, service_of, timestamp_ms
 from execflow.api.dialects.emr_shapes import (
     FLOW,
     INSTANCE,
@@ -44,6 +45,7 @@ from execflow.api.dialects.emr_shapes import (
     split_node_id,
     time_range,
 )
+from execflow.definition import redact, secret_values
 from execflow.errors import NotFound
 from execflow.records import ExecutionRecord, Principal
 from execflow.service import Service, SignedRequest, StartRequest
@@ -57,6 +59,8 @@ MAX_SCAN = 10_000
 # ListFlowNodeInstance reads each execution with its task runs: at most this many of them.
 MAX_NODE_SCAN = 500
 MAX_PAGE_SIZE = 100
+# a task keeps at most 10,000 lines of output (and a few of its own state changes)
+MAX_LOG_LINES = 20_000
 _STATUS_LIST = re.compile(r"^StatusList\.\d+$")
 
 
@@ -356,6 +360,39 @@ async def list_flow_node_instance(call: Call) -> dict[str, Any]:
     return page(found, number, size, "FlowNodeInstances", "FlowNodeInstance")
 
 
+async def describe_flow_node_instance_launcher_log(call: Call) -> dict[str, Any]:
+    """A node's lines of the audit log (what its task printed and logged, its state
+    changes): `Lines` of them from line `Start`, or the last ones with `Reverse=true`."""
+    call.project()
+    given = call.required("NodeInstanceId")
+    split = split_node_id(given)
+    if split is None:
+        raise invalid("NodeInstanceId", f"a node instance id ({NODE}…), not {given!r}")
+    start = call.integer("Start", 0, 0, MAX_LOG_LINES)
+    count = call.integer("Lines", 100, 1, 1000)
+    record = await call.service.get_execution(call.who, split[0])
+    definition = await call.service.definition_of(record)
+    if split[1] not in definition.tasks:
+        raise NotFound(f"node instance {given!r} not found")
+    reverse = call.boolean("Reverse")
+    wanted = MAX_LOG_LINES if reverse else start + count + 1
+    events = await call.service.logs(call.who, record.id, levels.DEBUG, split[1], 0, wanted)
+    if reverse:  # the last lines, still oldest first
+        chosen, end = events[max(0, len(events) - start - count) : len(events) - start], start == 0
+    else:
+        chosen, end = events[start : start + count], len(events) <= start + count
+    secrets = secret_values(definition, record.inputs)
+    entries = [
+        {
+            "Content": redact(
+                f"{iso_ms(e.at)} {levels.name_of(e.level).upper()} {e.message}", secrets
+            )
+        }
+        for e in chosen
+    ]
+    return {"LogEntrys": {"LogEntry": entries}, "LogEnd": end}
+
+
 async def list_flow_project(call: Call) -> dict[str, Any]:
     """The caller's project: the one a credential of execflow belongs to."""
     who = call.who
@@ -399,5 +436,6 @@ ACTIONS: dict[str, Handler] = {
     "RerunFlow": rerun_flow,
     "KillFlowJob": kill_flow_job,
     "DescribeFlowNodeInstance": describe_flow_node_instance,
+    "DescribeFlowNodeInstanceLauncherLog": describe_flow_node_instance_launcher_log,
     "ListFlowNodeInstance": list_flow_node_instance,
 }
