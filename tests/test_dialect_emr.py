@@ -21,6 +21,7 @@ from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import RpcRequest
 from aliyunsdkemr.request.v20160408 import (
     DescribeFlowInstanceRequest,
+    DescribeFlowNodeInstanceLauncherLogRequest,
     DescribeFlowNodeInstanceRequest,
     KillFlowJobRequest,
     ListFlowInstanceRequest,
@@ -616,6 +617,14 @@ def test_the_aliyun_sdk_unmodified_submits_and_steers_flows(tmp_path: Path) -> N
             ProjectId="default",
         )
         assert (one["NodeName"], one["FlowInstanceId"]) == ("wait", gate)
+        log = call(
+            DescribeFlowNodeInstanceLauncherLogRequest.DescribeFlowNodeInstanceLauncherLogRequest(),
+            NodeInstanceId=node["Id"],
+            ProjectId="default",
+            Lines=10,
+        )
+        # a signal wait prints nothing, and its debug entries are below the default level
+        assert (log["LogEntrys"], log["LogEnd"]) == ({"LogEntry": []}, True)
         assert call(
             KillFlowJobRequest.KillFlowJobRequest(), JobInstanceId=node["Id"], ProjectId="default"
         )["Data"]
