@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from execflow.api.dialects import explorer, obs, onedata, vro
+from execflow.api.dialects import emr, explorer, obs, onedata, vro
 from execflow.settings import DIALECTS
 
 ROUTERS: dict[str, APIRouter] = {
     "obs": obs.router,
+    "emr": emr.router,
     "explorer": explorer.router,
     "onedata": onedata.router,
     "vro": vro.router,
@@ -20,6 +21,7 @@ ROUTERS: dict[str, APIRouter] = {
 
 
 def mount(app: FastAPI, names: frozenset[str]) -> None:
+    """Mount the routers of the dialects named."""
     unknown = names - DIALECTS
     if unknown:
         raise ValueError(f"unknown dialects: {', '.join(sorted(unknown))}")
