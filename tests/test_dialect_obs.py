@@ -352,7 +352,8 @@ def test_every_native_error_and_state_has_its_data_plus_word() -> None:
     codes = set(HTTP_CODES.values())
     while kinds:
         kind = kinds.pop()
-        codes.add(kind.code)
+        if not kind.__module__.startswith("execflow.api.dialects"):  # not dialects' own
+            codes.add(kind.code)
         kinds += kind.__subclasses__()
     assert {code for code, _ in ERRORS} == codes
     assert set(STATES) == set(ExecutionState)
