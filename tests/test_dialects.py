@@ -7,18 +7,23 @@ HTTP Basic, and numeric ids that find their workflow or execution again."""
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from execflow.api import create_app
+from execflow.api.dialects import ENVELOPES, ROUTERS
 from execflow.api.dialects.base import (
     MAX_NUMBER,
     Failure,
@@ -31,11 +36,13 @@ from execflow.api.dialects.base import (
 from execflow.definition import parse_definition
 from execflow.errors import Conflict, NotFound
 from execflow.records import ExecutionRecord
+from execflow.runtime import Runtime
 from execflow.settings import DIALECTS, Settings, parse_dialects
 from execflow.store import Store
 from tests.test_access_keys import new_key
 from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_access import new_token
+from tests.test_attacks import MALFORMED, snapshot
 
 
 def test_dialects_are_all_on_by_default_and_switch_by_name() -> None:
@@ -182,3 +189,82 @@ def test_times_are_rendered_to_the_millisecond_in_utc() -> None:
     assert iso_ms(datetime(2020, 4, 23, 15, 0, tzinfo=timezone(timedelta(hours=2)))) == (
         "2020-04-23T13:00:00.000Z"
     )
+
+
+def dialect_routes() -> list[tuple[str, str, str]]:
+    """(dialect, method, path) of every route a dialect answers."""
+    return [
+        (name, method, route.path)
+        for name, router in ROUTERS.items()
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods or ())
+    ]
+
+
+def envelope_keys(name: str) -> set[str]:
+    """The keys every error body of the dialect has (and those of its `error` object)."""
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+    body = json.loads(bytes(ENVELOPES[name][1](Request(scope), Failure(400, "x", "y")).body))
+    return set(body) | {f"error.{k}" for k in body.get("error", {})}
+
+
+# Explorer's login reads its credentials from a header and ignores the body it is sent
+IGNORE_THEIR_BODY = {("POST", "/api-open/v1/connect")}
+
+
+async def test_malformed_bodies_on_every_dialect_route_get_its_4xx_and_change_nothing(
+    api: Api,
+) -> None:
+    routes = dialect_routes()
+    assert {name for name, _, _ in routes} == DIALECTS
+    with_bodies = [(n, m, p) for n, m, p in routes if m in ("POST", "PUT")]
+    assert len(with_bodies) >= 10
+    before = await snapshot(api)
+    for name, method, path in with_bodies:
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        expected = envelope_keys(name)
+        for what, body, kind in MALFORMED:
+            r = await api.client.request(
+                method, url, content=body, headers={**api.auth(), "Content-Type": kind}
+            )
+            where = (name, what, method, url, r.status_code, r.text[:200])
+            if (method, path) in IGNORE_THEIR_BODY and r.status_code == 200:
+                continue  # a well-formed body it does not read
+            assert 400 <= r.status_code < 500, where
+            got = r.json()
+            assert expected <= set(got) | {f"error.{k}" for k in got.get("error", {})}, where
+    assert await snapshot(api) == before
+
+
+async def test_no_such_route_on_a_dialects_paths_answers_in_its_envelope(api: Api) -> None:
+    paths = {
+        "obs": "/v2/nothing/here",
+        "emr": "/",
+        "explorer": "/api-open/v1/nothing",
+        "onedata": "/api/v3/oneprovider/nothing",
+        "vro": "/vco/api/nothing",
+    }
+    for name, path in paths.items():
+        r = await api.client.request("DELETE", path, headers=api.auth())
+        assert 400 <= r.status_code < 500, (name, r.text)
+        got = r.json()
+        assert envelope_keys(name) <= set(got) | {f"error.{k}" for k in got.get("error", {})}
+    native = await api.client.get("/api/v1/nothing", headers=api.auth())
+    assert native.status_code == 404 and native.json()["error"]["id"] == "not_found"
+
+
+async def test_a_dialect_switched_off_answers_nothing_at_its_paths(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, workers=1, sqlite_synchronous="OFF", dialects=frozenset({"vro"})
+    )
+    runtime = Runtime.build(settings)
+    token = runtime.prepare()
+    async with runtime.running(loop=False):
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            auth = {"Authorization": f"Bearer {token}"}
+            off = await client.get("/api-open/v1/jobs", headers=auth)
+            assert off.status_code == 404 and off.json()["error"]["id"] == "not_found"
+            on = await client.get("/vco/api/workflows/nothing/executions", headers=auth)
+            assert on.status_code == 404 and "status" in on.json()

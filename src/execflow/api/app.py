@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execflow import __version__
 from execflow.api import dialects, errors, executions, projects, tokens, workflows
 from execflow.api.deps import SECURITY, SECURITY_SCHEMES
+from execflow.api.dialects.base import failure_of
 from execflow.api.guard import BodyGuard
 from execflow.runtime import Runtime
 
@@ -64,7 +66,13 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
     )
     app.state.service = runtime.service
     app.state.runtime = runtime
-    errors.install(app)
+    envelope = dialects.envelopes(runtime.settings.dialects)
+
+    def in_dialect(request: Request, exc: HTTPException) -> Response | None:
+        render = envelope(request.url.path)
+        return None if render is None else render(request, failure_of(request, exc))
+
+    errors.install(app, in_dialect)
     app.include_router(workflows.router)
     app.include_router(executions.router)
     app.include_router(tokens.router)
@@ -90,6 +98,6 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    app.add_middleware(BodyGuard, limits=runtime.settings.limits)
+    app.add_middleware(BodyGuard, limits=runtime.settings.limits, render_for=envelope)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer has an id
     return app

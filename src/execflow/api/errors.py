@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from execflow.errors import (
@@ -75,7 +76,12 @@ def pointer(loc: tuple[Any, ...]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def install(app: FastAPI) -> None:
+def install(
+    app: FastAPI, elsewhere: Callable[[Request, HTTPException], Response | None] | None = None
+) -> None:
+    """Answer every error in the native shape; `elsewhere` may answer a routing error (no such
+    route or method) in another shape, as on a vendor dialect's paths."""
+
     @app.exception_handler(ExecflowError)
     async def _domain(request: Request, exc: ExecflowError) -> JSONResponse:
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
@@ -91,7 +97,9 @@ def install(app: FastAPI) -> None:
         return error_response(request, 422, "invalid_input", "the request is not valid", details)
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        if elsewhere is not None and (answer := elsewhere(request, exc)) is not None:
+            return answer
         code = HTTP_CODES.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(request, exc.status_code, code, str(exc.detail), headers=headers)

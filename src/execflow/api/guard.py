@@ -4,17 +4,20 @@ An ASGI middleware, so it guards every route alike (the native API and the vendo
 dialects): a body over the limit is refused with 413 as soon as its `Content-Length` says
 so, or as soon as that many bytes have come, without reading the rest; a JSON body that does
 not parse, or holds what execflow refuses to store (see `limits.document_problem`), is
-refused with 422 before any route sees it; the native API takes JSON bodies only (YAML for
+refused with 422 before any route sees it (on a vendor dialect's paths, in that dialect's error
+envelope); the native API takes JSON bodies only (YAML for
 workflow definitions): another media type is 415.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from execflow.api.dialects.base import Failure, Render
 from execflow.api.errors import error_response
 from execflow.errors import Detail
 from execflow.limits import Limits, parse_json
@@ -24,9 +27,15 @@ YAML = (b"application/yaml", b"application/x-yaml", b"text/yaml")
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: Limits,
+        render_for: Callable[[str], Render | None] = lambda path: None,
+    ) -> None:
         self.app = app
         self.limits = limits
+        self.render_for = render_for  # a dialect's path: its envelope, not the native one
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +95,11 @@ class BodyGuard:
             code, text = "unsupported_media_type", "the body's media type is not accepted here"
         else:
             code, text = "invalid_input", "the request body is not acceptable JSON"
-        response = error_response(request, status, code, text, [detail.as_dict()])
+        render = self.render_for(scope["path"])
+        if render is not None:
+            response = render(request, Failure(status, code, text, (detail,)))
+        else:
+            response = error_response(request, status, code, text, [detail.as_dict()])
         if status == 413:
             response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, _nothing, send)
