@@ -342,6 +342,42 @@ def test_list_executions_is_newest_first_and_filters(store: Store) -> None:
     assert names(labels={"team": "nobody"}) == []
 
 
+def test_lists_keep_several_states_skip_an_offset_go_oldest_first_and_count(
+    store: Store,
+) -> None:
+    wf = workflow(store)
+    other = workflow(store, name="other")
+    states = [E.RUNNING, E.FAILED, E.COMPLETED, E.RUNNING, E.CANCELED, E.FAILED]
+    runs = [start(store, wf, f"r{i}", created_at=at(i), state=st) for i, st in enumerate(states)]
+    start(store, other, "elsewhere", created_at=at(9), state=E.FAILED)
+    pid = wf.project_id
+    ended = {"FAILED", "CANCELED"}
+
+    def names(**options: Any) -> list[str]:
+        return [r.name for r in store.list_executions(pid, "wf", limit=100, **options)[0]]
+
+    assert names(states=ended) == ["r5", "r4", "r1"]
+    assert names(states=ended, offset=1) == ["r4", "r1"]
+    assert names(states=set()) == []
+    assert names(oldest_first=True) == [r.name for r in runs]
+    assert names(oldest_first=True, offset=4) == ["r4", "r5"]
+    page, cursor = store.list_executions(pid, "wf", limit=2, oldest_first=True, states=ended)
+    assert [r.name for r in page] == ["r1", "r4"] and cursor is not None
+    page, cursor = store.list_executions(
+        pid, "wf", limit=2, cursor=cursor, oldest_first=True, states=ended
+    )
+    assert ([r.name for r in page], cursor) == (["r5"], None)
+    assert store.count_executions(pid) == 7
+    assert store.count_executions(pid, "wf") == 6
+    assert store.count_executions(pid, "wf", states=ended) == 3
+    assert store.count_executions(pid, states={"FAILED"}) == 3
+    assert store.count_executions(store.ensure_project("q", T0)) == 0
+    assert names(created=(at(2), at(4))) == ["r3", "r2"]
+    assert names(created=(at(4), None), oldest_first=True) == ["r4", "r5"]
+    assert names(created=(None, at(1))) == ["r0"]
+    assert store.count_executions(pid, "wf", states=ended, created=(at(2), None)) == 2
+
+
 @pytest.mark.parametrize("count", [6, 7])
 @pytest.mark.parametrize("shared", [False, True], ids=["distinct", "shared-created-at"])
 def test_the_cursor_pages_through_every_execution_once(

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -611,13 +611,48 @@ class Service:
         labels: dict[str, str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        *,
+        states: Collection[ExecutionState] | None = None,
+        created: tuple[datetime | None, datetime | None] = (None, None),
+        offset: int = 0,
+        oldest_first: bool = False,
     ) -> tuple[list[ExecutionRecord], str | None]:
+        """A page of the caller's executions, newest first unless `oldest_first`, and the
+        cursor of the next page (None after the last). `states` keeps any of several,
+        `created` those created from its first time to before its second."""
         require(who, Privilege.VIEW)
         if state is not None and state not in ExecutionState.__members__:
             known = ", ".join(ExecutionState)
             raise InvalidInput(details=[Detail("/state", f"unknown state {state!r} ({known})")])
+        if offset < 0:
+            raise InvalidInput(details=[Detail("query:offset", "must not be negative")])
+        # a page may scan far (offset, filters): on a thread, not on the event loop
         return await self.store.call(
-            self.store.list_executions, who.project_id, workflow, state, labels, limit, cursor
+            self.store.list_executions,
+            who.project_id,
+            workflow,
+            state,
+            labels,
+            limit,
+            cursor,
+            states=None if states is None else {s.value for s in states},
+            created=created,
+            offset=offset,
+            oldest_first=oldest_first,
+        )
+
+    async def count_executions(
+        self,
+        who: Principal,
+        workflow: str | None = None,
+        states: Collection[ExecutionState] | None = None,
+        created: tuple[datetime | None, datetime | None] = (None, None),
+    ) -> int:
+        """How many executions `list_executions` gives in all with these filters."""
+        require(who, Privilege.VIEW)
+        found = None if states is None else {s.value for s in states}
+        return await self.store.call(
+            self.store.count_executions, who.project_id, workflow, None, found, created
         )
 
     async def cancel(

@@ -14,7 +14,7 @@ import json
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -790,28 +790,58 @@ class Store:
         labels: dict[str, str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        *,
+        states: Collection[str] | None = None,
+        created: tuple[datetime | None, datetime | None] = (None, None),
+        offset: int = 0,
+        oldest_first: bool = False,
     ) -> tuple[list[ExecutionRecord], str | None]:
-        """Newest first, keyset-paginated: the cursor is the last (created_at, id) seen."""
+        """Newest first (or oldest first), keyset-paginated: the cursor is the last
+        (created_at, id) seen. `states` keeps any of several states, `created` those
+        created from its first time to before its second; `offset` skips that many first
+        (for clients that page by number; a cursor is cheaper)."""
         e = s.executions
-        q = sa.select(e).where(e.c.project_id == project_id)
-        if workflow:
-            q = q.where(e.c.workflow_name == workflow)
-        if state:
-            q = q.where(e.c.state == state)
-        for key, value in (labels or {}).items():
-            q = q.where(e.c.labels[key].as_string() == value)
+        q = _filtered(sa.select(e), project_id, workflow, state, labels, states, created)
         if cursor:
             at, last_id = _decode_cursor(cursor)
-            q = q.where(
-                sa.or_(e.c.created_at < at, sa.and_(e.c.created_at == at, e.c.id < last_id))
-            )
-        q = q.order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit + 1)
+            if oldest_first:
+                after = sa.and_(e.c.created_at == at, e.c.id > last_id)
+                q = q.where(sa.or_(e.c.created_at > at, after))
+            else:
+                before = sa.and_(e.c.created_at == at, e.c.id < last_id)
+                q = q.where(sa.or_(e.c.created_at < at, before))
+        if oldest_first:
+            q = q.order_by(e.c.created_at, e.c.id)
+        else:
+            q = q.order_by(e.c.created_at.desc(), e.c.id.desc())
+        q = q.offset(offset).limit(limit + 1)
         with self._reader() as conn:
             rows = list(conn.execute(q).mappings())
         page = [_execution(row, ()) for row in rows[:limit]]
         more = len(rows) > limit
         next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
         return page, next_cursor
+
+    def count_executions(
+        self,
+        project_id: str,
+        workflow: str | None = None,
+        labels: dict[str, str] | None = None,
+        states: Collection[str] | None = None,
+        created: tuple[datetime | None, datetime | None] = (None, None),
+    ) -> int:
+        """How many of a project's executions `list_executions` would give in all."""
+        q = _filtered(
+            sa.select(sa.func.count()).select_from(s.executions),
+            project_id,
+            workflow,
+            None,
+            labels,
+            states,
+            created,
+        )
+        with self._reader() as conn:
+            return int(conn.execute(q).scalar_one())
 
     def request(
         self,
@@ -1116,6 +1146,34 @@ class GroupCommit:
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _filtered(
+    q: Any,
+    project_id: str,
+    workflow: str | None,
+    state: str | None,
+    labels: dict[str, str] | None,
+    states: Collection[str] | None,
+    created: tuple[datetime | None, datetime | None] = (None, None),
+) -> Any:
+    """A query of executions narrowed to a project and the filters given."""
+    e = s.executions
+    q = q.where(e.c.project_id == project_id)
+    if workflow:
+        q = q.where(e.c.workflow_name == workflow)
+    if state:
+        q = q.where(e.c.state == state)
+    if states is not None:
+        q = q.where(e.c.state.in_(sorted(states)))
+    for key, value in (labels or {}).items():
+        q = q.where(e.c.labels[key].as_string() == value)
+    since, until = created
+    if since is not None:
+        q = q.where(e.c.created_at >= since)
+    if until is not None:
+        q = q.where(e.c.created_at < until)
+    return q
 
 
 def _encode_cursor(at: datetime, last_id: str) -> str:

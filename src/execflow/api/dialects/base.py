@@ -98,7 +98,7 @@ def service_of(request: Request) -> Service:
     return service
 
 
-_KEY_ID = re.compile(r"^EF[A-Z2-7]{18}$")
+KEY_ID = re.compile(r"^EF[A-Z2-7]{18}$")
 
 
 async def caller(request: Request, token: str | None = None) -> Principal:
@@ -115,7 +115,7 @@ async def caller(request: Request, token: str | None = None) -> Principal:
             user, sep, password = "", "", ""
         if not sep:
             raise NotAuthenticated("Basic credentials must be base64 of `user:password`")
-        if _KEY_ID.fullmatch(user):
+        if KEY_ID.fullmatch(user):
             return await service.authenticate_key(user, password)
         return await service.authenticate(password)
     if token and not scheme and "x-auth-token" not in request.headers:
@@ -152,6 +152,17 @@ async def id_of_number(service: Service, who: Principal, kind: str, number: int)
 def timestamp_ms(at: datetime | None) -> int | None:
     """Milliseconds since the epoch, as several vendors give times."""
     return None if at is None else int(at.timestamp() * 1000)
+
+
+_LAST_MS = 253_402_300_799_000  # the end of year 9999, the last time a datetime holds
+
+
+def from_ms(ms: float | None) -> datetime | None:
+    """A time given in milliseconds since the epoch (clamped to 1970…9999); None for none
+    (None or infinite): as a bound of a listing's creation times."""
+    if ms is None or math.isinf(ms):
+        return None
+    return datetime.fromtimestamp(max(0.0, min(ms, _LAST_MS)) / 1000, UTC)
 
 
 def iso_ms(at: datetime | None) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from execflow import levels
-from execflow.api.dialects.base import iso_ms, timestamp_ms
+from execflow.api.dialects.base import from_ms, iso_ms, timestamp_ms
 from execflow.api.dialects.emr_shapes import (
     FLOW,
     INSTANCE,
@@ -38,9 +38,6 @@ from execflow.records import ExecutionRecord, Principal
 from execflow.service import Service, StartRequest
 from execflow.states import ExecutionState, TaskRunState
 
-# ListFlowInstance pages by number over execflow's keyset cursor: it reads the project's
-# executions newest first, at most this many, to count them and cut the page asked for.
-MAX_SCAN = 10_000
 # ListFlowNodeInstance reads each execution with its task runs: at most this many of them.
 MAX_NODE_SCAN = 500
 MAX_PAGE_SIZE = 100
@@ -155,19 +152,28 @@ async def list_flow_instance(call: Call) -> dict[str, Any]:
     only = {k: call.params[k] for k in ("InstanceId", "NodeInstanceId") if call.params.get(k)}
     if only:
         # one instance named: read it alone rather than scan the project for it
-        candidates = [ex async for ex in _named(call, only)]
-    else:
-        candidates = [ex async for ex in _executions(call, workflow, states)]
-    found = [
-        flow_instance(ex)
-        for ex in candidates
-        if since <= ex.created_at.timestamp() * 1000 <= until
-        and (not states or ex.state in states)
-        and workflow in (None, ex.workflow_name)
-    ]
-    if ascending:
-        found.reverse()
-    return page(found, number, size, "FlowInstances", "FlowInstance")
+        found = [
+            flow_instance(ex)
+            async for ex in _named(call, only)
+            if since <= ex.created_at.timestamp() * 1000 <= until
+            and (not states or ex.state in states)
+            and workflow in (None, ex.workflow_name)
+        ]
+        return page(found, number, size, "FlowInstances", "FlowInstance")
+    created = (from_ms(since), from_ms(until + 1))  # TimeRange's `to` is inclusive
+    wanted = states or None
+    rows, _ = await call.service.list_executions(
+        call.who,
+        workflow,
+        limit=size,
+        states=wanted,
+        created=created,
+        offset=(number - 1) * size,
+        oldest_first=ascending,
+    )
+    total = await call.service.count_executions(call.who, workflow, wanted, created)
+    listed = page([flow_instance(ex) for ex in rows], 1, size, "FlowInstances", "FlowInstance")
+    return {**listed, "PageNumber": number, "Total": total}
 
 
 async def _named(call: Call, given: dict[str, str]) -> AsyncIterator[ExecutionRecord]:
@@ -196,25 +202,6 @@ def _order(call: Call) -> bool:
     if order not in ("ASC", "DESC"):
         raise invalid("OrderType", f"ASC or DESC, not {order!r}")
     return order == "ASC"
-
-
-async def _executions(
-    call: Call, workflow: str | None, states: set[ExecutionState], limit: int = MAX_SCAN
-) -> AsyncIterator[ExecutionRecord]:
-    """The caller's executions newest first (at most `limit`), of these states if any."""
-    only = next(iter(states)).value if len(states) == 1 else None
-    cursor, seen = None, 0
-    while seen < limit:
-        batch = min(500, limit - seen)
-        page, cursor = await call.service.list_executions(
-            call.who, workflow, only, None, batch, cursor
-        )
-        seen += len(page)
-        for ex in page:
-            if not states or ex.state in states:
-                yield ex
-        if cursor is None:
-            return
 
 
 async def suspend_flow(call: Call) -> dict[str, Any]:
@@ -284,7 +271,8 @@ async def list_flow_node_instance(call: Call) -> dict[str, Any]:
         states |= NODE_STATES_OF[status]
     since = call.integer("StartTime", 0, 0, 10**15 - 1) if call.params.get("StartTime") else 0
     found: list[dict[str, Any]] = []
-    async for summary in _executions(call, None, set(), MAX_NODE_SCAN):
+    newest, _ = await call.service.list_executions(call.who, limit=MAX_NODE_SCAN)
+    for summary in newest:
         record = await call.service.get_execution(call.who, summary.id)
         definition = await call.service.definition_of(record)
         for tr in reversed(latest_runs(record)):

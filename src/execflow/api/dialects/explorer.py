@@ -11,13 +11,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from execflow.api.dialects.base import caller, dialect_route, id_of_number, number_of, service_of
+from execflow.api.dialects.base import (
+    KEY_ID,
+    caller,
+    dialect_route,
+    from_ms,
+    id_of_number,
+    number_of,
+    service_of,
+)
 from execflow.api.dialects.explorer_shapes import (
     JobFilter,
     job,
@@ -33,6 +40,7 @@ from execflow.auth import Privilege, require
 from execflow.errors import Detail, InvalidInput, NotAuthenticated, NotFound
 from execflow.records import ExecutionRecord, Principal, WorkflowRecord
 from execflow.service import Service, StartRequest
+from execflow.states import ExecutionState
 
 router = APIRouter(route_class=dialect_route(render), include_in_schema=False)
 
@@ -40,11 +48,18 @@ PREFIX = "/api-open/v1"
 COOKIE = "explorer_token"
 # Explorer's default session lifetime (its cookie's Max-Age): three days
 SESSION_SECONDS = 259200
-# A list walks the caller's executions newest first, a page of the store at a time, to
-# count and page them as Explorer does (by page number, with a total); it stops here.
+# A list filtered by name or by a status that is not one state walks the caller's
+# executions newest first, a page of the store at a time, to count and page them as
+# Explorer does (by page number, with a total); it stops here.
 MAX_SCAN = 10_000
+# Statuses that stand for execflow states whatever else holds (no filter: every state)
+EXACT_STATUSES: dict[int | None, frozenset[ExecutionState] | None] = {
+    None: None,
+    2: frozenset({ExecutionState.COMPLETED}),
+    3: frozenset({ExecutionState.FAILED}),
+    4: frozenset({ExecutionState.CANCELED}),
+}
 _SCAN_BATCH = 500
-_KEY_ID = re.compile(r"^EF[A-Z2-7]{18}$")  # an access key id (as base.caller knows it)
 
 
 async def _who(request: Request) -> Principal:
@@ -89,7 +104,7 @@ async def connect(request: Request) -> JSONResponse:
     body (Explorer's graph address and port) is not needed and is ignored."""
     service = service_of(request)
     user, password = _account(request)
-    if _KEY_ID.fullmatch(user):
+    if KEY_ID.fullmatch(user):
         who = await service.authenticate_key(user, password)
         token = await service.open_session(who, SESSION_SECONDS, "explorer session")
     else:
@@ -157,6 +172,23 @@ async def add_job(workflow_id: int, request: Request) -> JSONResponse:
 async def _page(
     service: Service, who: Principal, workflow: str | None, wanted: JobFilter, page: int, size: int
 ) -> dict[str, Any]:
+    if wanted.name is None and wanted.status in EXACT_STATUSES:
+        # a filter of states and creation times only: the database pages and counts
+        states = EXACT_STATUSES[wanted.status]
+        to = None if wanted.to_ms is None else wanted.to_ms + 1  # inclusive
+        created = (from_ms(wanted.from_ms), from_ms(to))
+        rows, _ = await service.list_executions(
+            who,
+            workflow,
+            limit=size,
+            states=states,
+            created=created,
+            offset=(page - 1) * size,
+            oldest_first=wanted.ascending,
+        )
+        total = await service.count_executions(who, workflow, states, created)
+        return {"items": [job(r) for r in rows], "total": total, "Page": page, "PageSize": size}
+    # a job's name and Stopping status are not columns: walk the newest jobs
     found: list[ExecutionRecord] = []
     cursor: str | None = None
     scanned = 0

@@ -29,8 +29,8 @@ TEMPLATE = "x-workflow-template-name"
 PREFIX = "x-workflow-prefix"
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
-# A filtered listing reads at most this many pages of the service before answering with
-# what it found and a marker to go on from (so one call costs a bounded amount).
+# A listing filtered by trigger type reads at most this many pages of the service before
+# answering with what it found and a marker to go on from (one call costs a bounded amount).
 MAX_SCANNED_PAGES = 20
 
 
@@ -278,21 +278,9 @@ class _Filter:
     trigger: str | None = None
     states: frozenset[ExecutionState] | None = None
 
-    @property
-    def native(self) -> str | None:
-        """The one execflow state the service can filter on by itself, if there is one."""
-        if self.states is not None and len(self.states) == 1:
-            return next(iter(self.states)).value
-        return None
-
-    @property
-    def exact(self) -> bool:
-        return self.trigger is None and (self.states is None or self.native is not None)
-
     def keep(self, record: ExecutionRecord) -> bool:
-        if self.trigger is not None and shapes.execution_type(record) != self.trigger:
-            return False
-        return self.states is None or record.state in self.states
+        """The states are filtered by the query; how it was started only here."""
+        return self.trigger is None or shapes.execution_type(record) == self.trigger
 
 
 def _filter(request: Request) -> _Filter:
@@ -333,9 +321,9 @@ async def list_executions(request: Request) -> Response:
     # cut: the service's cursor after it is where the next listing goes on.
     for _ in range(MAX_SCANNED_PAGES):
         page, marker = await service.list_executions(
-            who, graph, wanted.native, None, limit - len(found), marker
+            who, graph, None, None, limit - len(found), marker, states=wanted.states
         )
-        found += page if wanted.exact else [r for r in page if wanted.keep(r)]
+        found += [r for r in page if wanted.keep(r)]
         if marker is None or len(found) >= limit:
             break
     body: dict[str, Any] = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,7 +17,7 @@ from execflow.api.dialects.base import caller, dialect_route, service_of
 from execflow.api.dialects.onedata_shapes import Refused, render
 from execflow.auth import Privilege, require
 from execflow.errors import Conflict, NotFound, PermissionDenied
-from execflow.records import ExecutionRecord, Principal, WorkflowRecord
+from execflow.records import Principal, WorkflowRecord
 from execflow.service import Service, StartRequest
 
 router = APIRouter(route_class=dialect_route(render), include_in_schema=False)
@@ -73,52 +72,17 @@ async def list_executions(space_id: str, request: Request) -> Response:
     if phase not in shapes.PHASES:
         allowed = ", ".join(shapes.PHASES)
         raise Refused("badValueNotAllowed", f"the phase is one of {allowed}", "phase")
-    states = shapes.PHASES[phase]
     limit = _number(query.get("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _number(query.get("offset"), "offset", 0, 0, MAX_OFFSET)
     token = query.get("token") or query.get("index")
-    start: dict[str, str | None] = {s.value: None for s in states}
-    cursors = shapes.decode_token(token, states) if token else start
-    page, after = await _page(service_of(request), who, cursors, offset, limit)
+    cursor = shapes.decode_token(token, phase) if token else None
+    page, after = await service_of(request).list_executions(
+        who, limit=limit, cursor=cursor, states=shapes.PHASES[phase], offset=offset
+    )
     body: dict[str, Any] = {"atmWorkflowExecutions": [r.id for r in page], "isLast": not after}
     if after:
-        body["nextPageToken"] = shapes.encode_token(after)
+        body["nextPageToken"] = shapes.encode_token(phase, after)
     return JSONResponse(body)
-
-
-async def _page(
-    service: Service, who: Principal, cursors: dict[str, str | None], offset: int, limit: int
-) -> tuple[list[ExecutionRecord], dict[str, str | None]]:
-    """A page across the phase's states, merged newest first, and the cursors after it.
-
-    Each state is listed by the service's own keyset cursor; a state whose rows were only
-    partly taken is listed once more up to its last row taken, to learn the cursor there.
-    """
-    want = offset + limit
-    fetched = {}
-    for state, cursor in cursors.items():
-        fetched[state] = await service.list_executions(who, state=state, limit=want, cursor=cursor)
-    merged = sorted(
-        (r for items, _ in fetched.values() for r in items),
-        key=lambda r: (r.created_at, r.id),
-        reverse=True,
-    )[:want]
-    taken = Counter(r.state.value for r in merged)
-    after: dict[str, str | None] = {}
-    for state, (items, following) in fetched.items():
-        count = taken.get(state, 0)
-        if count == len(items):
-            if following is not None:
-                after[state] = following
-        elif count == 0:
-            after[state] = cursors[state]
-        else:
-            _, cursor = await service.list_executions(
-                who, state=state, limit=count, cursor=cursors[state]
-            )
-            if cursor is not None:
-                after[state] = cursor
-    return merged[offset:], after
 
 
 @router.get(f"{EXECUTIONS}/{{execution_id}}")

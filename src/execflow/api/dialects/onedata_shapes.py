@@ -278,23 +278,21 @@ def audit_entries(events: Iterable[EventRecord]) -> list[dict[str, Any]]:
 # paging ----------------------------------------------------------------------------------------
 
 
-def encode_token(cursors: dict[str, str | None]) -> str:
-    """A listing position: one native cursor per state of the phase still to be listed."""
-    raw = json.dumps(cursors, separators=(",", ":")).encode()
+def encode_token(phase: str, cursor: str) -> str:
+    """A listing position: the phase listed and the service's cursor in it."""
+    raw = json.dumps([phase, cursor], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str, states: tuple[ExecutionState, ...]) -> dict[str, str | None]:
+def decode_token(token: str, phase: str) -> str:
+    """The service's cursor in a token of this phase's listing; badData for another."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        cursors = json.loads(raw)
+        given = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        cursors = None
-    names = {s.value for s in states}
-    if (
-        not isinstance(cursors, dict)
-        or not set(cursors) <= names
-        or not all(c is None or isinstance(c, str) for c in cursors.values())
-    ):
+        given = None
+    if not (isinstance(given, list) and len(given) == 2 and given[0] == phase):
         raise Refused("badData", "not a page token of this listing and phase", "token")
-    return cursors
+    if not isinstance(given[1], str):
+        raise Refused("badData", "not a page token of this listing and phase", "token")
+    return given[1]

@@ -23,6 +23,7 @@ from execflow.definition import Definition, ParamType
 from execflow.errors import Conflict, Detail, InvalidInput, NotFound
 from execflow.records import EventRecord, ExecutionRecord, Principal, WorkflowRecord
 from execflow.service import PendingSignal, Service, StartRequest, pending_signals
+from execflow.states import ExecutionState
 
 
 def render(request: Request, failure: Failure) -> Response:
@@ -42,7 +43,7 @@ EXECUTION = EXECUTIONS + "/{execution_id}"
 # a list answers at most this many executions; `startIndex` pages on
 MAX_PAGE = 1000
 MAX_LOGS = 10_000
-_SCAN = 500  # executions or log entries read per query while paging
+_SCAN = 500  # log entries read per query while paging
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -261,15 +262,9 @@ async def list_executions(
     wf = await _workflow(service, who, workflow_id)
     state = _state_filter(conditions or [])
     size = min(max_result, MAX_PAGE)
-    page: list[ExecutionRecord] = []
-    total, cursor = 0, None
-    while True:
-        # the service pages by cursor; vRO by index, with a total: count while walking
-        items, cursor = await service.list_executions(who, wf.name, state, None, _SCAN, cursor)
-        page += items[max(0, start_index - total) : max(0, start_index + size - total)]
-        total += len(items)
-        if cursor is None:
-            break
+    page, _ = await service.list_executions(who, wf.name, state, limit=size, offset=start_index)
+    only = None if state is None else {ExecutionState(state)}
+    total = await service.count_executions(who, wf.name, only)
     href = _href(request, wf)
     links = [shapes.summary(r, _href(request, wf, r)) for r in page]
     body = {"href": href, "relations": {"link": links, "total": total, "start": start_index}}
