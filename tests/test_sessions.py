@@ -7,6 +7,7 @@ import pytest
 from execflow.clock import ManualClock
 from execflow.errors import NotAuthenticated
 from execflow.store import Store
+from execflow.store.store import ACCESS_KEY
 from tests.harness import harness
 
 
@@ -30,3 +31,19 @@ async def test_a_session_lasts_a_bounded_time(store: Store) -> None:
         for ttl in (0.0, -1.0, 8 * 86400.0):
             with pytest.raises(ValueError):
                 await h.service.open_session(h.admin, ttl)
+
+
+async def test_revoking_a_key_ends_the_sessions_opened_with_it(store: Store) -> None:
+    async with harness(store) as h:
+        now = h.clock.now()
+        key_id, secret = store.create_token(h.admin.project_id, "operator", now, kind=ACCESS_KEY)
+        keyed = await h.service.authenticate_key(key_id, secret)
+        session = await h.service.open_session(keyed, 3600)
+        other = await h.service.open_session(h.admin, 3600)
+        assert (await h.service.authenticate(session)).role == "operator"
+        store.revoke_token(h.admin.project_id, key_id, now, None, kind=ACCESS_KEY)
+        with pytest.raises(NotAuthenticated):
+            await h.service.authenticate(session)
+        with pytest.raises(NotAuthenticated):
+            await h.service.authenticate_key(key_id, secret)
+        assert (await h.service.authenticate(other)).role == "admin"  # not made with the key

@@ -319,7 +319,8 @@ class Store:
         keep_one_admin_of: str | None,
         kind: str = TOKEN,
     ) -> TokenRecord:
-        """Revoke a token at once (a revoked one stays revoked from its first revocation).
+        """Revoke a token at once (a revoked one stays revoked from its first revocation);
+        an access key with every token made with it.
         With `keep_one_admin_of`, the last live admin token of that project cannot go:
         without it nobody could administer the server any more."""
         t = s.tokens
@@ -357,6 +358,11 @@ class Store:
                         "create another admin token first"
                     )
             conn.execute(t.update().where(t.c.id == token_id).values(revoked_at=now))
+            if kind == ACCESS_KEY:
+                # what was made with the key (a session opened by logging in with it) goes
+                # with it: revoking a key cuts off everyone who held it
+                made = sa.and_(t.c.created_by == token_id, t.c.revoked_at.is_(None))
+                conn.execute(t.update().where(made, t.c.kind == TOKEN).values(revoked_at=now))
         return replace(token, revoked_at=now)
 
     def authenticate(self, secret: str, now: datetime) -> tuple[Principal, datetime | None] | None:
