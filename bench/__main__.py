@@ -229,6 +229,63 @@ async def throughput(
     }
 
 
+async def dialect_acks(client: Client, count: int, concurrency: int) -> dict[str, float]:
+    """Start acknowledgements per second through each vendor dialect's start call (the
+    `parked` workflow, as W3 acks does natively): what translating a vendor's request costs."""
+    _, listed = await client.call("GET", "/api-open/v1/workflows?pageSize=100")
+    number = next(w["id"] for w in listed["data"]["items"] if w["name"] == "parked")
+    calls: dict[str, tuple[str, str, Any, int]] = {
+        # the native start at the same point (as many executions parked), to compare with
+        "the native API": ("POST", "/api/v1/workflows/parked/executions", {}, 202),
+        "obs": ("POST", "/v2/workflows/parked", {"bucket": "b", "object": "o"}, 200),
+        "emr": (
+            "POST",
+            "/?Action=SubmitFlow&Version=2016-04-08&FlowId=parked&ProjectId=default"
+            "&RegionId=cn-hangzhou",
+            None,
+            200,
+        ),
+        "explorer": ("POST", f"/api-open/v1/workflows/{number}/jobs", {"input": {}}, 200),
+        "onedata": (
+            "POST",
+            "/api/v3/oneprovider/automation/execution/workflows",
+            {
+                "spaceId": "default",
+                "atmWorkflowSchemaId": "parked",
+                "atmWorkflowSchemaRevisionNumber": 1,
+            },
+            201,
+        ),
+        "vro": ("POST", "/vco/api/workflows/parked/executions", {}, 202),
+    }
+    rates = {}
+    for name, (method, path, body, expected) in calls.items():
+        rates[name] = await _starts(client, count, concurrency, method, path, body, expected)
+    return rates
+
+
+async def _starts(
+    client: Client,
+    count: int,
+    concurrency: int,
+    method: str,
+    path: str,
+    body: Any,
+    expected: int,
+) -> float:
+    """`count` calls, `concurrency` at a time, each answered `expected`: calls per second."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def start() -> None:
+        async with sem:
+            status, answer = await client.call(method, path, body)
+            assert status == expected, (path, status, answer)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(start() for _ in range(count)))
+    return count / (time.perf_counter() - t0)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -246,6 +303,7 @@ async def run(url: str, token: str, pid: int, quick: bool) -> list[tuple[str, st
         w3 = await throughput(client, 300 if quick else 3000, 64, pid)
         w4 = (await latency(client, "python40", 1 if quick else 5))[-1] / 1000
         w3_acks = await acks(client, 500 if quick else 3000, 64)
+        w5 = await dialect_acks(client, 200 if quick else 1000, 64)
     finally:
         await client.close()
     return [
@@ -272,6 +330,10 @@ async def run(url: str, token: str, pid: int, quick: bool) -> list[tuple[str, st
         ("W3 throughput", "start acks/s, engine busy with them", f"{w3['acks_per_s']:.0f}", ""),
         ("W3 acks", "start acks/s, engine otherwise idle", f"{w3_acks:.0f}", "≥ 500"),
         ("W4 python40", "total (s)", f"{w4:.2f}", "≤ 1.0"),
+        *(
+            ("W5 dialect acks", f"start acks/s through {name}", f"{rate:.0f}", "")
+            for name, rate in w5.items()
+        ),
     ]
 
 

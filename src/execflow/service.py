@@ -326,6 +326,23 @@ class Service:
             raise ValueError(f"no ids of kind {kind!r}")
         return await self.store.read(self.store.ids_with_prefix, kind, who.project_id, prefix)
 
+    async def workflow(self, who: Principal, name: str) -> WorkflowRecord:
+        """The caller's workflow of this name (without reading a revision)."""
+        require(who, Privilege.VIEW)
+        return await self.store.read(self.store.get_workflow, who.project_id, name)
+
+    async def definition(
+        self, who: Principal, name: str, revision: int | None = None
+    ) -> tuple[WorkflowRecord, Definition]:
+        """A workflow and the parsed definition of one of its revisions (the latest unless
+        given), from the cache the engine uses: cheaper than `get_workflow` per request."""
+        require(who, Privilege.VIEW)
+        wf = await self.store.read(self.store.get_workflow, who.project_id, name)
+        number = wf.latest_revision if revision is None else revision
+        if not 1 <= number <= wf.latest_revision:
+            raise NotFound(f"workflow {name!r} has no revision {number}")
+        return wf, await self.definitions.get(wf.id, number)
+
     async def delete_workflow(self, who: Principal, name: str) -> None:
         require(who, Privilege.MANAGE_WORKFLOWS)
         await self.store.call(self.store.delete_workflow, who.project_id, name)

@@ -101,8 +101,7 @@ class Call:
                 return (await self.service.workflow_by_id(self.who, found)).name
             except NotFound:
                 pass  # a workflow may be named like an id
-        wf, _ = await self.service.get_workflow(self.who, given)
-        return wf.name
+        return (await self.service.workflow(self.who, given)).name
 
 
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]
@@ -116,8 +115,8 @@ async def submit_flow(call: Call) -> dict[str, Any]:
     keys are the workflow's parameters."""
     call.project()
     name = await call.workflow(call.required("FlowId"))
-    _, revision = await call.service.get_workflow(call.who, name)
-    inputs, at = conf_of(call.params.get("Conf", ""), revision.definition.get("parameters", {}))
+    _, definition = await call.service.definition(call.who, name)
+    inputs, at = conf_of(call.params.get("Conf", ""), definition.source.get("parameters", {}))
     request = StartRequest(inputs=inputs, scheduled_at=at)
     record, _ = await call.service.start_or_find(call.who, name, request)
     ident = instance_id(record.id)

@@ -59,7 +59,7 @@ def _graph_param(request: Request) -> str:
 async def _absent(service: Service, who: Principal, name: str, kind: str) -> None:
     """Conflict when the caller's project already has a workflow of this name."""
     try:
-        await service.get_workflow(who, name)
+        await service.workflow(who, name)
     except NotFound:
         return
     raise Conflict(f"{kind} {name!r} already exists")
@@ -87,8 +87,8 @@ async def start_or_create(graph_name: str, request: Request) -> Response:
         problems.append(Detail("/inputs", "must be a JSON object of parameter values"))
     if problems:
         raise InvalidInput("the start request is not valid", problems)
-    _, rev = await service.get_workflow(who, graph_name)
-    declared = rev.definition.get("parameters", {})
+    _, definition = await service.definition(who, graph_name)
+    declared = definition.parameters
     # the bucket and object fill parameters of those names, unless `inputs` gives them
     filled = {k: v for k, v in (("bucket", bucket), ("object", obj)) if k in declared}
     request_ = StartRequest(
@@ -315,7 +315,7 @@ async def list_executions(request: Request) -> Response:
     limit = _number(request, "x-workflow-limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     marker = request.query_params.get("x-workflow-next-marker") or None
     wanted = _filter(request)
-    await service.get_workflow(who, graph)  # an unknown workflow is not an empty list
+    await service.workflow(who, graph)  # an unknown workflow is not an empty list
     found: list[ExecutionRecord] = []
     # Each page asked of the service is at most what is still wanted, so a page is never
     # cut: the service's cursor after it is where the next listing goes on.

@@ -43,8 +43,8 @@ async def schedule_execution(request: Request) -> Response:
     service = service_of(request)
     wf = await _workflow(service, who, _text(body, "atmWorkflowSchemaId"))
     revision = _revision(body.get("atmWorkflowSchemaRevisionNumber"), wf)
-    _, rev = await service.get_workflow(who, wf.name, revision)
-    inputs, stores = _overlay(body.get(OVERLAY), rev.definition)
+    _, definition = await service.definition(who, wf.name, revision)
+    inputs, stores = _overlay(body.get(OVERLAY), definition.source)
     callback = body.get("callback")
     if callback is not None and not isinstance(callback, str):
         raise Refused("badValueString", "the callback is a URL string", "callback")
@@ -234,7 +234,7 @@ async def _workflow(service: Service, who: Principal, schema: str) -> WorkflowRe
         except NotFound:
             pass
     try:
-        wf, _ = await service.get_workflow(who, schema)
+        wf = await service.workflow(who, schema)
     except NotFound:
         raise NotFound(f"workflow schema {schema!r} not found") from None
     return wf

@@ -71,7 +71,7 @@ async def _workflow(service: Service, who: Principal, ref: str) -> WorkflowRecor
         except NotFound:
             pass  # a workflow may be named like a UUID
     try:
-        wf, _ = await service.get_workflow(who, ref)
+        wf = await service.workflow(who, ref)
     except NotFound:
         raise NotFound(f"workflow {ref!r} not found") from None
     return wf
