@@ -20,10 +20,9 @@ from tests.test_control import APPROVAL
 
 BASE = "/api/v3/oneprovider"
 EXECUTIONS = f"{BASE}/automation/execution/workflows"
-# The page's store schema ids are those of its example workflow. The first is a valid store
-# name and is kept; a store name cannot begin with a digit, so the second gets a letter.
+# The page's store schema ids are those of its example workflow: its stores are named so.
 FILES = "de6d2e524459dd235f80aa8652a68879b5dbe9"
-CONFIG = "s83cf895501eb11f9bc71e4b2b41a252e8561b5"
+CONFIG = "83cf895501eb11f9bc71e4b2b41a252e8561b5"
 
 SAMPLE: dict[str, Any] = {
     "name": "sample",
@@ -75,7 +74,7 @@ PAGE_BODY = """{
 "fileId": "0000000000523261677569642330376134636136616638613431366334386338343366356338643562323662"
 }
 ],
-"s83cf895501eb11f9bc71e4b2b41a252e8561b5": {
+"83cf895501eb11f9bc71e4b2b41a252e8561b5": {
 "fileId": "000000000052A6E0677569642334653938663463616538386232366437366539636462393634633031653733"
 }
 },

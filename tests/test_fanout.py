@@ -363,3 +363,16 @@ def test_store_definitions_are_checked() -> None:
         ("/tasks/c/store/name", "unknown store 'nope'"),
         ("/tasks/d/with/x", "unknown store 'other'"),
     }
+
+
+def test_a_store_name_may_begin_with_a_digit_and_is_read_by_subscript() -> None:
+    wf = {
+        "name": "hexes",
+        "stores": {"83cf8955": {"type": "value"}},
+        "tasks": {"a": {"action": "echo", "with": {"x": "${{ stores['83cf8955'] }}"}}},
+    }
+    assert set(parse_definition(wf).stores) == {"83cf8955"}
+    wf["tasks"] = {"a": {"action": "echo", "with": {"x": "${{ stores['83cf'] }}"}}}
+    with pytest.raises(InvalidDefinition) as caught:
+        parse_definition(wf)
+    assert [d.reason.split(" in ")[0] for d in caught.value.details] == ["unknown store '83cf'"]

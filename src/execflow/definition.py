@@ -30,6 +30,9 @@ from execflow.sealing import SECRET_MASK, Sealed
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TASK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Store names may also begin with a digit (Onedata names its stores by hex ids); such a store
+# is read as `stores['83cf…']`.
+STORE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_]{0,63}$")
 
 
 class ParamType(enum.StrEnum):
@@ -521,7 +524,7 @@ def _stores(raw: dict[str, Any], problems: list[Detail]) -> dict[str, StoreSpec]
     out: dict[str, StoreSpec] = {}
     for name, spec in raw.items():
         where = ("stores", name)
-        if not isinstance(name, str) or not PARAM_RE.fullmatch(name):
+        if not isinstance(name, str) or not STORE_RE.fullmatch(name):
             problems.append(Detail(_pointer(*where), f"{name!r} is not a valid store name"))
         try:
             store = StoreSpec.model_validate(spec)
