@@ -179,6 +179,12 @@ async def test_get_and_list_executions_in_data_plus_words(api: Api) -> None:
     given = json.loads(info["input"])
     assert given["inputs"]["api_key"] == "******" and given["inputs"]["preset"] == "hd"
     assert [s["name"] for s in info["steps"]] == ["probe", "transcode"]
+    # Data+'s own view of the steps: a map by state name, from the start state
+    assert info["start_state"] == "probe" and ISO_MS.match(info["stopped_at"])
+    assert {k: v["status"] for k, v in info["state_map"].items()} == {
+        "probe": "SUCCESS",
+        "transcode": "SUCCESS",
+    }
     # newest first, two at a time, the marker going on where the page stopped
     query: dict[str, str | None] = {"x-workflow-graph-name": "media", "x-workflow-limit": "2"}
     r = await api.client.get(url("/v2/workflowexecutions", query), headers=api.auth())
@@ -189,9 +195,11 @@ async def test_get_and_list_executions_in_data_plus_words(api: Api) -> None:
         "execution_name",
         "execution_urn",
         "graph_name",
+        "graph_urn",
         "execution_state",
         "execution_type",
         "started_at",
+        "stopped_at",
         "end_at",
     }
     query["x-workflow-next-marker"] = page["next_marker"]

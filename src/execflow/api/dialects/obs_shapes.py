@@ -20,7 +20,7 @@ from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.errors import Detail, InvalidInput
 from execflow.records import ExecutionRecord, Principal, RevisionRecord, WorkflowRecord
 from execflow.sealing import SECRET_MASK
-from execflow.states import ExecutionState
+from execflow.states import ExecutionState, TaskRunState
 
 # The region part of every URN: execflow has no regions, so one fixed word.
 REGION = "execflow"
@@ -216,11 +216,24 @@ def execution_item(who: Principal, record: ExecutionRecord) -> dict[str, Any]:
         "execution_name": record.id,
         "execution_urn": execution_urn(who, record),
         "graph_name": record.workflow_name,
+        "graph_urn": graph_urn(who, record.workflow_name),
         "execution_state": STATES[record.state],
         "execution_type": execution_type(record),
         "started_at": iso_ms(record.started_at),
+        # Data+ writes an empty string until the execution stops
+        "stopped_at": iso_ms(record.ended_at) or "",
         "end_at": iso_ms(record.ended_at),
     }
+
+
+# A task run's state as Data+ writes a step's
+STEP_STATES: dict[TaskRunState, str] = {
+    TaskRunState.SCHEDULED: "NOTRUNNING",
+    TaskRunState.RUNNING: "RUNNING",
+    TaskRunState.COMPLETED: "SUCCESS",
+    TaskRunState.FAILED: "FAILED",
+    TaskRunState.CANCELED: "FAILED",
+}
 
 
 def execution_info(
@@ -245,10 +258,22 @@ def execution_info(
         }
         for tr in record.task_runs
     ]
+    latest = {tr.task_id: tr for tr in record.task_runs}  # runs come in order: the last wins
+    state_map = {
+        tid: {
+            "state_name": tid,
+            "type": "Operation",
+            "status": STEP_STATES[latest[tid].state] if tid in latest else "NOTRUNNING",
+            "started_at": iso_ms(latest[tid].started_at) if tid in latest else None,
+            "stopped_at": (iso_ms(latest[tid].ended_at) if tid in latest else None) or "",
+        }
+        for tid in definition.order
+    }
     return {
         **execution_item(who, record),
-        "graph_urn": graph_urn(who, record.workflow_name),
         "revision": record.revision,
+        "start_state": definition.order[0],
+        "state_map": state_map,
         "input": json.dumps(given, separators=(",", ":")),
         "output": json.dumps(redact(record.outputs, secrets), separators=(",", ":")),
         "error": redact(record.error, secrets),
