@@ -261,6 +261,13 @@ async def test_suspend_resume_kill_and_rerun_a_flow_instance(api: Api) -> None:
         assert await status(api, ident, project) == expected
     r = await rpc(api, "ResumeFlow", FlowInstanceId=ident, ProjectId=project)
     assert "is not suspended" in error(r, 409, "OperationConflict")["Message"]
+    # a submitted instance runs already: StartFlow says so, and resumes a suspended one
+    assert ok(await rpc(api, "StartFlow", FlowInstanceId=ident, ProjectId=project))["Data"]
+    ok(await rpc(api, "SuspendFlow", FlowInstanceId=ident, ProjectId=project))
+    await api.idle()
+    assert ok(await rpc(api, "StartFlow", FlowInstanceId=ident, ProjectId=project))["Data"]
+    await api.idle()
+    assert await status(api, ident, project) == "RUNNING"
     # the node waiting for its signal, by its own id
     detail = ok(await rpc(api, "DescribeFlowInstance", Id=ident, ProjectId=project))
     (node,) = detail["NodeInstance"]["NodeInstance"]
@@ -287,6 +294,8 @@ async def test_suspend_resume_kill_and_rerun_a_flow_instance(api: Api) -> None:
     assert await status(api, body["Id"], project) == "RUNNING"
     r = await rpc(api, "RerunFlow", FlowInstanceId=body["Id"], ProjectId=project)
     assert "has not ended" in error(r, 409, "OperationConflict")["Message"]
+    r = await rpc(api, "StartFlow", FlowInstanceId=ident, ProjectId=project)
+    assert "has ended (KILLED)" in error(r, 409, "OperationConflict")["Message"]
 
 
 async def test_rerun_fail_runs_the_failed_node_again(api: Api) -> None:
@@ -473,6 +482,7 @@ PRIVILEGES: dict[tuple[str, str, str], Privilege] = {
         "ResumeFlow": Privilege.MANAGE_EXECUTIONS,
         "RerunFlow": Privilege.MANAGE_EXECUTIONS,
         "KillFlowJob": Privilege.MANAGE_EXECUTIONS,
+        "StartFlow": Privilege.SCHEDULE_EXECUTIONS,
     }.items()
 }
 
@@ -510,6 +520,7 @@ async def test_route_matrix_by_role_and_project(api: Api) -> None:
         "ResumeFlow": {"FlowInstanceId": ident},
         "RerunFlow": {"FlowInstanceId": ident, "ReRunFail": "true"},
         "KillFlowJob": {"JobInstanceId": ident},
+        "StartFlow": {"FlowInstanceId": ident},
     }
     for role in ROLES:
         token = await new_token(api, "alpha", role)

@@ -17,6 +17,7 @@ from execflow.api.dialects.emr_shapes import (
     NODE_STATES_OF,
     PROJECT,
     STATES_OF,
+    STATUS,
     MissingParameter,
     conf_of,
     flow_id,
@@ -32,8 +33,9 @@ from execflow.api.dialects.emr_shapes import (
     split_node_id,
     time_range,
 )
+from execflow.auth import Privilege, require
 from execflow.definition import redact, secret_values
-from execflow.errors import NotFound
+from execflow.errors import Conflict, NotFound
 from execflow.records import ExecutionRecord, Principal
 from execflow.service import Service, StartRequest
 from execflow.states import ExecutionState, TaskRunState
@@ -203,6 +205,21 @@ def _order(call: Call) -> bool:
     return order == "ASC"
 
 
+async def start_flow(call: Call) -> dict[str, Any]:
+    """Start a submitted instance. An execflow execution runs from the moment its start is
+    committed, so a submitted instance has started already: `Data: true` while it has not
+    ended (a suspended one is resumed), a conflict once it has."""
+    call.project()
+    ident = call.execution_id("FlowInstanceId")
+    record = await call.service.get_execution(call.who, ident)
+    require(call.who, Privilege.SCHEDULE_EXECUTIONS)
+    if record.state.terminal:
+        raise Conflict(f"flow instance {instance_id(record.id)} has ended ({STATUS[record.state]})")
+    if record.state is ExecutionState.SUSPENDED:
+        await call.service.resume(call.who, ident)
+    return {"Data": True}
+
+
 async def suspend_flow(call: Call) -> dict[str, Any]:
     call.project()
     await call.service.suspend(call.who, call.execution_id("FlowInstanceId"))
@@ -352,6 +369,7 @@ ACTIONS: dict[str, Handler] = {
     "ListFlowProject": list_flow_project,
     "ListFlow": list_flow,
     "SubmitFlow": submit_flow,
+    "StartFlow": start_flow,
     "DescribeFlowInstance": describe_flow_instance,
     "ListFlowInstance": list_flow_instance,
     "SuspendFlow": suspend_flow,
