@@ -296,6 +296,8 @@ async def test_list_state_logs_and_delete_of_a_finished_run(api: Api) -> None:
     r = await api.client.get(url + "/?maxResult=1&startIndex=1", headers=api.auth())
     page = r.json()["relations"]
     assert page["total"] == 3 and page["link"][0]["attributes"][0]["value"] == ids[1]
+    top = r.json()  # as Aria Orchestrator 8 pages: at the top level
+    assert (top["total"], top["startIndex"], top["count"], top["link"]) == (3, 1, 1, page["link"])
     for word in ("COMPLETED", "completed"):
         r = await api.client.get(url, params={"conditions": f"state={word}"}, headers=api.auth())
         assert r.json()["relations"]["total"] == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from execflow.clock import ManualClock
@@ -47,3 +49,18 @@ async def test_revoking_a_key_ends_the_sessions_opened_with_it(store: Store) -> 
         with pytest.raises(NotAuthenticated):
             await h.service.authenticate_key(key_id, secret)
         assert (await h.service.authenticate(other)).role == "admin"  # not made with the key
+
+
+async def test_a_session_expires_no_later_than_the_key_that_opened_it(store: Store) -> None:
+    async with harness(store) as h:
+        now = h.clock.now()
+        soon = now + timedelta(hours=1)
+        key_id, secret = store.create_token(
+            h.admin.project_id, "viewer", now, expires_at=soon, kind=ACCESS_KEY
+        )
+        keyed = await h.service.authenticate_key(key_id, secret)
+        session = await h.service.open_session(keyed, 3 * 86400)
+        made = {t.id: t for t in store.list_tokens(h.admin.project_id)}
+        (token,) = [t for t in made.values() if t.created_by == key_id]
+        assert token.expires_at == soon
+        assert (await h.service.authenticate(session)).role == "viewer"

@@ -17,6 +17,8 @@ class Principal:
     project_id: str
     project_name: str
     role: str
+    # when the credential expires (None: never); what is made with it expires no later
+    expires_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

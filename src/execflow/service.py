@@ -263,13 +263,16 @@ class Service:
         if not 0 < ttl <= MAX_SESSION_SECONDS:
             raise ValueError(f"a session lasts between 0 and {MAX_SESSION_SECONDS:g} seconds")
         now = self.clock.now()
+        expires = now + timedelta(seconds=ttl)
+        if who.expires_at is not None:
+            expires = min(expires, who.expires_at)  # a session outlives not its credential
         _, secret = await self.store.call(
             self.store.create_token,
             who.project_id,
             who.role,
             now,
             description,
-            now + timedelta(seconds=ttl),
+            expires,
             who.token_id,
         )
         return secret

@@ -49,9 +49,18 @@ async def get_principal(request: Request) -> Principal:
         )
     query = request.query_params
     if "Signature" in query and "AccessKeyId" in query:
-        # Alibaba Cloud's RPC style: the signature and the key's id among the parameters
+        # Alibaba Cloud's RPC style: the signature and the key's id among the parameters.
+        # It covers the parameters (the query's and a form body's) and nothing else, not
+        # the path nor another body: so it is taken only where RPC calls go, with no body
+        # but a form, or a signed query could be replayed against any route with any body.
+        form = headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+        if request.url.path != "/" or (not form and await request.body()):
+            raise NotAuthenticated(
+                "an Alibaba Cloud RPC signature is taken for RPC calls only (on /, with their"
+                " parameters in the query or a form body)"
+            )
         params = list(query.multi_items())
-        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        if form:
             params += [(k, str(v)) for k, v in (await request.form()).multi_items()]
         return await service.authenticate_signed(
             SignedRequest(

@@ -1261,7 +1261,7 @@ def _execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRecor
 
 
 def _principal(row: RowMapping) -> Principal:
-    return Principal(row["id"], row["project_id"], row["name"], row["role"])
+    return Principal(row["id"], row["project_id"], row["name"], row["role"], row.get("expires_at"))
 
 
 def _inputs(row: RowMapping) -> dict[str, Any]:

@@ -267,7 +267,15 @@ async def list_executions(
     total = await service.count_executions(who, wf.name, only)
     href = _href(request, wf)
     links = [shapes.summary(r, _href(request, wf, r)) for r in page]
-    body = {"href": href, "relations": {"link": links, "total": total, "start": start_index}}
+    # vRO 7 pages under `relations`; Aria Orchestrator 8 at the top level: both are given
+    body = {
+        "href": href,
+        "relations": {"link": links, "total": total, "start": start_index},
+        "link": links,
+        "total": total,
+        "startIndex": start_index,
+        "count": len(links),
+    }
     return JSONResponse(body)
 
 
