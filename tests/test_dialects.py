@@ -268,3 +268,86 @@ async def test_a_dialect_switched_off_answers_nothing_at_its_paths(tmp_path: Pat
             assert off.status_code == 404 and off.json()["error"]["id"] == "not_found"
             on = await client.get("/vco/api/workflows/nothing/executions", headers=auth)
             assert on.status_code == 404 and "status" in on.json()
+
+
+DEEP = "[" * 3000 + "]" * 3000
+BAD_INPUTS = '{"bucket": "b", "object": "o", "inputs": {"who": {"k": NaN, "s": "a\\u0000b"}}}'
+# Requests that once answered 500 or stored what execflow refuses to store: a body that is
+# not JSON by its media type but parsed as JSON, or JSON carried in a query parameter
+ODD: list[tuple[str, str, dict[str, str], str]] = [
+    ("POST", "/v2/workflows/hello", {}, '{"bucket": "b", "object": "o", "inputs": ' + DEEP + "}"),
+    ("POST", "/v2/workflows/hello", {}, BAD_INPUTS),
+    ("POST", "/api-open/v1/workflows/{number}/jobs", {}, '{"input": ' + DEEP + "}"),
+    ("POST", "/api-open/v1/workflows/{number}/jobs", {}, '{"input": {"greet": {"who": NaN}}}'),
+    ("GET", "/api-open/v1/jobs", {"page": "1" + "0" * 25}, ""),
+    ("GET", "/api-open/v1/jobs", {"filter": DEEP}, ""),
+    ("GET", "/vco/api/workflows/hello/executions", {"startIndex": "1" + "0" * 25}, ""),
+    (
+        "GET",
+        "/v2/workflowexecutions",
+        {
+            "x-workflow-graph-name": "hello",
+            "x-workflow-next-marker": base64.urlsafe_b64encode(DEEP.encode()).decode(),
+        },
+        "",
+    ),
+    (
+        "GET",
+        "/api/v3/oneprovider/spaces/default/automation/execution/workflows",
+        {"token": base64.urlsafe_b64encode(DEEP.encode()).decode()},
+        "",
+    ),
+    (
+        "POST",
+        "/",
+        {
+            "Action": "SubmitFlow",
+            "Version": "2016-04-08",
+            "FlowId": "hello",
+            "ProjectId": "default",
+            "Conf": '{"who": {"x": NaN}}',
+        },
+        "",
+    ),
+    (
+        "POST",
+        "/",
+        {
+            "Action": "SubmitFlow",
+            "Version": "2016-04-08",
+            "FlowId": "hello",
+            "ProjectId": "default",
+            "Conf": '{"who": "x", "cyctime": 999999999999999}',
+        },
+        "",
+    ),
+    (
+        "POST",
+        "/",
+        {
+            "Action": "SubmitFlow",
+            "Version": "2016-04-08",
+            "FlowId": "hello",
+            "ProjectId": "default",
+            "Conf": DEEP,
+        },
+        "",
+    ),
+]
+
+
+async def test_odd_bodies_and_parameters_get_a_4xx_and_store_nothing(api: Api) -> None:
+    await api.client.put("/api/v1/workflows/hello", json=HELLO, headers=api.auth())
+    listed = await api.client.get("/api-open/v1/workflows", headers=api.auth())
+    number = str(listed.json()["data"]["items"][0]["id"])
+    before = await snapshot(api)
+    for method, path, params, body in ODD:
+        r = await api.client.request(
+            method,
+            path.replace("{number}", number),
+            params=params,
+            content=body.encode(),
+            headers={**api.auth(), "Content-Type": "text/plain"} if body else api.auth(),
+        )
+        assert 400 <= r.status_code < 500, (path, params, r.status_code, r.text[:300])
+    assert await snapshot(api) == before

@@ -440,13 +440,19 @@ class Service:
             )
 
     def _sizes(self, **values: Any) -> list[Detail]:
-        """A detail for each value whose JSON is over the inputs limit."""
-        limit = self.limits.max_inputs
-        return [
-            Detail(f"/{name}", f"{size} bytes of JSON; at most {limit} (EXECFLOW_MAX_INPUTS)")
-            for name, value in values.items()
-            if value is not None and (size := json_size(value)) > limit
-        ]
+        """A detail for each value execflow would not store: nested too deep, holding a
+        number that is not finite, NUL or a lone surrogate (whichever entry point it came
+        through), or whose JSON is over the inputs limit."""
+        limit, problems = self.limits.max_inputs, []
+        for name, value in values.items():
+            if value is None:
+                continue
+            if problem := document_problem(value, self.limits.max_depth, f"/{name}"):
+                problems.append(problem)
+            elif (size := json_size(value)) > limit:
+                why = f"{size} bytes of JSON; at most {limit} (EXECFLOW_MAX_INPUTS)"
+                problems.append(Detail(f"/{name}", why))
+        return problems
 
     def _same_inputs(
         self, existing: ExecutionRecord, p: _Prepared, given: str | None = None

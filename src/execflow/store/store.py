@@ -1195,7 +1195,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         if when.tzinfo is None:
             raise ValueError("naive timestamp")
         return when, str(last_id)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput("the cursor is not one this server handed out") from exc
 
 

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from execflow.api.deps import get_principal
 from execflow.api.errors import HTTP_CODES, STATUS, pointer
 from execflow.errors import Conflict, Detail, ExecflowError, NotAuthenticated, NotFound, RateLimited
+from execflow.limits import Limits, parse_json
 from execflow.records import Principal
 from execflow.service import Service
 
@@ -147,6 +148,18 @@ async def id_of_number(service: Service, who: Principal, kind: str, number: int)
     if len(found) > 1:
         raise Conflict(f"{kind} number {number} is ambiguous: use its full id")
     return found[0]
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads` for what a client sends a dialect, in its body or in a parameter: a
+    ValueError also for what execflow refuses to store (nesting deeper than its limit,
+    numbers that are not finite, NUL, lone surrogates), and for text that is not UTF-8,
+    whatever media type it came as."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    doc, problem = parse_json(raw, Limits().max_depth)
+    if problem is not None:
+        raise ValueError(f"{problem.pointer or 'the document'}: {problem.reason}")
+    return doc
 
 
 def timestamp_ms(at: datetime | None) -> int | None:

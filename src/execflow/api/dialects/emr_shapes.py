@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape
 
 from fastapi import Request, Response
 
-from execflow.api.dialects.base import Failure, timestamp_ms
+from execflow.api.dialects.base import Failure, loads, timestamp_ms
 from execflow.api.errors import request_id
 from execflow.definition import Definition, redact, secret_values
 from execflow.errors import Detail, InvalidInput
@@ -233,7 +233,7 @@ def conf_of(text: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], date
     if not text:
         return {}, None
     try:
-        conf = json.loads(text)
+        conf = loads(text)
     except ValueError:
         conf = None
     if not isinstance(conf, dict):
@@ -243,7 +243,8 @@ def conf_of(text: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], date
         ms = conf.pop("cyctime")
         if isinstance(ms, str) and re.fullmatch(r"\d{1,15}", ms):
             ms = int(ms)
-        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms < 10**15:
+        # up to the end of year 9999, the last time a datetime holds
+        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms < 253_402_300_800_000:
             raise invalid("Conf.cyctime", f"milliseconds since the epoch, not {ms!r}")
         at = datetime.fromtimestamp(ms / 1000, UTC)
     inputs = {}
@@ -263,7 +264,7 @@ def typed(value: str, kind: str) -> Any:
         return value.lower() == "true"
     if kind in ("object", "array"):
         try:
-            parsed = json.loads(value)
+            parsed = loads(value)
         except ValueError:
             return value
         if isinstance(parsed, dict if kind == "object" else list):
@@ -276,11 +277,13 @@ def time_range(text: str) -> tuple[float, float]:
     if not text:
         return 0.0, float("inf")
     try:
-        given = json.loads(text)
+        given = loads(text)
     except ValueError:
         given = None
     ok = isinstance(given, dict) and all(
-        isinstance(given.get(k, 0), int | float) and not isinstance(given.get(k), bool)
+        isinstance(given.get(k, 0), int | float)
+        and not isinstance(given.get(k), bool)
+        and abs(given.get(k, 0)) < 10**18  # milliseconds, not a number a float cannot hold
         for k in ("from", "to")
     )
     if not ok or not isinstance(given, dict):

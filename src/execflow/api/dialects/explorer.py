@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -22,6 +21,7 @@ from execflow.api.dialects.base import (
     dialect_route,
     from_ms,
     id_of_number,
+    loads,
     number_of,
     service_of,
 )
@@ -86,7 +86,7 @@ def _account(request: Request) -> tuple[str, str]:
         raise NotAuthenticated("Basic credentials must be base64 of `user:password`") from None
     if decoded.startswith("["):
         try:
-            pair = json.loads(decoded)
+            pair = loads(decoded)
         except ValueError:
             pair = None
         if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
@@ -144,7 +144,7 @@ async def _body(request: Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError:
         raise InvalidInput(details=[Detail("", "the body is not JSON")]) from None
 

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from execflow.api.dialects.base import Failure, number_of, timestamp_ms
+from execflow.api.dialects.base import Failure, loads, number_of, timestamp_ms
 from execflow.definition import Definition, redact, secret_values
 from execflow.errors import Detail, InvalidInput
 from execflow.records import ExecutionRecord, TaskRunRecord, WorkflowRecord
@@ -181,17 +181,20 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_PAGE = 1_000_000
+
+
 def job_filter(raw: str | None, page: int, page_size: int) -> JobFilter:
     """The `filter` parameter (JSON) and the page asked for, checked together."""
     problems: list[Detail] = []
-    if page < 1:
-        problems.append(Detail("query:page", "must be 1 or more"))
+    if not 1 <= page <= MAX_PAGE:
+        problems.append(Detail("query:page", f"must be between 1 and {MAX_PAGE}"))
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         problems.append(Detail("query:pageSize", f"must be between 1 and {MAX_PAGE_SIZE}"))
     doc: Any = {}
     if raw:
         try:
-            doc = json.loads(raw)
+            doc = loads(raw)
         except ValueError:
             problems.append(Detail("query:filter", "is not JSON"))
     if not isinstance(doc, dict):

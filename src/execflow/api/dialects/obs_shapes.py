@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from execflow.api.dialects.base import Failure, iso_ms
+from execflow.api.dialects.base import Failure, iso_ms, loads
 from execflow.api.errors import request_id
 from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.errors import Detail, InvalidInput
@@ -130,7 +130,7 @@ def json_object(raw: bytes, required: bool = True) -> dict[str, Any]:
             raise InvalidInput(details=[Detail("/", "a JSON object is required")])
         return {}
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(details=[Detail("/", f"not JSON: {exc}")]) from None
     if not isinstance(body, dict):

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from execflow import levels
 from execflow.api.dialects import onedata_shapes as shapes
-from execflow.api.dialects.base import caller, dialect_route, service_of
+from execflow.api.dialects.base import caller, dialect_route, loads, service_of
 from execflow.api.dialects.onedata_shapes import Refused, render
 from execflow.auth import Privilege, require
 from execflow.errors import Conflict, NotFound, PermissionDenied
@@ -202,7 +202,7 @@ async def _steerer(request: Request) -> Principal:
 async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        body = json.loads(raw) if raw.strip() else {}
+        body = loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError):
         raise Refused("malformedData", "the request body is not valid JSON") from None
     if not isinstance(body, dict):

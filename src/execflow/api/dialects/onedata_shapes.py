@@ -19,7 +19,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from execflow import __version__, levels
-from execflow.api.dialects.base import Failure
+from execflow.api.dialects.base import Failure, loads
 from execflow.definition import Definition
 from execflow.errors import Detail, InvalidInput
 from execflow.records import EventRecord, ExecutionRecord, TaskRunRecord
@@ -288,7 +288,7 @@ def decode_token(token: str, phase: str) -> str:
     """The service's cursor in a token of this phase's listing; badData for another."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        given = json.loads(raw)
+        given = loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         given = None
     if not (isinstance(given, list) and len(given) == 2 and given[0] == phase):

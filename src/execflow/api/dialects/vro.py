@@ -8,7 +8,6 @@ trailing slash vRO writes in its links. The translations are in `vro_shapes.py`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from execflow.api.dialects import vro_shapes as shapes
 from execflow.api.dialects import vro_values as typed_values
-from execflow.api.dialects.base import Failure, caller, dialect_route, service_of
+from execflow.api.dialects.base import Failure, caller, dialect_route, loads, service_of
 from execflow.auth import Privilege, require
 from execflow.definition import Definition, ParamType
 from execflow.errors import Conflict, Detail, InvalidInput, NotFound
@@ -40,6 +39,7 @@ router = APIRouter(route_class=dialect_route(render), include_in_schema=False)
 
 EXECUTIONS = "/vco/api/workflows/{workflow_id}/executions"
 EXECUTION = EXECUTIONS + "/{execution_id}"
+MAX_START = 1_000_000_000  # the largest `startIndex` (an offset the database can take)
 # a list answers at most this many executions; `startIndex` pages on
 MAX_PAGE = 1000
 MAX_LOGS = 10_000
@@ -115,7 +115,7 @@ async def _body(request: Request) -> dict[str, Any]:
         detail = Detail("header:Content-Type", f"send application/json, not {kind}")
         raise InvalidInput("the request body is not JSON", [detail])
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except ValueError as exc:
         raise InvalidInput("the request body is not JSON", [Detail("body", str(exc))]) from None
     if not isinstance(body, dict):
@@ -253,7 +253,7 @@ async def list_executions(
     request: Request,
     workflow_id: str,
     max_result: Annotated[int, Query(alias="maxResult", ge=1)] = MAX_PAGE,
-    start_index: Annotated[int, Query(alias="startIndex", ge=0)] = 0,
+    start_index: Annotated[int, Query(alias="startIndex", ge=0, le=MAX_START)] = 0,
     conditions: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
     """The workflow's runs, newest first: `startIndex` and `maxResult` (at most 1000) page
