@@ -371,6 +371,14 @@ def test_every_native_error_and_state_has_its_data_plus_word() -> None:
 async def test_secret_defaults_stay_masked_in_workflows_and_templates(api: Api) -> None:
     keyed = {**MEDIA, "name": "keyed"}
     keyed["parameters"] = {**MEDIA["parameters"], "api_key": {"secret": True, "default": CANARY}}
+    # a schedule's inputs hold a secret value too
+    keyed["schedules"] = [
+        {
+            "name": "nightly",
+            "cron": "0 3 * * *",
+            "inputs": {"api_key": CANARY + "-cron", "bucket": "b", "object": "o"},
+        }
+    ]
     await put(api, keyed)
     for path in ("/v2/workflows/keyed", "/v2/workflowtemplates/keyed"):
         r = await api.client.get(path, headers=api.auth())

@@ -584,3 +584,23 @@ async def test_a_secret_parameter_also_takes_a_plain_string_and_stays_masked(api
     shown = params(r.json(), "inputParameters")["password"]
     assert shown["value"] == {"secure-string": {"value": "******"}}
     assert password not in r.text
+
+
+async def test_a_refused_value_is_not_echoed_in_the_error(api: Api) -> None:
+    """The value may be a secret's: errors say what is wrong with it, never what it is."""
+    hidden = {
+        "name": "hidden",
+        "parameters": {"pw": {"type": "string", "secret": True}, "pin": {"type": "integer"}},
+        "tasks": {"t": {"action": "echo"}},
+    }
+    await api.client.put("/api/v1/workflows/hidden", json=hidden, headers=api.auth())
+    body = {
+        "parameter": [
+            {"name": "pw", "type": "Date", "value": {"date": {"value": "hunter2-TOPSECRET"}}},
+            {"name": "pin", "type": "number", "value": {"number": {"value": 98765.5}}},
+        ]
+    }
+    r = await api.client.post("/vco/api/workflows/hidden/executions", json=body, headers=api.auth())
+    assert r.status_code == 400, r.text
+    assert "TOPSECRET" not in r.text and "98765" not in r.text
+    assert "not an ISO 8601 date" in r.text and "with a fraction" in r.text

@@ -319,17 +319,32 @@ def _without(spec: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def masked_definition(definition: Mapping[str, Any]) -> dict[str, Any]:
-    """A definition document with the defaults of its secret parameters masked."""
+    """A definition document with the values of its secret parameters masked: their
+    defaults, and the inputs its schedules start with."""
     doc = dict(definition)
     params = doc.get("parameters") or {}
+    secret = {n for n, spec in params.items() if isinstance(spec, dict) and spec.get("secret")}
     doc["parameters"] = {
         name: (
             {**spec, "default": SECRET_MASK}
-            if isinstance(spec, dict) and spec.get("secret") and spec.get("default") is not None
+            if name in secret and spec.get("default") is not None
             else spec
         )
         for name, spec in params.items()
     }
+    if isinstance(doc.get("schedules"), list):
+        doc["schedules"] = [
+            {
+                **schedule,
+                "inputs": {
+                    k: SECRET_MASK if k in secret else v
+                    for k, v in (schedule.get("inputs") or {}).items()
+                },
+            }
+            if isinstance(schedule, dict) and isinstance(schedule.get("inputs"), dict)
+            else schedule
+            for schedule in doc["schedules"]
+        ]
     return doc
 
 

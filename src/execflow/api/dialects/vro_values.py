@@ -17,6 +17,7 @@ from execflow.definition import ParamType
 from execflow.sealing import SECRET_MASK
 
 
+# A ValueProblem's message never holds the value itself: it may be a secret's.
 class ValueProblem(ValueError):
     """A typed value that cannot be read, or that does not fit where it goes."""
 
@@ -94,7 +95,7 @@ def read_value(wrapped: Any, at: str = "value") -> tuple[Any, ParamType, bool]:
             try:
                 datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
-                raise ValueProblem(f"{at}.date.value {value!r} is not an ISO 8601 date") from None
+                raise ValueProblem(f"{at}.date.value is not an ISO 8601 date") from None
         return value, kind, key in _SECURE
     if kind is ParamType.NUMBER:
         if (
@@ -168,7 +169,7 @@ def fit(typed: Typed, param_type: ParamType, secret: bool) -> Any:
     if param_type is ParamType.INTEGER and kind is ParamType.NUMBER:
         if value is None or float(value).is_integer():
             return None if value is None else int(value)
-        raise ValueProblem(f"expected an integer, got {value!r}")
+        raise ValueProblem("expected an integer, got a number with a fraction")
     if kind is not param_type:
         raise ValueProblem(f"a {vro_type(param_type)} value is expected, got {kind.value}")
     return value
