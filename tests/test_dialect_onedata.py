@@ -10,8 +10,10 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.routing import APIRoute
 
+from execflow.api.dialects import onedata
 from execflow.api.dialects.onedata import router
 from execflow.auth import ROLE_PRIVILEGES, ROLES, Privilege
 from tests.test_api import Api, api  # noqa: F401
@@ -203,6 +205,11 @@ async def test_the_page_request_schedules_an_execution_that_runs_to_its_end(api:
     assert log and {"index", "timestamp", "severity", "content"} == set(log[0])
     assert "debug" in {entry["severity"] for entry in log}
     assert "tk-very-secret-value" not in json.dumps([results, log])
+    # the log is streamed a page at a time: pages of two give the same entries
+    for page in (2, len(log), len(log) + 1):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(onedata, "LOG_PAGE", page)
+            assert await dump(api, record["systemAuditLogStoreId"]) == log
 
 
 async def test_the_revision_may_be_a_string_and_the_schema_and_space_names(api: Api) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from execflow import levels
 from execflow.api.dialects import onedata_shapes as shapes
@@ -170,22 +171,29 @@ async def store_content_dump(store_id: str, request: Request) -> Response:
     execution_id, name = shapes.store_of(store_id)
     if not execution_id or not name:
         raise NotFound(f"store {store_id!r} not found")
-    content: Any
+    headers = {"Content-Disposition": f'attachment; filename="{store_id}.json"'}
     if name == shapes.AUDIT_LOG:
-        events, after = [], 0
-        while True:
-            batch = await service.logs(who, execution_id, levels.DEBUG, None, after, LOG_PAGE)
-            events.extend(batch)
-            if len(batch) < LOG_PAGE:
-                break
-            after = batch[-1].id or after
-        content = shapes.audit_entries(events)
-    else:
-        _, content = await service.store_content(who, execution_id, name)
+        # an execution's log may be long: streamed a page at a time, never held whole
+        first = await service.logs(who, execution_id, levels.DEBUG, None, 0, LOG_PAGE)
+
+        async def entries() -> AsyncIterator[bytes]:
+            batch, sep = first, b"["
+            while True:
+                for entry in shapes.audit_entries(batch):
+                    yield sep + json.dumps(entry, separators=(",", ":")).encode()
+                    sep = b","
+                if len(batch) < LOG_PAGE:
+                    break
+                after = batch[-1].id or 0
+                batch = await service.logs(who, execution_id, levels.DEBUG, None, after, LOG_PAGE)
+            yield b"]" if sep == b"," else b"[]"
+
+        return StreamingResponse(entries(), media_type="application/octet-stream", headers=headers)
+    _, content = await service.store_content(who, execution_id, name)
     return Response(
         json.dumps(content, separators=(",", ":")).encode(),
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{store_id}.json"'},
+        headers=headers,
     )
 
 
