@@ -20,7 +20,13 @@ from obs.auth import Authentication  # the OBS SDK's signer
 from obs.convertor import Adapter
 
 from execflow.clock import ManualClock
-from execflow.signing import acs_signature, acs_string_to_sign, obs_signature, obs_string_to_sign
+from execflow.signing import (
+    NonceCache,
+    acs_signature,
+    acs_string_to_sign,
+    obs_signature,
+    obs_string_to_sign,
+)
 from execflow.store import schema
 from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_access import assert_error, ensure_project
@@ -272,6 +278,10 @@ async def test_a_request_signed_in_alibabas_style_resolves_to_the_key(api: Api) 
     assert r.status_code == 200, r.text
     assert r.json()["Projects"]["Project"][0]["Name"] == "alpha"
     # the same request again: its nonce was used
+    r = await api.client.get(f"/?{query}")
+    assert (r.status_code, r.json()["Code"]) == (400, "SignatureNonceUsed")
+    # and another node, which has not seen it, knows it from the database
+    api.runtime.service._nonces = NonceCache()
     r = await api.client.get(f"/?{query}")
     assert (r.status_code, r.json()["Code"]) == (400, "SignatureNonceUsed")
     # a changed parameter no longer matches

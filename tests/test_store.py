@@ -756,3 +756,13 @@ def test_a_stale_engine_inserting_a_row_the_new_owner_wrote_loses_its_lease(
         )
     assert lost.value.ids == {ex}
     assert store.get_execution(ex).task_runs[0].state == T.RUNNING
+
+
+def test_a_nonce_is_taken_once_until_its_time_and_then_swept(store: Store) -> None:
+    until = at(60)
+    assert store.use_nonce("EFKEY", "n-1", at(0), until)
+    assert not store.use_nonce("EFKEY", "n-1", at(1), until)
+    assert store.use_nonce("EFOTHER", "n-1", at(1), until)  # another key's
+    assert store.use_nonce("EFKEY", "x" * 10_000, at(1), until)  # any length: kept hashed
+    # once its time is past, a use sweeps it: a replay that late fails its timestamp anyway
+    assert store.use_nonce("EFKEY", "n-1", at(61), at(120))

@@ -53,7 +53,13 @@ from execflow.records import (
     WorkflowRecord,
 )
 from execflow.sealing import Sealed
-from execflow.signing import NonceCache, SignatureError, check_acs_request, check_obs_request
+from execflow.signing import (
+    MAX_SKEW_SECONDS,
+    NonceCache,
+    SignatureError,
+    check_acs_request,
+    check_obs_request,
+)
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from execflow.store.store import new_id
@@ -235,7 +241,12 @@ class Service:
         try:
             if r.scheme == "acs":
                 nonce = check_acs_request(secret, r.method, list(r.params), now)
-                if not self._nonces.first_use(r.key_id, nonce, now):
+                # this node's memory first (a replay to the same node costs no write), then
+                # the database, which every node shares
+                until = now + timedelta(seconds=2 * MAX_SKEW_SECONDS)
+                if not self._nonces.first_use(r.key_id, nonce, now) or not await self.store.call(
+                    self.store.use_nonce, r.key_id, nonce, now, until
+                ):
                     raise SignatureError("this SignatureNonce was used already")
             else:
                 check_obs_request(

@@ -178,8 +178,8 @@ def check_acs_request(
 
 
 class NonceCache:
-    """Nonces seen within the allowed skew, so a signed request cannot be sent twice (each
-    node remembers its own)."""
+    """Nonces this node saw within the allowed skew: a replay to the same node is refused
+    without a write (the store's `use_nonce` is what every node shares)."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], datetime] = {}

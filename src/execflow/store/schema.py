@@ -262,3 +262,15 @@ store_entries = Table(
     Column("task_id", String(80)),
     Column("at", UTCDateTime, nullable=False),
 )
+
+# Nonces of requests signed in Alibaba Cloud's style, while a replay would still be in time:
+# shared by every node, so a signed request is taken once by the whole cluster. The nonce is
+# kept as its SHA-256 (a client chooses its length).
+signature_nonces = Table(
+    "signature_nonces",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("nonce_hash", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_signature_nonces_expires", "expires_at"),
+)

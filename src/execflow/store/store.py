@@ -389,6 +389,23 @@ class Store:
             return None
         return row
 
+    def use_nonce(self, key_id: str, nonce: str, now: datetime, until: datetime) -> bool:
+        """Whether this is the first use of a signed request's nonce by the key, in the
+        whole cluster (it is remembered until `until`, when a replay is out of time anyway).
+        Nonces past their time are swept as they go."""
+        n = s.signature_nonces
+        row = {
+            "key_id": key_id,
+            "nonce_hash": hashlib.sha256(nonce.encode()).hexdigest(),
+            "expires_at": until,
+        }
+        insert = (sqlite_insert(n) if self.is_sqlite else pg_insert(n)).on_conflict_do_nothing(
+            index_elements=["key_id", "nonce_hash"]
+        )
+        with self.engine.begin() as conn:
+            conn.execute(n.delete().where(n.c.expires_at <= now))
+            return conn.execute(insert.returning(n.c.key_id), row).first() is not None
+
     def touch_token(self, token_id: str, now: datetime) -> None:
         t = s.tokens
         with self.engine.begin() as conn:
