@@ -4,9 +4,9 @@ and gives the fields of its answer (`emr.py` adds the RequestId and writes JSON 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from execflow import levels
 from execflow.api.dialects.base import from_ms, iso_ms, timestamp_ms
@@ -137,12 +137,7 @@ async def list_flow_instance(call: Call) -> dict[str, Any]:
     number = call.integer("PageNumber", 1, 1, 1_000_000)
     size = call.integer("PageSize", 20, 1, MAX_PAGE_SIZE)
     ascending = _order(call)
-    states: set[ExecutionState] = set()
-    for status in call.statuses():
-        if status not in STATES_OF:
-            known = ", ".join(sorted(STATES_OF))
-            raise invalid("StatusList", f"unknown status {status!r} ({known})")
-        states |= STATES_OF[status]
+    states = _states(call, STATES_OF)
     workflow = None
     if flow := call.params.get("FlowId"):
         workflow = await call.workflow(flow)
@@ -192,6 +187,19 @@ async def _named(call: Call, given: dict[str, str]) -> AsyncIterator[ExecutionRe
             yield await call.service.get_execution(call.who, hexes.pop())
         except NotFound:
             return
+
+
+S = TypeVar("S", ExecutionState, TaskRunState)
+
+
+def _states(call: Call, table: Mapping[str, Iterable[S]]) -> set[S]:
+    """The execflow states the StatusList.N parameters stand for (none: every state)."""
+    states: set[S] = set()
+    for status in call.statuses():
+        if status not in table:
+            raise invalid("StatusList", f"unknown status {status!r} ({', '.join(sorted(table))})")
+        states |= set(table[status])
+    return states
 
 
 def _order(call: Call) -> bool:
@@ -279,12 +287,7 @@ async def list_flow_node_instance(call: Call) -> dict[str, Any]:
     number = call.integer("PageNumber", 1, 1, 1_000_000)
     size = call.integer("PageSize", 20, 1, MAX_PAGE_SIZE)
     ascending = _order(call)
-    states: set[TaskRunState] = set()
-    for status in call.statuses():
-        if status not in NODE_STATES_OF:
-            known = ", ".join(sorted(NODE_STATES_OF))
-            raise invalid("StatusList", f"unknown status {status!r} ({known})")
-        states |= NODE_STATES_OF[status]
+    states = _states(call, NODE_STATES_OF)
     since = call.integer("StartTime", 0, 0, 10**15 - 1) if call.params.get("StartTime") else 0
     found: list[dict[str, Any]] = []
     newest, _ = await call.service.list_executions(call.who, limit=MAX_NODE_SCAN)
