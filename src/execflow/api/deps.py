@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -47,25 +48,32 @@ async def get_principal(request: Request) -> Principal:
                 "x-obs-" if scheme == "OBS" else "x-amz-",
             )
         )
+    # Alibaba Cloud's RPC style: the signature and the key's id among the parameters, in
+    # the query or (where RPC calls go, on /) a form body.
     query = request.query_params
-    if "Signature" in query and "AccessKeyId" in query:
-        # Alibaba Cloud's RPC style: the signature and the key's id among the parameters.
-        # It covers the parameters (the query's and a form body's) and nothing else, not
-        # the path nor another body: so it is taken only where RPC calls go, with no body
-        # but a form, or a signed query could be replayed against any route with any body.
+    rpc = request.url.path == "/"
+    form = False
+    params: list[tuple[str, str]] = []
+    named: Mapping[str, str] = query
+    if rpc:  # only there: the native API's requests pay nothing for it
         form = headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
-        if request.url.path != "/" or (not form and await request.body()):
+        params = list(query.multi_items())
+        if form:
+            params += [(k, str(v)) for k, v in (await request.form()).multi_items()]
+        named = dict(params)
+    if "Signature" in named and "AccessKeyId" in named:
+        # It covers the parameters and nothing else, not the path nor another body: so it
+        # is taken only on / with no body but a form, or a signed query could be replayed
+        # against any route with any body.
+        if not rpc or (not form and await request.body()):
             raise NotAuthenticated(
                 "an Alibaba Cloud RPC signature is taken for RPC calls only (on /, with their"
                 " parameters in the query or a form body)"
             )
-        params = list(query.multi_items())
-        if form:
-            params += [(k, str(v)) for k, v in (await request.form()).multi_items()]
         return await service.authenticate_signed(
             SignedRequest(
-                query["AccessKeyId"],
-                query["Signature"],
+                named["AccessKeyId"],
+                named["Signature"],
                 request.method,
                 "",
                 "",

@@ -23,8 +23,6 @@ from execflow.api.dialects.emr_shapes import (
     invalid,
     render,
 )
-from execflow.records import Principal
-from execflow.service import SignedRequest
 
 __all__ = ["ACTIONS", "router"]
 
@@ -51,30 +49,8 @@ async def rpc(request: Request) -> Response:
     handler = ACTIONS.get(action)
     if handler is None:
         raise UnknownAction(f"The action {action!r} is not found in version {VERSION}")
-    who = await _caller(request, params, pairs)
+    who = await caller(request)
     body = await handler(Call(service_of(request), who, params))
     return document(
         request, f"{action}Response", {"RequestId": alibaba_request_id(request), **body}
     )
-
-
-async def _caller(
-    request: Request, params: dict[str, str], pairs: list[tuple[str, str]]
-) -> Principal:
-    """The caller; a signature sent in a form body is checked here, since the shared
-    resolver looks for Alibaba's signature parameters in the query string only."""
-    query = request.query_params
-    in_body = "Signature" in params and "AccessKeyId" in params
-    if in_body and not ("Signature" in query and "AccessKeyId" in query):
-        signed = SignedRequest(
-            params["AccessKeyId"],
-            params["Signature"],
-            request.method,
-            "",
-            "",
-            {},
-            scheme="acs",
-            params=tuple(pairs),
-        )
-        return await service_of(request).authenticate_signed(signed)
-    return await caller(request)
