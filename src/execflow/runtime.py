@@ -54,6 +54,7 @@ class Runtime:
             poll_seconds=settings.poll_seconds,
             shutdown_grace=settings.shutdown_grace,
             max_items=settings.limits.max_items,
+            max_lost_attempts=settings.max_lost_attempts,
         )
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,22 @@ def parse_dialects(value: str) -> frozenset[str]:
     return names
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+# numeric settings: (variable, field, parser)
+_NUMBERS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
+    ("EXECFLOW_WORKERS", "workers", int),
+    ("EXECFLOW_SHUTDOWN_GRACE", "shutdown_grace", float),
+    ("EXECFLOW_CALLBACK_RETRY_FOR", "callback_retry_for", float),
+    ("EXECFLOW_MAX_LOST_ATTEMPTS", "max_lost_attempts", _count),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
@@ -61,6 +78,7 @@ class Settings:
     poll_seconds: float = 1.0
     sqlite_synchronous: str = "FULL"
     shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown
+    max_lost_attempts: int = 3  # lost attempts of a task run again whatever its retry policy
     load_examples: bool = False
     schedules: bool = True  # run workflows' cron schedules on this node
     schedule_poll_seconds: float = 15.0  # how soon newly stored schedules are seen at the latest
@@ -81,12 +99,14 @@ class Settings:
         values: dict[str, Any] = {}
         if "EXECFLOW_DATABASE_URL" in env:
             values["database_url"] = env["EXECFLOW_DATABASE_URL"]
-        if "EXECFLOW_WORKERS" in env:
-            values["workers"] = int(env["EXECFLOW_WORKERS"])
+        for name, key, kind in _NUMBERS:
+            if name in env:
+                try:
+                    values[key] = kind(env[name])
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from exc
         if "EXECFLOW_NODE_ID" in env:
             values["node_id"] = env["EXECFLOW_NODE_ID"]
-        if "EXECFLOW_SHUTDOWN_GRACE" in env:
-            values["shutdown_grace"] = float(env["EXECFLOW_SHUTDOWN_GRACE"])
         if "EXECFLOW_SCHEDULES" in env:
             values["schedules"] = parse_switch("EXECFLOW_SCHEDULES", env["EXECFLOW_SCHEDULES"])
         if "EXECFLOW_CALLBACK_ALLOWED_NETWORKS" in env:
@@ -95,8 +115,6 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"EXECFLOW_CALLBACK_ALLOWED_NETWORKS: {exc}") from exc
             values["callback_allowed_networks"] = networks
-        if "EXECFLOW_CALLBACK_RETRY_FOR" in env:
-            values["callback_retry_for"] = float(env["EXECFLOW_CALLBACK_RETRY_FOR"])
         if "EXECFLOW_SECRET_KEYS" in env:
             values["secret_keys"] = env["EXECFLOW_SECRET_KEYS"]
         if "EXECFLOW_SECRET_KEY_FILE" in env:

@@ -48,9 +48,12 @@ from execflow.records import (
     StoreEntry,
     TaskRunRecord,
 )
+from execflow.sealing import SecretKeyError
 from execflow.states import ExecutionState, TaskRunState, can_transition
 from execflow.store import LeaseLost, Store
+from execflow.store.database import is_outage
 from execflow.store.ops import (
+    AbortExecution,
     FinishCommand,
     InsertCommand,
     InsertEvent,
@@ -82,9 +85,21 @@ class EngineSettings:
     # how long running tasks of a cancelled execution may take to finish (unless forced)
     cancel_grace: float = 30.0
     max_items: int = 10_000  # items of one fan-out (EXECFLOW_MAX_ITEMS)
+    # attempts of one task lost to a crash, a worker's death or a takeover that are run
+    # again whatever its retry policy (EXECFLOW_MAX_LOST_ATTEMPTS); one more fails it
+    max_lost_attempts: int = 3
 
     def resolved_node_id(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What went wrong while the engine handled one execution: it fails that execution."""
+
+    error: BaseException
+    where: str
+    parent_id: str | None = None
 
 
 class DefinitionCache:
@@ -152,6 +167,8 @@ class Engine:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._spawns: list[tuple[Run, Attempt, WorkflowArgs]] = []
         self._changed = asyncio.Event()
+        # executions whose handling raised during this tick: written off as it commits
+        self._faults: dict[str, Fault] = {}
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -247,15 +264,28 @@ class Engine:
         await self._gather(now)
         ops: list[Op] = []
         starts: list[tuple[Run, Attempt, Any]] = []
-        self._drain(now, ops, starts)
-        for run_id in list(self._touched):
-            run = self.runs.get(run_id)
-            if run is not None:
-                self._advance(run, now, ops, starts)
-        self._touched.clear()
-        spawned = await self._spawn_children(now, ops, starts)
-        if ops:
-            await self._flush(ops, starts)
+        try:
+            self._drain(now, ops, starts)
+            for run_id in list(self._touched):
+                run = self.runs.get(run_id)
+                if run is None or run_id in self._faults:
+                    continue
+                try:
+                    self._advance(run, now, ops, starts)
+                except Exception as exc:
+                    self._fault(run_id, exc, "advancing it")
+            self._touched.clear()
+            spawned = await self._spawn_children(now, ops, starts)
+            if ops or self._faults:
+                await self._flush(now, ops, starts)
+        except Exception:
+            # The store did not take (all of) this tick: forget what it changed in memory and
+            # give the leases back, so these executions are rebuilt from what the store holds.
+            for run_id in {op.execution_id for op in ops} | set(self._faults):
+                self._drop(run_id)
+            self._faults.clear()
+            self._touched.clear()
+            raise
         self._adopt_children(spawned)
         for run, attempt, args in starts:
             if run.id in self.runs:
@@ -279,7 +309,17 @@ class Engine:
         if any(definition is None for _, definition in self._adopt):
             self._commands_wanted = True  # an execution taken over may have some waiting
         for record, definition in self._adopt:
-            await self._adopt_record(record, definition, now)
+            try:
+                await self._adopt_record(record, definition, now)
+            except SecretKeyError as exc:
+                # Not the execution's fault: this node lacks a key that sealed its inputs.
+                # Leave it to a node that has it (or to this one once the key is added).
+                self.runs.pop(record.id, None)
+                self._touched.discard(record.id)
+                self._released.add(record.id)
+                log.error("cannot take over execution %s: %s", record.id, exc)
+            except Exception as exc:
+                self._fault(record.id, exc, "taking it over", record.parent_id)
         self._adopt.clear()
         if self._commands_wanted or polling:
             self._commands_wanted = False
@@ -346,12 +386,23 @@ class Engine:
 
     def _drain(self, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]) -> None:
         commands, self._commands = self._commands, []
+        faults = self._faults
         for command in commands if not self._draining else ():
             # while draining, commands stay pending for whoever takes the executions over
-            self._carry_out(command, now, ops, starts)
+            if command.execution_id in faults:
+                continue
+            try:
+                self._carry_out(command, now, ops, starts)
+            except Exception as exc:
+                self._fault(command.execution_id, exc, f"carrying out a {command.kind} command")
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, key = heapq.heappop(self._timers)
-            self._fire(kind, key, now, ops, starts)
+            if key[0] in faults:
+                continue
+            try:
+                self._fire(kind, key, now, ops, starts)
+            except Exception as exc:
+                self._fault(key[0], exc, f"handling a {kind} timer")
         lines, self._task_logs = self._task_logs, []
         for (run_id, task_id, number), at, line in lines:  # before the results they precede
             run = self.runs.get(run_id)
@@ -363,7 +414,22 @@ class Engine:
                 ops.append(InsertEvent(event))
         results, self._results = self._results, []
         for key, outcome in results:
-            self._record_result(key, outcome, now, ops, starts)
+            if key[0] in faults:
+                continue
+            try:
+                self._record_result(key, outcome, now, ops, starts)
+            except Exception as exc:
+                self._fault(key[0], exc, f"recording the result of task {key[1]}")
+
+    def _fault(self, run_id: str, exc: Exception, where: str, parent_id: str | None = None) -> None:
+        """Something went wrong while handling one execution: it will fail in this tick,
+        and nothing else it asked for this tick is written. A database outage is nobody's
+        fault: it fails the tick instead (and the loop tries again)."""
+        if is_outage(exc):
+            raise exc
+        if run_id not in self._faults:
+            log.error("execution %s: internal fault while %s", run_id, where, exc_info=exc)
+            self._faults[run_id] = Fault(exc, where, parent_id)
 
     def _fire(
         self,
@@ -459,15 +525,22 @@ class Engine:
                 )
             )
             return
+        message = (outcome.error or {}).get("message", "")
+        lost = (outcome.error or {}).get("type") == "lost"
+        if lost:
+            delay, message = self._after_lost(run, task_id, message)
+            if delay is None:
+                outcome = replace(outcome, error={**(outcome.error or {}), "message": message})
+        else:
+            policy = run.task(task_id).retry
+            counted = number - run.base.get(task_id, 0) - run.lost.get(task_id, 0)
+            delay = policy.delay(counted) if outcome.retryable else None
         attempt.state, attempt.error = T.FAILED, outcome.error
         ops.append(
             UpdateTaskRun(
                 run_id, task_id, number, T.RUNNING, T.FAILED, error=outcome.error, ended_at=now
             )
         )
-        policy = run.task(task_id).retry
-        delay = policy.delay(number - run.base.get(task_id, 0)) if outcome.retryable else None
-        message = (outcome.error or {}).get("message", "")
         if delay is None or run.cancel_requested:
             if index is not None:  # its fan-out decides, once its items have run
                 run.fanouts[tid].active.discard(index)
@@ -477,12 +550,27 @@ class Engine:
             text = f"task {task_id} failed: {message}"
             self._log(run, ops, now, ERROR, "task", text, task_id, number, outcome.error)
             return
-        text = f"task {task_id} failed (attempt {number}), retrying in {delay:g}s: {message}"
+        if lost:
+            text = f"task {task_id} was lost (attempt {number}): {message}; running it again"
+        else:
+            text = f"task {task_id} failed (attempt {number}), retrying in {delay:g}s: {message}"
         self._log(run, ops, now, WARNING, "task", text, task_id, number, outcome.error)
         nxt = Attempt(task_id, number + 1, T.SCHEDULED, wake_at=now + timedelta(seconds=delay))
         run.attempts[task_id] = nxt
         ops.append(InsertTaskRun(_record(run_id, nxt, now, round_=run.round)))
         self._add_timer(nxt.wake_at or now, "wake", (run_id, task_id, nxt.attempt))
+
+    def _after_lost(self, run: Run, task_id: str, message: str) -> tuple[float | None, str]:
+        """An attempt lost to a crash, a worker's death or a takeover runs again at once,
+        whatever the task's retry policy, up to `max_lost_attempts` times; a task that is
+        lost every time (it kills its worker, say) still ends. The policy's count of
+        attempts leaves lost ones out."""
+        lost = run.lost.get(task_id, 0) + 1
+        run.lost[task_id] = lost
+        limit = self.settings.max_lost_attempts
+        if lost <= limit:
+            return 0.0, f"{message} ({lost} of at most {limit} lost attempts run again)"
+        return None, f"{message}; lost {lost} times (EXECFLOW_MAX_LOST_ATTEMPTS is {limit})"
 
     # advancing one execution -------------------------------------------------------------
 
@@ -581,41 +669,35 @@ class Engine:
         try:
             rendered = run.definition.renderers[tid](run.context(index, tid))
             args = action.args.model_validate(rendered)
-        except (TaskFailure, ValidationError) as exc:
-            error = (
-                exc.as_error()
-                if isinstance(exc, TaskFailure)
-                else {"type": "arguments", "message": _validation_message(exc)}
-            )
-            attempt.state, attempt.error = T.FAILED, error
-            if index is not None:
-                run.fanouts[tid].active.discard(index)
-                run.fanouts[tid].failed.append(index)
-            else:
-                run.failure = run.failure or {"task": attempt.task_id, **error}
-            self._persist(run, attempt, now, ops, scheduled, error=error, ended_at=now)
+            # every time this attempt sets is computed before anything is changed
+            wake_at = until = deadline = None
+            if action.placement is Placement.TIMER and action.wake_at is not None:
+                wake_at = action.wake_at(args, now)
+            elif isinstance(args, SignalArgs):
+                signal_timeout = args.timeout or task.timeout
+                until = now + timedelta(seconds=signal_timeout) if signal_timeout else None
+            elif task.timeout:
+                deadline = now + timedelta(seconds=task.timeout)
+        except Exception as exc:
+            self._not_started(run, attempt, exc, now, ops, scheduled)
             return
         attempt.state = T.RUNNING
         tid = attempt.task_id
         if run.log_level >= DEBUG:
             self._log(run, ops, now, DEBUG, "task", f"task {tid} started", tid, attempt.attempt)
-        if action.placement is Placement.TIMER and action.wake_at is not None:
-            attempt.wake_at = action.wake_at(args, now)
-            self._add_timer(attempt.wake_at, "wake", key)
+        attempt.wake_at = wake_at
+        if wake_at is not None:
+            self._add_timer(wake_at, "wake", key)
         elif isinstance(args, WorkflowArgs):
-            attempt.wake_at = None
             self._spawns.append((run, attempt, args))
-            if task.timeout:
-                self._add_timer(now + timedelta(seconds=task.timeout), "timeout", key)
+            if deadline is not None:
+                self._add_timer(deadline, "timeout", key)
             self._persist(run, attempt, now, ops, scheduled, started_at=now)
             return
         elif isinstance(args, SignalArgs):
-            attempt.wake_at = None
-            timeout = args.timeout or task.timeout
-            until = now + timedelta(seconds=timeout) if timeout else None
             attempt.waiting = {
                 **waiting(args),
-                "timeout": timeout,
+                "timeout": args.timeout or task.timeout,
                 "until": until.isoformat() if until else None,
             }
             if until is not None:
@@ -625,11 +707,38 @@ class Engine:
             )
             return
         else:
-            attempt.wake_at = None
             starts.append((run, attempt, args))
-            if task.timeout:
-                self._add_timer(now + timedelta(seconds=task.timeout), "timeout", key)
+            if deadline is not None:
+                self._add_timer(deadline, "timeout", key)
         self._persist(run, attempt, now, ops, scheduled, started_at=now, wake_at=attempt.wake_at)
+
+    def _not_started(
+        self,
+        run: Run,
+        attempt: Attempt,
+        exc: Exception,
+        now: datetime,
+        ops: list[Op],
+        scheduled: bool,
+    ) -> None:
+        """A bad value (or a bug) met while starting one task fails that task, precisely,
+        and the rest of its execution as a failed task would."""
+        if isinstance(exc, TaskFailure):
+            error = exc.as_error()
+        elif isinstance(exc, ValidationError):
+            error = {"type": "arguments", "message": _validation_message(exc)}
+        else:
+            fault = Fault(exc, f"starting task {attempt.task_id}")
+            log.error("execution %s: internal fault while %s", run.id, fault.where, exc_info=exc)
+            error = {"type": "internal", "message": _fault_text(fault, run.hidden)}
+        attempt.state, attempt.error = T.FAILED, error
+        tid, index = split_key(attempt.task_id)
+        if index is not None:
+            run.fanouts[tid].active.discard(index)
+            run.fanouts[tid].failed.append(index)
+        else:
+            run.failure = run.failure or {"task": attempt.task_id, **error}
+        self._persist(run, attempt, now, ops, scheduled, error=error, ended_at=now)
 
     # fan-out and stores --------------------------------------------------------------------
 
@@ -979,6 +1088,8 @@ class Engine:
         for run, attempt, args in spawns:
             if run.id not in self.runs or attempt.state is not T.RUNNING:
                 continue
+            if run.id in self._faults:
+                continue
             key = (run.id, attempt.task_id, attempt.attempt)
             try:
                 child, definition = await self._child_of(run, attempt, args, now)
@@ -988,6 +1099,9 @@ class Engine:
                     key, Outcome(False, error=error, retryable=False), now, ops, starts
                 )
                 self._wake.set()
+                continue
+            except Exception as exc:
+                self._fault(run.id, exc, f"starting the child of task {attempt.task_id}")
                 continue
             expires = now + timedelta(seconds=self.settings.lease_seconds)
             ops.append(InsertExecution(run.id, child, expires))
@@ -1105,32 +1219,91 @@ class Engine:
 
     # writing and dispatching ---------------------------------------------------------------
 
-    async def _flush(self, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]) -> None:
+    async def _flush(
+        self, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]
+    ) -> None:
+        """Write the tick. An execution whose handling faulted is written off instead of
+        what it asked for; one whose rows the database refuses is found (by halving the
+        batch) and written off, and everyone else's rows are written all the same."""
         if self._secretive:
             # nothing the engine writes holds a secret input's text (errors, events,
             # outputs, stores, what goes to a parent)
             for i, op in enumerate(ops):
                 run = self.runs.get(op.execution_id)
-                if run is not None and run.hidden:
-                    ops[i] = _masked(op, run.hidden)
+                if run is not None and run.hidden and op.execution_id not in self._faults:
+                    try:
+                        ops[i] = _masked(op, run.hidden)
+                    except Exception as exc:
+                        self._fault(op.execution_id, exc, "masking its secrets")
+        faults, self._faults = self._faults, {}
+        if faults:
+            ops[:] = [op for op in ops if op.execution_id not in faults]
+            for run_id, fault in faults.items():
+                ops.extend(self._write_off(run_id, fault, now))
+        written: list[Op] = []
+        try:
+            refused = await self._commit(ops, written)
+            if refused:
+                offs: list[Op] = []
+                for run_id, error in refused.items():
+                    faults[run_id] = Fault(error, "writing it")
+                    offs.extend(self._write_off(run_id, faults[run_id], now))
+                for run_id in await self._commit(offs, written):
+                    log.critical("execution %s could not be written off; letting it go", run_id)
+                    self._drop(run_id)
+        finally:
+            if faults:
+                starts[:] = [start for start in starts if start[0].id not in faults]
+            self._announce(written)
+
+    async def _commit(self, ops: list[Op], written: list[Op]) -> dict[str, Exception]:
+        """Write `ops` (adding what was written to `written`); the executions whose own rows
+        the database refused, each with its error. Executions whose lease was lost are
+        dropped; a database outage propagates."""
         while ops:
             try:
                 await self.store.call(self.store.apply, self.node_id, ops)
-                break
+                written.extend(ops)
+                return {}
             except LeaseLost as lost:
                 log.warning("lost the lease of %d executions; dropping them", len(lost.ids))
                 for run_id in lost.ids:
                     self._drop(run_id)  # releases only if this node still holds it
-                ops[:] = [op for op in ops if op.execution_id not in lost.ids]
-                starts[:] = [s for s in starts if s[0].id not in lost.ids]
-            except Exception:
-                # The store did not take this tick: forget these executions and let the
-                # lease expire, so they are rebuilt from what the store does hold.
-                for run_id in {op.execution_id for op in ops}:
-                    self._drop(run_id)
-                starts.clear()
-                raise
-        self._announce(ops)
+                ops = [op for op in ops if op.execution_id not in lost.ids]
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                ids = list(dict.fromkeys(op.execution_id for op in ops))
+                if len(ids) == 1:
+                    log.error("the database refused the rows of execution %s: %r", ids[0], exc)
+                    return {ids[0]: exc}
+                half = set(ids[: len(ids) // 2])
+                refused = await self._commit([op for op in ops if op.execution_id in half], written)
+                rest = [op for op in ops if op.execution_id not in half]
+                refused.update(await self._commit(rest, written))
+                return refused
+        return {}
+
+    def _write_off(self, run_id: str, fault: Fault, now: datetime) -> list[Op]:
+        """The ops that fail a faulted execution (error type `internal`), whatever its view
+        in memory; what it was running is stopped."""
+        run = self.runs.get(run_id)
+        hidden = run.hidden if run is not None else []
+        message = _fault_text(fault, hidden)
+        error = {"type": "internal", "message": message}
+        task_error = {"type": "internal", "message": f"the execution failed: {message}"}
+        parent = run.parent_id if run is not None else fault.parent_id
+        ops: list[Op] = [AbortExecution(run_id, error, task_error, now, parent)]
+        if run is None or run.log_level >= ERROR:
+            data = {"from": run.state.value if run is not None else None, "to": E.FAILED.value}
+            text = f"execution failed: {message}"
+            ops.append(InsertEvent(EventRecord(run_id, now, ERROR, "state", text, data=data)))
+        if run is not None:
+            run.state = E.FAILED
+        for key in [k for k in self._inflight if k[0] == run_id]:
+            self._inflight.pop(key).cancel()
+        self._touched.discard(run_id)
+        return ops
 
     def _announce(self, ops: list[Op]) -> None:
         """Tell whoever waits what the tick just committed."""
@@ -1140,17 +1313,27 @@ class Engine:
             if isinstance(op, InsertCommand):
                 self._commands_wanted = True  # for a parent or child this engine may hold
                 self._wake.set()
+            elif isinstance(op, AbortExecution):
+                self._commands_wanted = True  # its parent or children may be held here
+                self._wake.set()
+                self._ended(op.execution_id, E.FAILED)
             elif isinstance(op, UpdateExecution):
-                for listener in self.listeners:
-                    listener(op.execution_id, op.state)
                 if op.state.terminal:
-                    run = self.runs.get(op.execution_id)
-                    if run is not None and run.has_callback:
-                        for notify in self.callback_listeners:
-                            notify()
-                    for waiter in self._waiters.pop(op.execution_id, ()):
-                        if not waiter.done():
-                            waiter.set_result(None)
+                    self._ended(op.execution_id, op.state)
+                else:
+                    for listener in self.listeners:
+                        listener(op.execution_id, op.state)
+
+    def _ended(self, execution_id: str, state: ExecutionState) -> None:
+        for listener in self.listeners:
+            listener(execution_id, state)
+        run = self.runs.get(execution_id)
+        if run is None or run.has_callback:
+            for notify in self.callback_listeners:
+                notify()
+        for waiter in self._waiters.pop(execution_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _drop(self, run_id: str) -> None:
         """Forget an execution and give back its lease if this node still holds it, so it is
@@ -1319,6 +1502,15 @@ def _masked(op: Op, hidden: list[str]) -> Op:
     if isinstance(op, InsertCommand):
         return replace(op, payload=redact(op.payload, hidden))
     return op  # a child's own inputs are sealed as it is made (see `_child_of`)
+
+
+def _fault_text(fault: Fault, hidden: list[str]) -> str:
+    """An internal fault as its execution's error: where and what, bounded, with no secret
+    and nothing a database refuses (NUL, lone surrogates)."""
+    exc = fault.error
+    text = f"internal error while {fault.where}: {type(exc).__name__}: {exc}"
+    text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+    return str(redact(text[:2000], hidden))
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -102,6 +102,8 @@ class Run:
     stopped_children: set[str] = field(default_factory=set)
     # the text of its secret inputs, longest first: masked wherever the engine writes
     hidden: list[str] = field(default_factory=list)
+    # per task, its attempts of this round lost to a crash, a worker's death or a takeover
+    lost: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, rec: ExecutionRecord, definition: Definition, sealer: Sealer) -> Run:
@@ -135,6 +137,8 @@ class Run:
                 run.base[tr.task_id] = max(run.base.get(tr.task_id, 0), tr.attempt)
                 continue
             run.attempts[tr.task_id] = Attempt.from_record(tr)
+            if tr.error is not None and tr.error.get("type") == "lost":
+                run.lost[tr.task_id] = run.lost.get(tr.task_id, 0) + 1
         run._load_stores(rec.store_overlay or {}, rec.store_entries)
         for a in list(run.attempts.values()):
             if a.state is TaskRunState.RUNNING and a.waiting and "items" in a.waiting:

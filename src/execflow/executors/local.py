@@ -120,7 +120,7 @@ class LocalExecutor:
             while True:
                 line = await proc.stdout.readline()
                 if not line:
-                    return Outcome(False, error={"type": "worker_lost", "message": _died(proc)})
+                    return Outcome(False, error={"type": "lost", "message": _died(proc)})
                 reply = json.loads(line)
                 if "log" not in reply:
                     break
@@ -131,7 +131,7 @@ class LocalExecutor:
                 return Outcome(True, output=reply["output"])
             return Outcome(False, error=reply["error"], retryable=reply.get("retryable", True))
         except (ConnectionError, BrokenPipeError):
-            return Outcome(False, error={"type": "worker_lost", "message": _died(worker.proc)})
+            return Outcome(False, error={"type": "lost", "message": _died(worker.proc)})
         finally:
             if healthy:
                 self._idle.put_nowait(worker)

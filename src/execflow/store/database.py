@@ -53,3 +53,19 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(_config(engine)).get_current_head()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error says the database could not be reached or did not answer (a blip
+    to wait out), rather than that it refused what was written (a fault of that data)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        sa.exc.OperationalError
+        | sa.exc.InterfaceError
+        | sa.exc.DisconnectionError
+        | sa.exc.TimeoutError
+        | ConnectionError
+        | TimeoutError,
+    )

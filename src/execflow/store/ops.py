@@ -107,6 +107,19 @@ class InsertCommand:
         return self.source_id
 
 
+@dataclass(frozen=True)
+class AbortExecution:
+    """Fail an execution whose own processing or rows went wrong, whatever its in-memory
+    view said: the execution and its unfinished task runs become FAILED with `error`, its
+    parent hears of it, its running children are cancelled. Fenced by the lease only."""
+
+    execution_id: str
+    error: dict[str, Any]
+    task_error: dict[str, Any]
+    now: datetime
+    parent_id: str | None = None
+
+
 Op = (
     InsertTaskRun
     | UpdateTaskRun
@@ -116,4 +129,5 @@ Op = (
     | InsertStoreEntry
     | InsertExecution
     | InsertCommand
+    | AbortExecution
 )

@@ -18,9 +18,11 @@ from sqlalchemy.engine import Connection
 
 from execflow.records import EventRecord, ExecutionRecord, StoreEntry, TaskRunRecord
 from execflow.sealing import Sealed
+from execflow.states import ACTIVE, TaskRunState
 from execflow.store import schema as s
 from execflow.store.ops import (
     UNSET,
+    AbortExecution,
     FinishCommand,
     InsertCommand,
     InsertEvent,
@@ -175,7 +177,66 @@ def _write(conn: Connection, owner: str, ops: Sequence[Op]) -> bool:
         stmt = _task_run_statement(columns) if kind == "t" else _execution_statement(columns)
         if conn.execute(stmt, rows).rowcount != len(rows):
             return False
+    for op in ops:
+        if isinstance(op, AbortExecution) and not _abort(conn, owner, op):
+            return False
     _write_log(conn, ops)
+    return True
+
+
+_OPEN_TASK_RUNS = [TaskRunState.SCHEDULED.value, TaskRunState.RUNNING.value]
+_ACTIVE = [state.value for state in ACTIVE]
+
+
+def _abort(conn: Connection, owner: str, op: AbortExecution) -> bool:
+    """Write an execution off as FAILED (see AbortExecution); False if not leased here."""
+    e, t, c = s.executions, s.task_runs, s.commands
+    failed = conn.execute(
+        e.update()
+        .where(e.c.id == op.execution_id, e.c.lease_owner == owner, e.c.state.in_(_ACTIVE))
+        .values(
+            state="FAILED",
+            error=op.error,
+            ended_at=op.now,
+            updated_at=op.now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    if failed.rowcount != 1:
+        return False
+    conn.execute(
+        t.update()
+        .where(t.c.execution_id == op.execution_id, t.c.state.in_(_OPEN_TASK_RUNS))
+        .values(state="FAILED", error=op.task_error, ended_at=op.now)
+    )
+    children = conn.execute(
+        sa.select(e.c.id).where(e.c.parent_id == op.execution_id, e.c.state.in_(_ACTIVE))
+    ).scalars()
+    sent = [
+        {
+            "execution_id": child,
+            "kind": "cancel",
+            "payload": {"force": True},
+            "actor": None,
+            "created_at": op.now,
+        }
+        for child in children
+    ]
+    if op.parent_id is not None:
+        payload = {"child": op.execution_id, "state": "FAILED", "outputs": None, "error": op.error}
+        sent.append(
+            {
+                "execution_id": op.parent_id,
+                "kind": "child",
+                "payload": payload,
+                "actor": None,
+                "created_at": op.now,
+            }
+        )
+    if sent:
+        conn.execute(c.insert(), sent)
+    conn.execute(_SETTLE, {"ids": [op.execution_id], "done": op.now})
     return True
 
 
@@ -252,7 +313,7 @@ def _check_leases(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
     inserted: set[str] = set()
     updated: set[str] = set()
     for op in ops:
-        if isinstance(op, UpdateTaskRun | UpdateExecution):
+        if isinstance(op, UpdateTaskRun | UpdateExecution | AbortExecution):
             updated.add(op.execution_id)
         elif isinstance(op, _FENCED_INSERTS):
             inserted.add(op.execution_id)
@@ -327,6 +388,10 @@ def _find_lost(conn: Connection, owner: str, ops: Sequence[Op]) -> set[str]:
             elif isinstance(op, UpdateExecution):
                 columns, params = _execution_params(owner, op)
                 ok = conn.execute(_execution_statement(columns), params).rowcount == 1
+            elif isinstance(op, AbortExecution):
+                held = _HELD_ONE.where(s.executions.c.state.in_(_ACTIVE))
+                found = conn.execute(held, {"id": op.execution_id, "owner": owner}).first()
+                ok = found is not None
             else:
                 continue
             if not ok:
