@@ -18,6 +18,7 @@ from execflow.runtime import Runtime
 from execflow.settings import MetricsEndpoint, Settings, parse_metrics
 from tests.test_api import HELLO, Api, api  # noqa: F401
 from tests.test_api_access import new_token
+from tests.test_server import free_port, start_server
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -227,3 +228,20 @@ def test_the_setting_reads_token_off_and_an_address(monkeypatch: pytest.MonkeyPa
             parse_metrics(bad)
     monkeypatch.setenv("EXECFLOW_METRICS", "port:9100")
     assert Settings.from_env().metrics == MetricsEndpoint("port", "127.0.0.1", 9100)
+
+
+@pytest.mark.slow
+def test_a_server_serves_its_metrics_on_their_port_until_it_stops(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    server = start_server(tmp_path / "data", port, env={"EXECFLOW_METRICS": f"port:{metrics_port}"})
+    try:
+        assert f"metrics on http://127.0.0.1:{metrics_port}/metrics" in server.output()
+        r = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert r.status_code == 200, r.text
+        assert "execflow_executions_started_total" in r.text
+        assert server.client.get("/metrics").status_code == 404
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output(), server.output()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", metrics_port), timeout=2):
+        pass
