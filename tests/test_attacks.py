@@ -56,6 +56,8 @@ NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects/{project}/access-keys"): Privilege.ADMIN,
     ("GET", "/api/v1/projects/{project}/access-keys/{key_id}"): Privilege.ADMIN,
     ("DELETE", "/api/v1/projects/{project}/access-keys/{key_id}"): Privilege.ADMIN,
+    # the node's metrics count every project's executions: tokens of `default` only
+    ("GET", "/metrics"): "system",
 }
 OPEN = {("GET", "/healthz")}
 

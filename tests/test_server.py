@@ -24,6 +24,7 @@ READY_TIMEOUT = 20.0
 _ISOLATE = (
     "EXECFLOW_DATABASE_URL",
     "EXECFLOW_DATA_DIR",
+    "EXECFLOW_METRICS",
     "EXECFLOW_NODE_ID",
     "EXECFLOW_SQLITE_SYNCHRONOUS",
     "EXECFLOW_TOKEN",
@@ -105,14 +106,25 @@ class Server:
         self.proc.wait()
 
 
-def start_server(data_dir: Path, port: int, *extra: str, log_name: str = "server") -> Server:
-    """Start `execflow serve` and return once /healthz answers (or fail with its output)."""
+def start_server(
+    data_dir: Path,
+    port: int,
+    *extra: str,
+    log_name: str = "server",
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Start `execflow serve` (with `env` added to its environment) and return once
+    /healthz answers (or fail with its output)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"{data_dir.name}-{log_name}-{port}-{time.monotonic_ns()}.log"
     argv = cli_argv(data_dir, "serve", "--port", str(port), "--workers", "2", *extra)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            argv, cwd=REPO_ROOT, env=server_env(), stdout=out, stderr=subprocess.STDOUT
+            argv,
+            cwd=REPO_ROOT,
+            env={**server_env(), **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     server = Server(proc, data_dir, port, log, client)

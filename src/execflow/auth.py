@@ -54,3 +54,10 @@ def require_visible(principal: Principal, project: str) -> None:
     project that does not exist, so other tenants' names cannot be probed."""
     if project != principal.project_name and not is_system_admin(principal):
         raise NotFound(f"project {project!r} not found")
+
+
+def require_node_view(principal: Principal) -> None:
+    """The node's metrics count every project's executions, so only tokens of the default
+    project (the server's operators) may read them; any of its roles may."""
+    if principal.project_name != SYSTEM_PROJECT or not allows(principal, Privilege.VIEW):
+        raise PermissionDenied(f"only tokens of the {SYSTEM_PROJECT!r} project read the metrics")

@@ -127,6 +127,9 @@ def serve(
         f"execflow {__version__} on http://{settings.host}:{settings.port} "
         f"(database: {_redact(settings.url)})"
     )
+    if settings.metrics.mode == "port":
+        host, port = settings.metrics.host, settings.metrics.port
+        click.echo(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
     app = create_app(runtime, manage_runtime=True)
     tune_gc()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import logging
@@ -10,7 +11,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from execflow.definition import load_text, parse_definition
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.examples import example_files
 from execflow.executors import LocalExecutor
+from execflow.metrics import Listener, Metrics
 from execflow.outbox import Deliverer
 from execflow.scheduler import Scheduler
 from execflow.sealing import Sealer, new_key, read_key_file, sealer_for, write_key_file
@@ -38,10 +40,14 @@ class Runtime:
     service: Service
     deliverer: Deliverer
     scheduler: Scheduler | None = None  # None when EXECFLOW_SCHEDULES=off
+    metrics: Metrics = field(default_factory=Metrics)  # what this node counts
+    # the scrape listener of EXECFLOW_METRICS=port:…, while the runtime runs
+    metrics_listener: Listener | None = None
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         clock = clock or SystemClock()
+        metrics = Metrics()
         if settings.url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         sealer = sealer_for(settings.secret_keys, settings.key_file)
@@ -70,6 +76,7 @@ class Runtime:
             clock,
             callback_policy=callback_policy,
             limits=settings.limits,
+            metrics=metrics,
         )
         deliverer = Deliverer(store, definitions, callback_policy, clock)
         # committed ends wake the deliverer (an end on another node waits for its poll)
@@ -80,7 +87,7 @@ class Runtime:
                 store, service, definitions, clock, settings.schedule_poll_seconds
             )
             service.on_workflow_stored.append(scheduler.poke)
-        return cls(settings, store, engine, service, deliverer, scheduler)
+        return cls(settings, store, engine, service, deliverer, scheduler, metrics)
 
     def prepare(self) -> str | None:
         """Migrate the database and create the first admin token; returns it when it is new."""
@@ -90,20 +97,38 @@ class Runtime:
 
     async def start(self, loop: bool = True) -> None:
         """Start the engine, then the scheduler (whose starts the engine must take) and the
-        callback deliverer; without `loop`, none ticks on its own (tests call `tick`)."""
-        await self.engine.start(loop)
+        callback deliverer; without `loop`, none ticks on its own (tests call `tick`). The
+        metrics listener (EXECFLOW_METRICS=port:…) comes first: a port that is taken fails the
+        start before anything runs."""
+        endpoint = self.settings.metrics
+        if endpoint.mode == "port" and self.metrics_listener is None:
+            self.metrics_listener = self.metrics.listen(endpoint.host, endpoint.port)
+        try:
+            await self.engine.start(loop)
+        except BaseException:
+            await self._close_listener()
+            raise
         if loop and self.scheduler is not None:
             self.scheduler.start()
         if loop:
             self.deliverer.start()
 
     async def stop(self) -> None:
-        if self.scheduler is not None:
-            await self.scheduler.stop()
-        await self.engine.stop()
-        # after the engine: ends recorded during its grace period may still go out
-        await self.deliverer.stop()
-        self.store.close()
+        try:
+            if self.scheduler is not None:
+                await self.scheduler.stop()
+            await self.engine.stop()
+            # after the engine: ends recorded during its grace period may still go out
+            await self.deliverer.stop()
+            self.store.close()
+        finally:
+            await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        if self.metrics_listener is not None:
+            listener, self.metrics_listener = self.metrics_listener, None
+            # blocking, but briefly: the server notices within its poll interval (0.5 s)
+            await asyncio.to_thread(listener.close)
 
     @asynccontextmanager
     async def running(self, loop: bool = True) -> AsyncIterator[Runtime]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from execflow import levels
 from execflow.actions.signal import check_payload
-from execflow.auth import Privilege, require
+from execflow.auth import Privilege, require, require_node_view
 from execflow.callbacks import CallbackPolicy, CallbackRefused, check_url
 from execflow.clock import Clock, SystemClock
 from execflow.definition import (
@@ -43,6 +43,7 @@ from execflow.errors import (
     RateLimited,
 )
 from execflow.limits import Limits, RateLimiter, document_problem, json_size
+from execflow.metrics import Metrics
 from execflow.records import (
     CallbackStatus,
     EventRecord,
@@ -203,8 +204,10 @@ class Service:
         idempotency_retention: float = 86400.0,
         callback_policy: CallbackPolicy | None = None,
         limits: Limits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.limits = limits or Limits()
         self._starts = RateLimiter(self.limits.start_rate, self.limits.start_burst)
         self._nonces = NonceCache()  # of requests signed in Alibaba's style
@@ -294,6 +297,11 @@ class Service:
             await self.store.call(self.store.touch_token, principal.token_id, now)
 
     # workflows ---------------------------------------------------------------------
+
+    async def metrics_exposition(self, who: Principal) -> bytes:
+        """This node's metrics in Prometheus' text format (tokens of `default` only)."""
+        require_node_view(who)
+        return self.metrics.exposition()
 
     async def put_workflow(
         self, who: Principal, name: str, raw: Any
@@ -435,6 +443,7 @@ class Service:
             if existing is None:
                 raise
             return self._same_inputs(existing, p), False
+        self.metrics.execution_started()
         if self.engine is not None:
             self.engine.submit(record, p.definition)
         return record, True
@@ -728,6 +737,7 @@ class Service:
         record = await self.store.call(
             self.store.retry, execution_id, who.project_id, now, owner, expires, who.token_id
         )
+        self.metrics.execution_started()
         if self.engine is not None:
             self.engine.submit(record, await self.definition_of(record))
         return record
@@ -792,6 +802,7 @@ class Service:
         )
         owner, expires = self._lease(now)
         record = await self.store.call(self.store.create_rerun, record, reused, owner, expires)
+        self.metrics.execution_started()
         if self.engine is not None:
             self.engine.submit(record, definition)
         return record

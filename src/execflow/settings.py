@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from execflow.callbacks import Network, parse_networks
 from execflow.limits import Limits, limits_from_env
@@ -67,6 +67,30 @@ _NUMBERS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
 
 
 @dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where `/metrics` is served: on the API behind a token, on a listener of its own
+    (plain HTTP, no authentication), or nowhere."""
+
+    mode: Literal["token", "port", "off"] = "token"
+    host: str = "127.0.0.1"
+    port: int = 0  # with mode "port"; 0 takes any free port
+
+
+def parse_metrics(value: str) -> MetricsEndpoint:
+    """`token`, `off`, `port:PORT` or `port:HOST:PORT`; ValueError for anything else."""
+    word = value.strip()
+    if word.lower() in ("token", "off"):
+        return MetricsEndpoint("token" if word.lower() == "token" else "off")
+    kind, _, where = word.partition(":")
+    if kind.lower() == "port" and where:
+        host, _, number = where.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if number.isdigit() and int(number) <= 65535:
+            return MetricsEndpoint("port", host, int(number))
+    raise ValueError(f"EXECFLOW_METRICS must be token, off or port:[HOST:]PORT, got {value!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str = ""
@@ -92,6 +116,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # the vendor dialects answered (execflow.api.dialects.NAMES): all of them by default
     dialects: frozenset[str] = DIALECTS
+    metrics: MetricsEndpoint = MetricsEndpoint()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -122,6 +147,8 @@ class Settings:
         values["limits"] = limits_from_env(env)
         if "EXECFLOW_DIALECTS" in env:
             values["dialects"] = parse_dialects(env["EXECFLOW_DIALECTS"])
+        if "EXECFLOW_METRICS" in env:
+            values["metrics"] = parse_metrics(env["EXECFLOW_METRICS"])
         if "EXECFLOW_SQLITE_SYNCHRONOUS" in env:
             values["sqlite_synchronous"] = env["EXECFLOW_SQLITE_SYNCHRONOUS"].upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execflow import __version__
-from execflow.api import dialects, errors, executions, projects, tokens, workflows
+from execflow.api import dialects, errors, executions, metrics, projects, tokens, workflows
 from execflow.api.deps import SECURITY, SECURITY_SCHEMES
 from execflow.api.dialects.base import failure_of
 from execflow.api.guard import BodyGuard
@@ -77,6 +77,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
     app.include_router(executions.router)
     app.include_router(tokens.router)
     app.include_router(projects.router)
+    if runtime.settings.metrics.mode == "token":  # "port" has a listener of its own
+        app.include_router(metrics.router)
     dialects.mount(app, runtime.settings.dialects)
 
     @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")
@@ -90,7 +92,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
             )
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             for path, operations in schema["paths"].items():
-                if path.startswith("/api/"):
+                if path.startswith("/api/") or path == "/metrics":
                     for operation in operations.values():
                         operation["security"] = SECURITY
             app.openapi_schema = schema
