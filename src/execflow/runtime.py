@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from execflow.callbacks import CallbackPolicy
@@ -22,7 +22,14 @@ from execflow.examples import example_files
 from execflow.executors import LocalExecutor
 from execflow.outbox import Deliverer
 from execflow.scheduler import Scheduler
-from execflow.sealing import Sealer, new_key, read_key_file, sealer_for, write_key_file
+from execflow.sealing import (
+    Sealer,
+    fingerprint,
+    new_key,
+    read_key_file,
+    sealer_for,
+    write_key_file,
+)
 from execflow.service import Service
 from execflow.settings import Settings
 from execflow.store import Store, connect, upgrade
@@ -84,7 +91,8 @@ class Runtime:
     def prepare(self) -> str | None:
         """Migrate the database and create the first admin token; returns it when it is new."""
         upgrade(self.store.engine)
-        self.store.check_keys()
+        # before anything is sealed: refuses a node that lacks keys other nodes seal with
+        self.store.secret_keys.enroll(self.service.clock.now())
         return bootstrap(self.store, self.settings, self.service.clock)
 
     async def start(self, loop: bool = True) -> None:
@@ -155,24 +163,31 @@ def rotate_secret_keys(settings: Settings, keep_old: bool = False, pause: float 
     file look at it again every second, so by then they seal with the new key) every value
     is sealed again; then the old keys are removed unless `keep_old`. With
     EXECFLOW_SECRET_KEYS, its first key is the new one: values are sealed again with it,
-    and the others may be removed from the variable afterwards."""
+    and the others may be removed from the variable afterwards. The new key is recorded in the
+    database before any value is sealed with it, and the others are retired once every value
+    is sealed again, so that nodes without them may start."""
     database = connect(settings.url)
     upgrade(database)
     if settings.secret_keys.strip():
-        store = Store(database, Sealer.from_keys(settings.secret_keys))
-        try:
-            return Rotation(store.reseal(), None, 0)
-        finally:
-            store.close()
-    path = settings.key_file
-    old = read_key_file(path) if path.exists() else []
-    write_key_file(path, [new_key().encode(), *old])
-    time.sleep(pause)
-    store = Store(database, Sealer.from_file(path, create=False))
+        sealer = Sealer.from_keys(settings.secret_keys)
+        key, path, old = sealer.keys[0], None, []
+    else:
+        path = settings.key_file
+        old = read_key_file(path) if path.exists() else []
+        key = new_key().encode()
+        sealer = Sealer([key, *old], path)
+    store = Store(database, sealer)
     try:
+        store.secret_keys.record(fingerprint(key), datetime.now(UTC))
+        if path is not None:
+            write_key_file(path, [key, *old])
+            time.sleep(pause)
         resealed = store.reseal()
+        store.secret_keys.retire_older(datetime.now(UTC))
     finally:
         store.close()
+    if path is None:
+        return Rotation(resealed, None, 0)
     if not keep_old:
         write_key_file(path, read_key_file(path)[:1])
     return Rotation(resealed, path, 0 if keep_old else len(old))
