@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
 from execflow import sealing
+from execflow.cli import main
 from execflow.runtime import Runtime, rotate_secret_keys
 from execflow.sealing import SecretKeyError, fingerprint, read_key_file, write_key_file
 from execflow.settings import Settings
@@ -181,7 +183,12 @@ def test_a_database_without_sealed_values_records_only_the_sealing_key(
     store: Store, nodes: Any
 ) -> None:
     newest, older = Fernet.generate_key(), Fernet.generate_key()
-    nodes("one", keys=[newest, older]).prepare()
+    first = nodes("one", keys=[newest, older])
+    first.prepare()
+    assert recorded(store) == {fingerprint(newest): False}
+    # restarted once it sealed values, it is no database to adopt
+    callback_secret(first.store, "default")
+    nodes("one").prepare()
     assert recorded(store) == {fingerprint(newest): False}
 
 
@@ -223,3 +230,28 @@ def test_rotation_with_keys_from_the_environment_retires_the_others(
     assert (done.resealed, done.key_file) == (1, None)
     assert recorded(store) == {fingerprint(old): True, fingerprint(new): False}
     nodes("two", secret_keys=new.decode()).prepare()
+
+
+def test_the_cli_prints_the_fingerprints_of_held_and_recorded_keys(tmp_path: Path) -> None:
+    runner = CliRunner(env={"EXECFLOW_SECRET_KEYS": None, "EXECFLOW_DATABASE_URL": None})
+    settings = Settings(data_dir=tmp_path / "one", sqlite_synchronous="OFF", node_id="one")
+    runtime = Runtime.build(settings)
+    runtime.prepare()
+    (old,) = runtime.store.sealer.keys
+    runtime.store.close()
+    new, mine = Fernet.generate_key(), Fernet.generate_key()
+    keys = f"{new.decode()},{old.decode()}"
+    later = Runtime.build(settings.with_(secret_keys=keys))
+    later.prepare()
+    later.store.close()
+    write_key_file(settings.key_file, [mine, old])
+    result = runner.invoke(main, ["--data-dir", str(settings.data_dir), "secrets", "fingerprints"])
+    assert result.exit_code == 0, result.output
+    lines = [line.split("  ")[:2] for line in result.output.splitlines()]
+    assert [(name, here.strip()) for name, here in lines] == [
+        (fingerprint(mine), "seals"),
+        (fingerprint(old), "held"),
+        (fingerprint(new), "missing"),
+    ]
+    assert "not recorded" in result.output.splitlines()[0]
+    assert "recorded 20" in result.output.splitlines()[2]

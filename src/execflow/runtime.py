@@ -33,6 +33,7 @@ from execflow.sealing import (
 from execflow.service import Service
 from execflow.settings import Settings
 from execflow.store import Store, connect, upgrade
+from execflow.store.keys import KeyRecord
 
 log = logging.getLogger("execflow")
 
@@ -191,6 +192,21 @@ def rotate_secret_keys(settings: Settings, keep_old: bool = False, pause: float 
     if not keep_old:
         write_key_file(path, read_key_file(path)[:1])
     return Rotation(resealed, path, 0 if keep_old else len(old))
+
+
+def secret_key_fingerprints(settings: Settings) -> tuple[list[str], list[KeyRecord]]:
+    """The fingerprints of this node's keys (the sealing key first; none when it has no key
+    yet), and the keys the database records."""
+    held = []
+    if settings.secret_keys.strip() or settings.key_file.exists():
+        held = sealer_for(settings.secret_keys, settings.key_file).fingerprints()
+    database = connect(settings.url)
+    upgrade(database)
+    store = Store(database)
+    try:
+        return held, store.secret_keys.records()
+    finally:
+        store.close()
 
 
 def write_secret(path: Path, secret: str) -> None:

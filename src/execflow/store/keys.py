@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,13 @@ class MissingSecretKeys(SecretKeyError):
     """This node lacks keys that seal values in the database."""
 
 
+@dataclass(frozen=True)
+class KeyRecord:
+    fingerprint: str
+    recorded_at: datetime
+    retired_at: datetime | None
+
+
 class SecretKeys:
     """The database's record of the keys that seal its values, as one node sees it."""
 
@@ -54,7 +62,7 @@ class SecretKeys:
         sealer = self.store.sealer
         held = sealer.fingerprints()
         with self._exclusive() as conn:
-            self._insert(conn, held[:1], now)
+            inserted = self._insert(conn, held[:1], now)
             rows = conn.execute(sa.select(_k.c.fingerprint, _k.c.retired_at)).all()
             recorded = {r.fingerprint for r in rows if r.retired_at is None}
             if missing := sorted(recorded - set(held)):
@@ -67,7 +75,7 @@ class SecretKeys:
             samples = _sealed_samples(conn)
             for token in samples:
                 sealer.open(Sealed(token))
-            if samples and len(rows) == 1:  # recorded just now: the values predate the record
+            if samples and inserted and len(rows) == 1:  # the values predate the record
                 self._insert(conn, held[1:], now)
         self._recorded = held[0]
 
@@ -85,6 +93,14 @@ class SecretKeys:
             recorded = conn.execute(_RECORDED).scalars().all()
         have = set(held)
         return sorted(fp for fp in recorded if fp not in have)
+
+    def records(self) -> list[KeyRecord]:
+        """Every key the database names, in the order they were recorded."""
+        q = sa.select(_k.c.fingerprint, _k.c.recorded_at, _k.c.retired_at).order_by(
+            _k.c.recorded_at, _k.c.fingerprint
+        )
+        with self.store.reading() as conn:
+            return [KeyRecord(*row) for row in conn.execute(q)]
 
     def record(self, fingerprint: str, now: datetime) -> None:
         """Record a key about to seal values (a rotation's new key), retired or not before."""
@@ -118,12 +134,15 @@ class SecretKeys:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK)))
             yield conn
 
-    def _insert(self, conn: Connection, fingerprints: Sequence[str], now: datetime) -> None:
+    def _insert(self, conn: Connection, fingerprints: Sequence[str], now: datetime) -> bool:
+        """Record keys not recorded yet; whether any was."""
         if not fingerprints:
-            return
+            return False
         insert = sqlite_insert if self.store.is_sqlite else pg_insert
         rows = [{"fingerprint": fp, "recorded_at": now} for fp in fingerprints]
-        conn.execute(insert(_k).values(rows).on_conflict_do_nothing())
+        # RETURNING: psycopg reports no row count (-1) for this statement
+        q = insert(_k).values(rows).on_conflict_do_nothing().returning(_k.c.fingerprint)
+        return bool(conn.execute(q).all())
 
 
 def refusal(missing: Sequence[str], held: Sequence[str], source: str) -> str:
