@@ -151,7 +151,8 @@ def refusal(missing: Sequence[str], held: Sequence[str], source: str) -> str:
         "this node lacks secret keys that seal values in the database (fingerprints "
         f"{', '.join(missing)}); it holds {', '.join(held)} from {source}. Every node needs "
         "every key: set the same EXECFLOW_SECRET_KEYS on each, or copy the key file of a node "
-        "that has them to this node's EXECFLOW_SECRET_KEY_FILE"
+        "that has them to this node's EXECFLOW_SECRET_KEY_FILE (`execflow secrets "
+        "fingerprints` lists a node's keys)"
     )
 
 
