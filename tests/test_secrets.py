@@ -390,7 +390,7 @@ async def test_a_wrong_key_is_refused_at_start_and_the_right_one_opens(tmp_path:
     key_file = tmp_path / "secret-keys"
     right = key_file.read_text()
     write_key_file(key_file, [Fernet.generate_key()])
-    with pytest.raises(SecretKeyError, match="does not open with the configured secret keys"):
+    with pytest.raises(SecretKeyError, match="this node lacks secret keys that seal values"):
         Runtime.build(settings_for(tmp_path)).prepare()
     key_file.write_text(right)
     again = Runtime.build(settings_for(tmp_path))

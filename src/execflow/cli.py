@@ -21,7 +21,13 @@ from execflow.auth import ROLES
 from execflow.client import ApiError, Client
 from execflow.definition import load_text
 from execflow.errors import ExecflowError
-from execflow.runtime import Runtime, load_examples, rotate_secret_keys, tune_gc
+from execflow.runtime import (
+    Runtime,
+    load_examples,
+    rotate_secret_keys,
+    secret_key_fingerprints,
+    tune_gc,
+)
 from execflow.sealing import SecretKeyError, new_key
 from execflow.settings import Settings, default_data_dir
 from execflow.store import connect
@@ -628,6 +634,30 @@ def secrets_rotate(ctx: click.Context, keep_old: bool) -> None:
             f"sealed {done.resealed} values with a new key in {done.key_file} "
             f"({done.retired} old keys removed)"
         )
+
+
+@secrets.command("fingerprints")
+@click.pass_context
+def secrets_fingerprints(ctx: click.Context) -> None:
+    """Print the fingerprints of this node's keys and of the keys the database records:
+    a node must hold every recorded key that is not retired, or it refuses to start."""
+    settings = Settings.from_env(data_dir=ctx.obj["data_dir"])
+    try:
+        held, records = secret_key_fingerprints(settings)
+    except SecretKeyError as exc:
+        _fail(f"error: {exc}", [])
+    by_key = {r.fingerprint: r for r in records}
+    for name in [*held, *(r.fingerprint for r in records if r.fingerprint not in held)]:
+        here = ("seals" if name == held[0] else "held") if name in held else "missing"
+        record = by_key.get(name)
+        if record is None:
+            known = "not recorded"
+        elif record.retired_at is not None:
+            known = f"retired {record.retired_at:%Y-%m-%d %H:%M:%S}Z"
+            here = "" if here == "missing" else here
+        else:
+            known = f"recorded {record.recorded_at:%Y-%m-%d %H:%M:%S}Z"
+        click.echo(f"{name}  {here:<7}  {known}".rstrip())
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from execflow.callbacks import CallbackPolicy
@@ -24,10 +24,18 @@ from execflow.executors import LocalExecutor
 from execflow.metrics import Listener, Metrics
 from execflow.outbox import Deliverer
 from execflow.scheduler import Scheduler
-from execflow.sealing import Sealer, new_key, read_key_file, sealer_for, write_key_file
+from execflow.sealing import (
+    Sealer,
+    fingerprint,
+    new_key,
+    read_key_file,
+    sealer_for,
+    write_key_file,
+)
 from execflow.service import Service
 from execflow.settings import Settings
 from execflow.store import Store, connect, upgrade
+from execflow.store.keys import KeyRecord
 
 log = logging.getLogger("execflow")
 
@@ -92,7 +100,8 @@ class Runtime:
     def prepare(self) -> str | None:
         """Migrate the database and create the first admin token; returns it when it is new."""
         upgrade(self.store.engine)
-        self.store.check_keys()
+        # before anything is sealed: refuses a node that lacks keys other nodes seal with
+        self.store.secret_keys.enroll(self.service.clock.now())
         return bootstrap(self.store, self.settings, self.service.clock)
 
     async def start(self, loop: bool = True) -> None:
@@ -181,27 +190,49 @@ def rotate_secret_keys(settings: Settings, keep_old: bool = False, pause: float 
     file look at it again every second, so by then they seal with the new key) every value
     is sealed again; then the old keys are removed unless `keep_old`. With
     EXECFLOW_SECRET_KEYS, its first key is the new one: values are sealed again with it,
-    and the others may be removed from the variable afterwards."""
+    and the others may be removed from the variable afterwards. The new key is recorded in the
+    database before any value is sealed with it, and the others are retired once every value
+    is sealed again, so that nodes without them may start."""
     database = connect(settings.url)
     upgrade(database)
     if settings.secret_keys.strip():
-        store = Store(database, Sealer.from_keys(settings.secret_keys))
-        try:
-            return Rotation(store.reseal(), None, 0)
-        finally:
-            store.close()
-    path = settings.key_file
-    old = read_key_file(path) if path.exists() else []
-    write_key_file(path, [new_key().encode(), *old])
-    time.sleep(pause)
-    store = Store(database, Sealer.from_file(path, create=False))
+        sealer = Sealer.from_keys(settings.secret_keys)
+        key, path, old = sealer.keys[0], None, []
+    else:
+        path = settings.key_file
+        old = read_key_file(path) if path.exists() else []
+        key = new_key().encode()
+        sealer = Sealer([key, *old], path)
+    store = Store(database, sealer)
     try:
+        store.secret_keys.record(fingerprint(key), datetime.now(UTC))
+        if path is not None:
+            write_key_file(path, [key, *old])
+            time.sleep(pause)
         resealed = store.reseal()
+        store.secret_keys.retire_older(datetime.now(UTC))
     finally:
         store.close()
+    if path is None:
+        return Rotation(resealed, None, 0)
     if not keep_old:
         write_key_file(path, read_key_file(path)[:1])
     return Rotation(resealed, path, 0 if keep_old else len(old))
+
+
+def secret_key_fingerprints(settings: Settings) -> tuple[list[str], list[KeyRecord]]:
+    """The fingerprints of this node's keys (the sealing key first; none when it has no key
+    yet), and the keys the database records."""
+    held = []
+    if settings.secret_keys.strip() or settings.key_file.exists():
+        held = sealer_for(settings.secret_keys, settings.key_file).fingerprints()
+    database = connect(settings.url)
+    upgrade(database)
+    store = Store(database)
+    try:
+        return held, store.secret_keys.records()
+    finally:
+        store.close()
 
 
 def write_secret(path: Path, secret: str) -> None:

@@ -9,10 +9,15 @@ A sealed value travels through execflow as a `Sealed`: a string that reads as th
 wherever it is printed, serialised or compared, and carries its ciphertext in `token`.
 Only the store (to write the ciphertext) and the engine (to hand the value to a task) look
 inside.
+
+A key is named by its `fingerprint`, a digest that does not reveal it: the database records the
+fingerprints of the keys that seal its values (`execflow.store.keys`), never the keys.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import stat
@@ -31,8 +36,20 @@ SECRET_MASK = "******"
 RELOAD_SECONDS = 1.0
 
 
+# what a key's digest starts with: the digest of a key is then of no use for anything else
+FINGERPRINT_LABEL = b"execflow secret key fingerprint\x00"
+
+
 class SecretKeyError(Exception):
     """The keys cannot be loaded, or do not open a sealed value."""
+
+
+def fingerprint(key: bytes) -> str:
+    """A key's name: 16 hex digits of SHA-256 over a label and the key's 32 bytes. It cannot
+    give the key back (a key is 256 random bits), and a key written differently (base64
+    padding) has the same one."""
+    raw = base64.urlsafe_b64decode(key)
+    return hashlib.sha256(FINGERPRINT_LABEL + raw).hexdigest()[:16]
 
 
 class Sealed(str):
@@ -101,16 +118,22 @@ def write_key_file(path: Path, keys: Sequence[bytes]) -> None:
 class Sealer:
     """Seals and opens secret values with a list of keys, newest first."""
 
-    def __init__(self, keys: Sequence[bytes], key_file: Path | None = None) -> None:
+    def __init__(
+        self, keys: Sequence[bytes], key_file: Path | None = None, source: str = ""
+    ) -> None:
         self._set(keys)
         self.key_file = key_file
+        # where the keys come from, as an operator would set it (named in refusals)
+        self.source = source or (
+            f"the key file {key_file} (EXECFLOW_SECRET_KEY_FILE)" if key_file else "memory"
+        )
         self._file_stamp = _stamp(key_file) if key_file else None
         self._checked_at = time.monotonic()
         self._lock = threading.Lock()
 
     @classmethod
     def from_keys(cls, text: str, where: str = "EXECFLOW_SECRET_KEYS") -> Sealer:
-        return cls(parse_keys(text, where))
+        return cls(parse_keys(text, where), source=where)
 
     @classmethod
     def from_file(cls, path: Path, create: bool = True) -> Sealer:
@@ -130,6 +153,13 @@ class Sealer:
         self.keys = list(keys)
         self._primary = Fernet(self.keys[0])
         self._all = MultiFernet([Fernet(k) for k in self.keys])
+        self._fingerprints = [fingerprint(k) for k in self.keys]
+
+    def fingerprints(self) -> list[str]:
+        """The keys' fingerprints, newest (the sealing key's) first; the key file is looked
+        at again first when it is due (see `RELOAD_SECONDS`)."""
+        self._refresh()
+        return self._fingerprints
 
     # keys may change underneath: `execflow secrets rotate` rewrites the key file ---------
 

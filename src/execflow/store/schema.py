@@ -274,3 +274,14 @@ signature_nonces = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_signature_nonces_expires", "expires_at"),
 )
+
+# The fingerprints (`sealing.fingerprint`) of the keys that seal values in this database, so a
+# node without one of them refuses to start instead of failing on the first value it cannot
+# open; `retired_at` is set once a rotation has sealed every value with a newer key.
+secret_keys = Table(
+    "secret_keys",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime),
+)

@@ -46,6 +46,7 @@ from execflow.sealing import Sealed, Sealer
 from execflow.states import ACTIVE, ExecutionState, TaskRunState
 from execflow.store import schema as s
 from execflow.store import writes
+from execflow.store.keys import SecretKeys
 from execflow.store.ops import Op
 
 P = ParamSpec("P")
@@ -120,6 +121,7 @@ class Store:
         self.engine = engine
         # seals secret values; without one given, a key that lives as long as this object
         self.sealer = sealer or Sealer.ephemeral()
+        self.secret_keys = SecretKeys(self)
         self.is_sqlite = engine.dialect.name == "sqlite"
         writers = 1 if self.is_sqlite else 4
         self._writes = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="execflow-dbw")
@@ -517,20 +519,10 @@ class Store:
 
     # sealed values -------------------------------------------------------------------------
 
-    def check_keys(self) -> None:
-        """SecretKeyError unless the sealer opens the latest sealed value (a wrong key set
-        is found at start, not when an execution first needs it)."""
-        e = s.executions
-        q = (
-            sa.select(e.c.inputs, e.c.sealed_inputs)
-            .where(e.c.sealed_inputs.is_not(None))
-            .order_by(e.c.created_at.desc())
-            .limit(1)
-        )
-        with self._reader() as conn:
-            row = conn.execute(q).first()
-        if row is not None:
-            self.sealer.open(Sealed(row.inputs[row.sealed_inputs[0]]))
+    def missing_keys(self) -> list[str]:
+        """Fingerprints of the keys that seal values in the database (recorded, not retired)
+        that this node's sealer lacks; see `execflow.store.keys`."""
+        return self.secret_keys.missing()
 
     def reseal(self, batch: int = 500) -> int:
         """Seal every sealed value again with the newest key (secret inputs, access keys'
