@@ -13,6 +13,7 @@ import httpx
 from execflow.clock import Clock, ManualClock
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.executors import LocalExecutor
+from execflow.metrics import Metrics
 from execflow.records import ExecutionRecord, Principal
 from execflow.service import Service
 from execflow.store import Store
@@ -73,8 +74,11 @@ async def harness(
     _, secret = store.create_token(project, "admin", now)
     definitions = DefinitionCache(store)
     settings = EngineSettings(node_id=node_id, poll_seconds=3600, claim_batch=claim_batch)
-    engine = Engine(store, LocalExecutor(workers), definitions, settings, clock, http=http)
-    service = Service(store, definitions, engine, clock)
+    metrics = Metrics()
+    engine = Engine(
+        store, LocalExecutor(workers), definitions, settings, clock, http=http, metrics=metrics
+    )
+    service = Service(store, definitions, engine, clock, metrics=metrics)
     admin = await service.authenticate(secret)
     await engine.start(loop=False)
     try:

@@ -379,3 +379,67 @@ async def test_a_task_that_always_kills_its_worker_still_ends(store: Store) -> N
         assert ex.error is not None
         assert ex.error["type"] == "lost"
         assert "lost" in ex.error["message"]
+
+
+# operators see it -----------------------------------------------------------------------
+
+
+async def test_faults_and_lost_attempts_are_counted_and_logged(
+    store: Store, tmp_path: Path, explode: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    wf = {
+        "name": "buggy",
+        "parameters": {"v": {"type": "string"}},
+        "tasks": {"x": {"action": "explode", "with": {"value": "${{ params.v }}"}}},
+    }
+    dies = {"name": "dies", "tasks": {"t": py("die_once", args={"marker": str(tmp_path / "m")})}}
+    async with harness(store, SystemClock()) as h:
+        await h.apply(wf)
+        await h.apply(dies)
+        await h.apply(_bystanders())
+        bad = await h.service.start(h.admin, "buggy", {"v": "explode"})
+        await h.service.start(h.admin, "dies")
+        await _start_bystanders(h, 2)
+        await h.engine.run_until_idle()
+        sample = h.engine.metrics.registry.get_sample_value
+        assert sample("execflow_internal_failures_total") == 1
+        assert sample("execflow_lost_attempts_total") == 1
+        assert sample("execflow_executions_started_total") == 4
+        assert sample("execflow_executions_ended_total", {"state": "COMPLETED"}) == 3
+        assert sample("execflow_executions_ended_total", {"state": "FAILED"}) == 1
+        assert sample("execflow_task_runs_total", {"action": "echo", "outcome": "completed"}) == 6
+        assert sample("execflow_task_runs_total", {"action": "python", "outcome": "lost"}) == 1
+        assert sample("execflow_task_runs_total", {"action": "explode", "outcome": "failed"}) == 1
+        assert (sample("execflow_engine_tick_seconds_count") or 0) > 0
+        assert (sample("execflow_store_commit_seconds_count") or 0) > 0
+        assert sample("execflow_executions_held") == 0
+        assert sample("execflow_engine_tick_failures_total") == 0
+    # the server log names the execution
+    assert any(bad.id in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+async def test_a_node_lacking_a_key_takes_nothing_over_until_it_has_it(store: Store) -> None:
+    """Another node recorded a key this one lacks: this node does not claim executions it
+    might not open (instead of failing every tick on them), and claims once it holds it."""
+    from execflow.sealing import Sealer, new_key
+
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(_bystanders())
+        ids = await _start_bystanders(a, 2)
+        await a.crash()
+    clock.advance(31)
+    other = Sealer.from_keys(new_key())
+    store.secret_keys.record(other.fingerprints()[0], clock.now())
+    async with harness(store, clock, node_id="b") as b:
+        b.engine.poke()
+        await b.engine.tick()
+        assert b.engine._keys_missing == other.fingerprints()
+        assert not b.engine.runs
+        assert not any(state.terminal for state in await _states(b, ids))
+        # the key is added to this node's keys (as a reloaded key file would add it)
+        store.sealer._set([*store.sealer.keys, other.keys[0]])
+        clock.advance(2)  # its next poll
+        b.engine.poke()
+        await b.engine.run_until_idle()
+        assert await _states(b, ids) == [E.COMPLETED, E.COMPLETED]

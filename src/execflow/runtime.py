@@ -71,7 +71,7 @@ class Runtime:
             max_lost_attempts=settings.max_lost_attempts,
         )
         executor = LocalExecutor(settings.workers or None)
-        engine = Engine(store, executor, definitions, engine_settings, clock)
+        engine = Engine(store, executor, definitions, engine_settings, clock, metrics=metrics)
         # one policy: what a start accepts is what the deliverer may send to
         callback_policy = CallbackPolicy(
             allowed_networks=settings.callback_allowed_networks,

@@ -17,6 +17,7 @@ import heapq
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -41,6 +42,7 @@ from execflow.engine.run import Attempt, FanOut, Run, item_key, split_key
 from execflow.errors import ExecflowError, InvalidInput, TaskFailure, TaskTimeout
 from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
+from execflow.metrics import Metrics
 from execflow.records import (
     CommandRecord,
     EventRecord,
@@ -71,6 +73,8 @@ log = logging.getLogger("execflow.engine")
 Key = tuple[str, str, int]  # execution id, task id, attempt
 E, T = ExecutionState, TaskRunState
 
+# the error types a task run's outcome is counted by; any other is "failed"
+_OUTCOMES = frozenset({"lost", "timeout", "internal"})
 _STATE_LEVELS = {E.FAILED: ERROR, E.CANCELED: NOTICE, E.SUSPENDED: NOTICE}
 
 
@@ -133,6 +137,7 @@ class Engine:
         settings: EngineSettings | None = None,
         clock: Clock | None = None,
         http: httpx.AsyncClient | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -169,6 +174,10 @@ class Engine:
         self._changed = asyncio.Event()
         # executions whose handling raised during this tick: written off as it commits
         self._faults: dict[str, Fault] = {}
+        # fingerprints of keys other nodes sealed with and this one lacks: no claims meanwhile
+        self._keys_missing: list[str] = []
+        self.metrics = metrics or Metrics()
+        self.metrics.held(lambda: len(self.runs))
 
     # lifecycle ----------------------------------------------------------------------
 
@@ -225,6 +234,7 @@ class Engine:
                 await self.tick()
             except Exception:
                 log.exception("engine tick failed; retrying")
+                self.metrics.tick(0.0, failed=True)
                 await asyncio.sleep(0.5)
             timeout = self._next_deadline_in()
             if timeout > 0:
@@ -259,6 +269,11 @@ class Engine:
 
     async def tick(self) -> None:
         """Advance everything that is due now, in one transaction."""
+        began = time.perf_counter()
+        await self._tick()
+        self.metrics.tick(time.perf_counter() - began)
+
+    async def _tick(self) -> None:
         self._wake.clear()
         now = self.clock.now()
         await self._gather(now)
@@ -305,7 +320,13 @@ class Engine:
             await self._renew(now)
         polling = now >= self._next_poll
         if not self._draining and (self._claim_wanted or polling):
-            await self._claim(now)
+            if polling or self._keys_missing:
+                await self._check_keys()
+            if self._keys_missing:
+                self._claim_wanted = False
+                self._next_poll = now + timedelta(seconds=self.settings.poll_seconds)
+            else:
+                await self._claim(now)
         if any(definition is None for _, definition in self._adopt):
             self._commands_wanted = True  # an execution taken over may have some waiting
         for record, definition in self._adopt:
@@ -317,6 +338,7 @@ class Engine:
                 self.runs.pop(record.id, None)
                 self._touched.discard(record.id)
                 self._released.add(record.id)
+                self._keys_missing = self._keys_missing or [str(exc)]
                 log.error("cannot take over execution %s: %s", record.id, exc)
             except Exception as exc:
                 self._fault(record.id, exc, "taking it over", record.parent_id)
@@ -324,6 +346,24 @@ class Engine:
         if self._commands_wanted or polling:
             self._commands_wanted = False
             self._commands = await self.store.read(self.store.pending_commands, self.node_id)
+
+    async def _check_keys(self) -> None:
+        """Another node may seal with a key this one lacks: until it is added here, this node
+        takes over nothing (it could not open those executions' inputs)."""
+        try:
+            missing = await self.store.read(self.store.missing_keys)
+        except SecretKeyError as exc:
+            missing = [str(exc)]
+        if missing and missing != self._keys_missing:
+            log.error(
+                "this node lacks secret keys that seal values in the database (%s): it takes"
+                " over no execution until they are added to EXECFLOW_SECRET_KEYS or"
+                " EXECFLOW_SECRET_KEY_FILE (`execflow secrets fingerprints` lists them)",
+                ", ".join(missing),
+            )
+        elif self._keys_missing and not missing:
+            log.warning("this node holds every secret key again: it takes over executions")
+        self._keys_missing = missing
 
     def _adopt_children(self, spawned: list[tuple[ExecutionRecord, Definition]]) -> None:
         for child, definition in spawned:
@@ -506,7 +546,9 @@ class Engine:
                 self._write_store(run, task_id, outcome.output, now, ops)
             except TaskFailure as exc:
                 outcome = Outcome.failed(exc)
+        action = run.task(task_id).action
         if outcome.ok:
+            self.metrics.task_run(action, "completed")
             attempt.state, attempt.output = T.COMPLETED, outcome.output
             if index is not None:
                 run.fanouts[tid].active.discard(index)
@@ -526,7 +568,9 @@ class Engine:
             )
             return
         message = (outcome.error or {}).get("message", "")
-        lost = (outcome.error or {}).get("type") == "lost"
+        kind = (outcome.error or {}).get("type")
+        self.metrics.task_run(action, kind if kind in _OUTCOMES else "failed")
+        lost = kind == "lost"
         if lost:
             delay, message = self._after_lost(run, task_id, message)
             if delay is None:
@@ -567,6 +611,7 @@ class Engine:
         attempts leaves lost ones out."""
         lost = run.lost.get(task_id, 0) + 1
         run.lost[task_id] = lost
+        self.metrics.lost_attempt()
         limit = self.settings.max_lost_attempts
         if lost <= limit:
             return 0.0, f"{message} ({lost} of at most {limit} lost attempts run again)"
@@ -731,6 +776,8 @@ class Engine:
             fault = Fault(exc, f"starting task {attempt.task_id}")
             log.error("execution %s: internal fault while %s", run.id, fault.where, exc_info=exc)
             error = {"type": "internal", "message": _fault_text(fault, run.hidden)}
+            self.metrics.internal_failure()
+        self.metrics.task_run(run.task(attempt.task_id).action, "failed")
         attempt.state, attempt.error = T.FAILED, error
         tid, index = split_key(attempt.task_id)
         if index is not None:
@@ -918,6 +965,7 @@ class Engine:
                 )
             )
             a.state = T.CANCELED
+            self.metrics.task_run(run.task(a.task_id).action, "canceled")
         if run.active():
             return  # the cancel's deadline timer comes back for them
         error = {"type": "canceled", "message": "cancelled on request"}
@@ -1262,7 +1310,9 @@ class Engine:
         dropped; a database outage propagates."""
         while ops:
             try:
+                began = time.perf_counter()
                 await self.store.call(self.store.apply, self.node_id, ops)
+                self.metrics.commit(time.perf_counter() - began)
                 written.extend(ops)
                 return {}
             except LeaseLost as lost:
@@ -1294,6 +1344,7 @@ class Engine:
         task_error = {"type": "internal", "message": f"the execution failed: {message}"}
         parent = run.parent_id if run is not None else fault.parent_id
         ops: list[Op] = [AbortExecution(run_id, error, task_error, now, parent)]
+        self.metrics.internal_failure()
         if run is None or run.log_level >= ERROR:
             data = {"from": run.state.value if run is not None else None, "to": E.FAILED.value}
             text = f"execution failed: {message}"
@@ -1313,6 +1364,8 @@ class Engine:
             if isinstance(op, InsertCommand):
                 self._commands_wanted = True  # for a parent or child this engine may hold
                 self._wake.set()
+            elif isinstance(op, InsertExecution):
+                self.metrics.execution_started()
             elif isinstance(op, AbortExecution):
                 self._commands_wanted = True  # its parent or children may be held here
                 self._wake.set()
@@ -1325,6 +1378,7 @@ class Engine:
                         listener(op.execution_id, op.state)
 
     def _ended(self, execution_id: str, state: ExecutionState) -> None:
+        self.metrics.execution_ended(state.value)
         for listener in self.listeners:
             listener(execution_id, state)
         run = self.runs.get(execution_id)
