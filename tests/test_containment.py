@@ -244,7 +244,7 @@ async def test_a_value_jinja_makes_but_json_cannot_hold_is_contained(store: Stor
 async def test_a_signal_that_trips_a_bug_fails_its_execution_only(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from execflow.engine import engine as engine_module
+    from execflow.engine import commands as engine_module
 
     wf = {
         "name": "approve",

@@ -1,0 +1,258 @@
+"""The state an engine holds and the helpers every part of a tick shares."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from execflow.actions import ACTIONS, Placement, Resources
+from execflow.actions.subworkflow import WorkflowArgs
+from execflow.clock import Clock, SystemClock
+from execflow.definition import Definition, redact
+from execflow.engine.cache import DefinitionCache
+from execflow.engine.run import Attempt, FanOut, Run
+from execflow.executors import LocalExecutor, Outcome, TaskLog
+from execflow.metrics import Metrics
+from execflow.records import CommandRecord, EventRecord, ExecutionRecord
+from execflow.states import ExecutionState, TaskRunState
+from execflow.store import Store
+from execflow.store.database import is_outage
+from execflow.store.ops import InsertEvent, Op
+
+log = logging.getLogger("execflow.engine")
+
+Key = tuple[str, str, int]  # execution id, task id, attempt
+E, T = ExecutionState, TaskRunState
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    node_id: str = ""
+    lease_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    max_runs: int = 20_000
+    claim_batch: int = 500
+    shutdown_grace: float = 10.0
+    # how long running tasks of a cancelled execution may take to finish (unless forced)
+    cancel_grace: float = 30.0
+    max_items: int = 10_000  # items of one fan-out (EXECFLOW_MAX_ITEMS)
+    # attempts of one task lost to a crash, a worker's death or a takeover that are run
+    # again whatever its retry policy (EXECFLOW_MAX_LOST_ATTEMPTS); one more fails it
+    max_lost_attempts: int = 3
+
+    def resolved_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What went wrong while the engine handled one execution: it fails that execution."""
+
+    error: BaseException
+    where: str
+    parent_id: str | None = None
+
+
+class EngineBase:
+    """What an engine holds, and what every part of a tick uses: the audit log, timers,
+    the placement of a task, faults. The parts (advancing, fan-out, commands, writing)
+    are mixins over this; the methods one part calls of another are declared here."""
+
+    def __init__(
+        self,
+        store: Store,
+        executor: LocalExecutor,
+        definitions: DefinitionCache,
+        settings: EngineSettings | None = None,
+        clock: Clock | None = None,
+        http: httpx.AsyncClient | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.definitions = definitions
+        self.settings = settings or EngineSettings()
+        self.node_id = self.settings.resolved_node_id()
+        self.clock = clock or SystemClock()
+        self._own_http = http is None
+        self.resources = Resources(http=http or httpx.AsyncClient())
+        self.runs: dict[str, Run] = {}
+        self._secretive: set[str] = set()  # runs with secret inputs
+        self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self._timers: list[tuple[datetime, int, str, Key]] = []
+        self._timer_seq = 0
+        self._results: list[tuple[Key, Outcome]] = []
+        self._task_logs: list[tuple[Key, datetime, TaskLog]] = []
+        self._adopt: list[tuple[ExecutionRecord, Definition | None]] = []
+        self._commands: list[CommandRecord] = []
+        self._commands_wanted = False
+        self._touched: set[str] = set()
+        self._released: set[str] = set()
+        self._wake = asyncio.Event()
+        self._claim_wanted = True
+        self._next_poll = self.clock.now()
+        self._next_renew = self.clock.now()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._draining = False
+        self.listeners: list[Callable[[str, ExecutionState], None]] = []
+        # told when an execution with a callback has ended (committed)
+        self.callback_listeners: list[Callable[[], None]] = []
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._spawns: list[tuple[Run, Attempt, WorkflowArgs]] = []
+        self._changed = asyncio.Event()
+        # executions whose handling raised during this tick: written off as it commits
+        self._faults: dict[str, Fault] = {}
+        # fingerprints of keys other nodes sealed with and this one lacks: no claims meanwhile
+        self._keys_missing: list[str] = []
+        self.metrics = metrics or Metrics()
+        self.metrics.held(lambda: len(self.runs))
+
+    def _log(
+        self,
+        run: Run,
+        ops: list[Op],
+        now: datetime,
+        level: int,
+        kind: str,
+        message: str,
+        task_id: str | None = None,
+        attempt: int | None = None,
+        data: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Add an entry to the execution's audit log, if it is within its log level."""
+        if level <= run.log_level:
+            event = EventRecord(run.id, now, level, kind, message, task_id, attempt, data, actor)
+            ops.append(InsertEvent(event))
+
+    def _add_timer(self, when: datetime, kind: str, key: Key) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
+        self._wake.set()
+
+    def _placement(self, run: Run, task_id: str) -> Placement:
+        return ACTIONS[run.task(task_id).action].placement
+
+    def _current(self, key: Key) -> tuple[Run | None, Attempt | None]:
+        run = self.runs.get(key[0])
+        if run is None:
+            return None, None
+        attempt = run.attempts.get(key[1])
+        if attempt is None or attempt.attempt != key[2]:
+            return run, None
+        return run, attempt
+
+    def _fault(self, run_id: str, exc: Exception, where: str, parent_id: str | None = None) -> None:
+        """Something went wrong while handling one execution: it will fail in this tick,
+        and nothing else it asked for this tick is written. A database outage is nobody's
+        fault: it fails the tick instead (and the loop tries again)."""
+        if is_outage(exc):
+            raise exc
+        if run_id not in self._faults:
+            log.error("execution %s: internal fault while %s", run_id, where, exc_info=exc)
+            self._faults[run_id] = Fault(exc, where, parent_id)
+
+    def _drop(self, run_id: str) -> None:
+        """Forget an execution and give back its lease if this node still holds it, so it is
+        rebuilt from the store (by any engine) rather than left leased to nobody."""
+        self.runs.pop(run_id, None)
+        self._secretive.discard(run_id)
+        self._released.add(run_id)
+        for key in [k for k in self._inflight if k[0] == run_id]:
+            self._inflight.pop(key).cancel()
+
+    # implemented by the parts (see Engine) ------------------------------------------
+
+    def _begin(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+        scheduled: bool,
+    ) -> None:
+        raise NotImplementedError  # Advancing
+
+    def _persist(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        scheduled: bool,
+        **fields: Any,
+    ) -> None:
+        raise NotImplementedError  # Advancing
+
+    def _record_result(
+        self,
+        key: Key,
+        outcome: Outcome,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        raise NotImplementedError  # Advancing
+
+    def _begin_fanout(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+        scheduled: bool,
+    ) -> None:
+        raise NotImplementedError  # FanOuts
+
+    def _feed(
+        self,
+        run: Run,
+        tid: str,
+        fan: FanOut,
+        now: datetime,
+        ops: list[Op],
+        starts: list[tuple[Run, Attempt, Any]],
+    ) -> None:
+        raise NotImplementedError  # FanOuts
+
+    def _write_store(
+        self,
+        run: Run,
+        key: str,
+        output: Any,
+        now: datetime,
+        ops: list[Op],
+    ) -> None:
+        raise NotImplementedError  # FanOuts
+
+    def _stop_child(
+        self,
+        run: Run,
+        attempt: Attempt,
+        now: datetime,
+        ops: list[Op],
+        force: bool,
+        deadline: datetime | None = None,
+    ) -> None:
+        raise NotImplementedError  # Commands
+
+
+def fault_text(fault: Fault, hidden: list[str]) -> str:
+    """An internal fault as its execution's error: where and what, bounded, with no secret
+    and nothing a database refuses (NUL, lone surrogates)."""
+    exc = fault.error
+    text = f"internal error while {fault.where}: {type(exc).__name__}: {exc}"
+    text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+    return str(redact(text[:2000], hidden))
