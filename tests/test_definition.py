@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from execflow.actions.sleep import SleepArgs, wake_at
 from execflow.definition import (
     NO_RETRY,
     Definition,
@@ -18,6 +20,7 @@ from execflow.definition import (
     parse_definition,
     resolve_inputs,
 )
+from execflow.durations import MAX_DURATION
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
 from execflow.sealing import SECRET_MASK
 
@@ -982,6 +985,61 @@ def test_retry_policy_accepts_duration_strings() -> None:
 
     assert policy.initial_delay == 0.25
     assert policy.max_delay == 90.0
+
+
+def test_delays_never_overflow_whatever_the_attempt() -> None:
+    policy = RetryPolicy(max_attempts=100, initial_delay="400d", multiplier=10.0, max_delay="400d")
+
+    assert [policy.delay(n) for n in (1, 50, 99)] == [MAX_DURATION] * 3
+    assert RetryPolicy(max_attempts=100, multiplier=10.0).delay(10**6) is None
+    assert (
+        RetryPolicy.model_construct(
+            max_attempts=10**6, initial_delay=1.0, multiplier=10.0, max_delay=60.0
+        ).delay(10**5)
+        == 60.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "pointer"),
+    [
+        (echo(timeout="99999999999999999999d"), "/tasks/a/timeout"),
+        (echo(retry={"initial_delay": "401d"}), "/tasks/a/retry/initial_delay"),
+        (echo(retry={"max_delay": 1e300}), "/tasks/a/retry/max_delay"),
+        (
+            {"action": "sleep", "with": {"duration": "99999999999999999999d"}},
+            "/tasks/a/with/duration",
+        ),
+        ({"action": "signal", "with": {"name": "ok", "timeout": "500d"}}, "/tasks/a/with/timeout"),
+        (
+            {"action": "http", "with": {"url": "https://example.com", "timeout": "1000d"}},
+            "/tasks/a/with/timeout",
+        ),
+    ],
+)
+def test_durations_beyond_the_maximum_are_refused_at_the_door(
+    task: dict[str, Any], pointer: str
+) -> None:
+    [detail] = problems(workflow({"a": task}))
+
+    assert detail.pointer == pointer
+    assert "at most 400d" in detail.reason
+
+
+@pytest.mark.parametrize("until", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_sleep_until_a_time_outside_the_calendar_in_utc_is_refused(until: str) -> None:
+    [detail] = problems(workflow({"a": {"action": "sleep", "with": {"until": until}}}))
+
+    assert detail.pointer == "/tasks/a/with/until"
+
+
+def test_a_sleep_until_a_far_time_wakes_then() -> None:
+    definition = parse_definition(
+        workflow({"a": {"action": "sleep", "with": {"until": "9999-12-31T23:59:59Z"}}})
+    )
+    args = SleepArgs.model_validate(definition.tasks["a"].with_)
+
+    assert wake_at(args, datetime.now(UTC)).year == 9999
 
 
 # schedules ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import copy
 import enum
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -96,7 +97,11 @@ class RetryPolicy(_Model):
         """Seconds to wait before the next attempt, or None when attempts are used up."""
         if failed_attempt >= self.max_attempts:
             return None
-        return min(self.initial_delay * self.multiplier ** (failed_attempt - 1), self.max_delay)
+        try:
+            growth = self.multiplier ** (failed_attempt - 1)
+        except OverflowError:  # far past max_delay anyway
+            growth = math.inf
+        return min(self.initial_delay * growth, self.max_delay)
 
 
 NO_RETRY = RetryPolicy()
