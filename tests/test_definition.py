@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -947,6 +948,75 @@ def test_falsy_or_structured_secrets_are_masked(value: Any) -> None:
 def test_nothing_is_masked_without_secret_parameters() -> None:
     definition = parse_definition(workflow({"a": echo()}, parameters={"p": {}}))
     assert mask_secrets(definition, {"p": "visible"}) == {"p": "visible"}
+
+
+# --- what the engine would only find at run time --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tasks", "outputs", "pointer"),
+    [
+        ({"a": echo(with_={"x": "${{ params.x | nosuchfilter }}"})}, {}, "/tasks/a/with/x"),
+        ({"a": echo(with_={"x": ["${{ params.x is nosuchtest }}"]})}, {}, "/tasks/a/with/x/0"),
+        ({"a": echo(for_each="${{ params.x | nosuchfilter }}")}, {}, "/tasks/a/for_each"),
+        (
+            {"a": echo(store={"name": "m", "key": "${{ output | nosuchfilter }}"})},
+            {},
+            "/tasks/a/store/key",
+        ),
+        ({"a": echo()}, {"o": "n=${{ params.x | nosuchfilter }}"}, "/outputs/o"),
+    ],
+)
+def test_unknown_filters_and_tests_are_refused_with_their_pointer(
+    tasks: dict[str, Any], outputs: dict[str, Any], pointer: str
+) -> None:
+    raw = workflow(tasks, outputs=outputs, parameters={"x": {}}, stores={"m": {"type": "map"}})
+
+    [detail] = problems(raw)
+
+    assert detail.pointer == pointer
+    assert "does not compile" in detail.reason and "No " in detail.reason
+
+
+def test_every_bad_expression_is_reported_at_once() -> None:
+    raw = workflow(
+        {
+            "a": echo(with_={"x": "${{ 7 ** (10 ** 7) }}", "y": "${{ 1 | nosuch }}"}),
+            "b": {"action": "sleep", "with": {"duration": "99999999999999999999d"}},
+        },
+        outputs={"o": "${{ 'a' * 10 ** 7 }}"},
+    )
+
+    started = time.perf_counter()
+    found = problems(raw)
+    elapsed = time.perf_counter() - started
+
+    assert sorted(d.pointer for d in found) == [
+        "/outputs/o",
+        "/tasks/a/with/x",
+        "/tasks/a/with/y",
+        "/tasks/b/with/duration",
+    ]
+    assert elapsed < 0.2
+    reasons = {d.pointer: d.reason for d in found}
+    assert "bits" in reasons["/tasks/a/with/x"]
+    assert "repeating" in reasons["/outputs/o"]
+
+
+def test_a_constant_expression_that_fails_is_refused() -> None:
+    [detail] = problems(workflow({"a": echo(with_={"x": "${{ 1 // 0 }}"})}))
+
+    assert detail.pointer == "/tasks/a/with/x"
+    assert "division" in detail.reason
+
+
+def test_a_parsed_definition_has_its_renderers_ready() -> None:
+    definition = parse_definition(
+        workflow({"a": echo(with_={"x": "${{ params.x ~ '!' }}"})}, parameters={"x": {}})
+    )
+
+    assert "renderers" in vars(definition)
+    assert definition.renderers["a"]({"params": {"x": "hi"}}) == {"x": "hi!"}
 
 
 # --- RetryPolicy.delay ----------------------------------------------------------------------

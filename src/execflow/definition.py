@@ -204,6 +204,12 @@ class Definition:
     def order(self) -> list[str]:
         return dag.topological_order(self.needs)
 
+    def compile(self) -> None:
+        """Build every renderer now (each expression is compiled once and shared)."""
+        for built in (self.renderers, self.for_each_renderers, self.store_key_renderers):
+            assert len(built) <= len(self.tasks)
+        assert callable(self.outputs_renderer)
+
     @cached_property
     def renderers(self) -> dict[str, expressions.Renderer]:
         """Each task's `with`, compiled once per revision."""
@@ -371,7 +377,7 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
     if problems:
         raise InvalidDefinition(details=problems)
     source = json.loads(json.dumps(raw, default=str))
-    return Definition(
+    definition = Definition(
         shape.name,
         shape.description,
         parameters,
@@ -381,6 +387,10 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
         schedules,
         stores,
     )
+    # Every expression compiled above; building the renderers here means the engine finds
+    # nothing at run time that the door could have found.
+    definition.compile()
+    return definition
 
 
 def _schedules(
