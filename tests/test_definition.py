@@ -1159,3 +1159,49 @@ def test_every_schedule_problem_is_reported_with_its_pointer() -> None:
         "/schedules/2/inputs/extra",
         "/schedules/3/name",
     }
+
+
+# --- inputs that would make a duration out of range ------------------------------------------
+
+
+def waits(action: str, field: str, source: str) -> Definition:
+    args = {"name": "go"} if action == "signal" else {}
+    if action == "http":
+        args = {"url": "https://example.com"}
+    task = {"action": action, "with": {**args, field: source}}
+    return parse_definition(workflow({"a": task}, parameters={"wait": {}, "n": {"type": "number"}}))
+
+
+@pytest.mark.parametrize(
+    ("action", "field"), [("sleep", "duration"), ("signal", "timeout"), ("http", "timeout")]
+)
+@pytest.mark.parametrize("wait", ["99999999999999999999d", "401d", "soon"])
+def test_an_input_making_a_duration_out_of_range_fails_the_start(
+    action: str, field: str, wait: str
+) -> None:
+    definition = waits(action, field, "${{ params.wait }}")
+
+    [detail] = input_problems(definition, {"wait": wait})
+
+    assert detail.pointer == "/inputs/wait"
+    assert f"/tasks/a/with/{field}" in detail.reason
+    assert resolve_inputs(definition, {"wait": "400d"}) == {"wait": "400d", "n": None}
+
+
+def test_an_expression_over_parameters_is_checked_with_the_inputs() -> None:
+    definition = waits("sleep", "duration", "${{ params.n * 86400 }}")
+
+    [detail] = input_problems(definition, {"n": 401})
+
+    assert detail.pointer == "/inputs/n"
+    assert "at most 400d" in detail.reason
+    assert resolve_inputs(definition, {"n": 2})["n"] == 2
+
+
+def test_a_workflow_without_such_durations_has_no_input_checks() -> None:
+    definition = parse_definition(
+        workflow({"a": echo(with_={"d": "${{ params.wait }}"})}, parameters={"wait": {}})
+    )
+
+    assert definition.input_checks == ()
+    assert resolve_inputs(definition, {"wait": "99999999999999999999d"})
