@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from execflow.actions.sleep import SleepArgs, wake_at
 from execflow.definition import (
     NO_RETRY,
     Definition,
@@ -18,6 +21,7 @@ from execflow.definition import (
     parse_definition,
     resolve_inputs,
 )
+from execflow.durations import MAX_DURATION
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
 from execflow.sealing import SECRET_MASK
 
@@ -946,6 +950,75 @@ def test_nothing_is_masked_without_secret_parameters() -> None:
     assert mask_secrets(definition, {"p": "visible"}) == {"p": "visible"}
 
 
+# --- what the engine would only find at run time --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tasks", "outputs", "pointer"),
+    [
+        ({"a": echo(with_={"x": "${{ params.x | nosuchfilter }}"})}, {}, "/tasks/a/with/x"),
+        ({"a": echo(with_={"x": ["${{ params.x is nosuchtest }}"]})}, {}, "/tasks/a/with/x/0"),
+        ({"a": echo(for_each="${{ params.x | nosuchfilter }}")}, {}, "/tasks/a/for_each"),
+        (
+            {"a": echo(store={"name": "m", "key": "${{ output | nosuchfilter }}"})},
+            {},
+            "/tasks/a/store/key",
+        ),
+        ({"a": echo()}, {"o": "n=${{ params.x | nosuchfilter }}"}, "/outputs/o"),
+    ],
+)
+def test_unknown_filters_and_tests_are_refused_with_their_pointer(
+    tasks: dict[str, Any], outputs: dict[str, Any], pointer: str
+) -> None:
+    raw = workflow(tasks, outputs=outputs, parameters={"x": {}}, stores={"m": {"type": "map"}})
+
+    [detail] = problems(raw)
+
+    assert detail.pointer == pointer
+    assert "does not compile" in detail.reason and "No " in detail.reason
+
+
+def test_every_bad_expression_is_reported_at_once() -> None:
+    raw = workflow(
+        {
+            "a": echo(with_={"x": "${{ 7 ** (10 ** 7) }}", "y": "${{ 1 | nosuch }}"}),
+            "b": {"action": "sleep", "with": {"duration": "99999999999999999999d"}},
+        },
+        outputs={"o": "${{ 'a' * 10 ** 7 }}"},
+    )
+
+    started = time.perf_counter()
+    found = problems(raw)
+    elapsed = time.perf_counter() - started
+
+    assert sorted(d.pointer for d in found) == [
+        "/outputs/o",
+        "/tasks/a/with/x",
+        "/tasks/a/with/y",
+        "/tasks/b/with/duration",
+    ]
+    assert elapsed < 0.2
+    reasons = {d.pointer: d.reason for d in found}
+    assert "bits" in reasons["/tasks/a/with/x"]
+    assert "repeating" in reasons["/outputs/o"]
+
+
+def test_a_constant_expression_that_fails_is_refused() -> None:
+    [detail] = problems(workflow({"a": echo(with_={"x": "${{ 1 // 0 }}"})}))
+
+    assert detail.pointer == "/tasks/a/with/x"
+    assert "division" in detail.reason
+
+
+def test_a_parsed_definition_has_its_renderers_ready() -> None:
+    definition = parse_definition(
+        workflow({"a": echo(with_={"x": "${{ params.x ~ '!' }}"})}, parameters={"x": {}})
+    )
+
+    assert "renderers" in vars(definition)
+    assert definition.renderers["a"]({"params": {"x": "hi"}}) == {"x": "hi!"}
+
+
 # --- RetryPolicy.delay ----------------------------------------------------------------------
 
 
@@ -982,6 +1055,61 @@ def test_retry_policy_accepts_duration_strings() -> None:
 
     assert policy.initial_delay == 0.25
     assert policy.max_delay == 90.0
+
+
+def test_delays_never_overflow_whatever_the_attempt() -> None:
+    policy = RetryPolicy(max_attempts=100, initial_delay="400d", multiplier=10.0, max_delay="400d")
+
+    assert [policy.delay(n) for n in (1, 50, 99)] == [MAX_DURATION] * 3
+    assert RetryPolicy(max_attempts=100, multiplier=10.0).delay(10**6) is None
+    assert (
+        RetryPolicy.model_construct(
+            max_attempts=10**6, initial_delay=1.0, multiplier=10.0, max_delay=60.0
+        ).delay(10**5)
+        == 60.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "pointer"),
+    [
+        (echo(timeout="99999999999999999999d"), "/tasks/a/timeout"),
+        (echo(retry={"initial_delay": "401d"}), "/tasks/a/retry/initial_delay"),
+        (echo(retry={"max_delay": 1e300}), "/tasks/a/retry/max_delay"),
+        (
+            {"action": "sleep", "with": {"duration": "99999999999999999999d"}},
+            "/tasks/a/with/duration",
+        ),
+        ({"action": "signal", "with": {"name": "ok", "timeout": "500d"}}, "/tasks/a/with/timeout"),
+        (
+            {"action": "http", "with": {"url": "https://example.com", "timeout": "1000d"}},
+            "/tasks/a/with/timeout",
+        ),
+    ],
+)
+def test_durations_beyond_the_maximum_are_refused_at_the_door(
+    task: dict[str, Any], pointer: str
+) -> None:
+    [detail] = problems(workflow({"a": task}))
+
+    assert detail.pointer == pointer
+    assert "at most 400d" in detail.reason
+
+
+@pytest.mark.parametrize("until", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_sleep_until_a_time_outside_the_calendar_in_utc_is_refused(until: str) -> None:
+    [detail] = problems(workflow({"a": {"action": "sleep", "with": {"until": until}}}))
+
+    assert detail.pointer == "/tasks/a/with/until"
+
+
+def test_a_sleep_until_a_far_time_wakes_then() -> None:
+    definition = parse_definition(
+        workflow({"a": {"action": "sleep", "with": {"until": "9999-12-31T23:59:59Z"}}})
+    )
+    args = SleepArgs.model_validate(definition.tasks["a"].with_)
+
+    assert wake_at(args, datetime.now(UTC)).year == 9999
 
 
 # schedules ---------------------------------------------------------------------------------
@@ -1031,3 +1159,49 @@ def test_every_schedule_problem_is_reported_with_its_pointer() -> None:
         "/schedules/2/inputs/extra",
         "/schedules/3/name",
     }
+
+
+# --- inputs that would make a duration out of range ------------------------------------------
+
+
+def waits(action: str, field: str, source: str) -> Definition:
+    args = {"name": "go"} if action == "signal" else {}
+    if action == "http":
+        args = {"url": "https://example.com"}
+    task = {"action": action, "with": {**args, field: source}}
+    return parse_definition(workflow({"a": task}, parameters={"wait": {}, "n": {"type": "number"}}))
+
+
+@pytest.mark.parametrize(
+    ("action", "field"), [("sleep", "duration"), ("signal", "timeout"), ("http", "timeout")]
+)
+@pytest.mark.parametrize("wait", ["99999999999999999999d", "401d", "soon"])
+def test_an_input_making_a_duration_out_of_range_fails_the_start(
+    action: str, field: str, wait: str
+) -> None:
+    definition = waits(action, field, "${{ params.wait }}")
+
+    [detail] = input_problems(definition, {"wait": wait})
+
+    assert detail.pointer == "/inputs/wait"
+    assert f"/tasks/a/with/{field}" in detail.reason
+    assert resolve_inputs(definition, {"wait": "400d"}) == {"wait": "400d", "n": None}
+
+
+def test_an_expression_over_parameters_is_checked_with_the_inputs() -> None:
+    definition = waits("sleep", "duration", "${{ params.n * 86400 }}")
+
+    [detail] = input_problems(definition, {"n": 401})
+
+    assert detail.pointer == "/inputs/n"
+    assert "at most 400d" in detail.reason
+    assert resolve_inputs(definition, {"n": 2})["n"] == 2
+
+
+def test_a_workflow_without_such_durations_has_no_input_checks() -> None:
+    definition = parse_definition(
+        workflow({"a": echo(with_={"d": "${{ params.wait }}"})}, parameters={"wait": {}})
+    )
+
+    assert definition.input_checks == ()
+    assert resolve_inputs(definition, {"wait": "99999999999999999999d"})

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from execflow.durations import format_duration, parse_duration
+from execflow.durations import MAX_DURATION, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -90,3 +90,23 @@ def test_format_duration(seconds: float, text: str) -> None:
 @pytest.mark.parametrize("seconds", [0.25, 1.0, 1.5, 45.0, 90.0, 600.0, 3600.0, 5400.0])
 def test_formatted_durations_parse_back(seconds: float) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize(
+    "value", ["99999999999999999999d", "401d", 400 * 86400 + 1, 1e300, "9" * 400 + "s"]
+)
+def test_durations_beyond_the_maximum_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="at most 400d") as caught:
+        parse_duration(value)
+
+    assert str(caught.value).count("\n") == 0
+
+
+def test_the_maximum_itself_is_accepted() -> None:
+    assert parse_duration("400d") == MAX_DURATION == parse_duration(MAX_DURATION)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_infinite_durations_are_refused(value: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        parse_duration(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from execflow.expressions import (
     has_expression,
     render,
 )
+from execflow.sandbox import MAX_SIZE
 
 
 def context() -> dict[str, Any]:
@@ -346,3 +348,136 @@ def test_check_with_other_roots_reports_names_outside_them() -> None:
 def test_a_key_named_like_a_dict_method_reads_the_value() -> None:
     render = compile_value("${{ params.items + [params.keys] }}")
     assert render({"params": {"items": [1], "keys": 2}}) == [1, 2]
+
+
+# --- budgets: no expression blocks the event loop, at compile time or when rendered -------
+
+# Each costs far more than its text; `N` is the large number, written as a constant or read
+# from an input. The second field is a word of the reason given.
+HOSTILE = [
+    ("7 ** N", 10**7, "bits"),
+    ("2 ** (2 ** N)", 40, "bits"),
+    ("'a' * N", 10**7, "repeating"),
+    ("('a' * 1000) * 1000 * N", 1000, "repeating"),
+    ("[[1] * 1000] * N", 1000, "repeating"),
+    ("[0] * N", 10**6, "at most"),
+    ("range(N)", 10**9, "range"),
+    ("'x' | center(N)", 10**9, "wide"),
+    ("'x'.ljust(N)", 10**9, "wide"),
+    ("('\\t' * 100).expandtabs(N)", 10**7, "expandtabs"),
+    ("('%' ~ N ~ 's') % 'x'", 10**9, "width"),
+    ("'%*s' % (N, 'x')", 10**9, "width"),
+    ("('%.' ~ N ~ 'f') | format(1.5)", 10**9, "width"),
+    ("('{:' ~ N ~ '}').format('x')", 10**9, "width"),
+    ("range(100000) | join('x' * N)", 1000, "joining"),
+    ("'-'.join(['x' * N, 'x' * N])", 600000, "joining"),
+    ("('a\\n' * 1000) | indent(N)", 10**6, "indent"),
+    ("('ab' * 100000) | replace('a', 'x' * N)", 1000, "replace"),
+    ("[1] | batch(N, 'x')", 10**9, "batch"),
+    ("[1] | slice(N)", 10**9, "slice"),
+    ("([[1, 2]] * N) | sum(start=[])", 50000, "sum"),
+    ("('hello ' * N) | wordwrap(1)", 100000, "wordwrap"),
+    ("('a' * N) ~ ('a' * N)", 1000000, "larger than"),
+    ("'a' * N + 'b' * N", 1000000, "joining"),
+    ("(['x' * 1000] * 100) * N", 100, "repeating"),
+    ("['x' * N, 'x' * N, 'x' * N] | string", 400000, "too large"),
+    ("['x' * N, 'x' * N, 'x' * N] | tojson", 400000, "too large"),
+    ("['x' * N, 'x' * N, 'x' * N] | json", 400000, "too large"),
+]
+BUDGET_SECONDS = 0.05  # generous on a slow shared machine: each takes a few milliseconds
+
+
+@pytest.mark.parametrize(("source", "n", "word"), HOSTILE)
+def test_a_hostile_expression_over_inputs_fails_its_render_quickly(
+    source: str, n: int, word: str
+) -> None:
+    renderer = compile_value("${{ " + source.replace("N", "params.n") + " }}")
+
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError) as caught:
+        renderer({"params": {"n": n}})
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < BUDGET_SECONDS
+    assert word in caught.value.message.lower()
+    assert caught.value.kind == "expression"
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize(("source", "n", "word"), HOSTILE)
+def test_a_hostile_constant_is_refused_when_checked_and_quickly(
+    source: str, n: int, word: str
+) -> None:
+    constant = source.replace("N", f"({n})")
+
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="(?i)" + word):
+        check(constant)
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < BUDGET_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("2 ** 64", 2**64),
+        ("'ab' * 3", "ababab"),
+        ("[0] * 3", [0, 0, 0]),
+        ("'%05.1f' % 2.25", "002.2"),
+        ("'{:>6}'.format('x')", "     x"),
+        ("'x' | center(5)", "  x  "),
+        ("range(3) | join('-')", "0-1-2"),
+        ("'-'.join(['a', 'b'])", "a-b"),
+        ("[1, 2, 3] | batch(2, 0) | list", [[1, 2], [3, 0]]),
+        ("[1, 2, 3] | sum", 6),
+        ("'a b' | replace(' ', '--')", "a--b"),
+        ("'a\\nb' | indent(2)", "a\n  b"),
+        ("{'a': [1]} | tojson", '{"a": [1]}'),
+        ("[1, 'x'] | json", '[1,"x"]'),
+    ],
+)
+def test_ordinary_uses_of_guarded_operations_still_work(source: str, value: Any) -> None:
+    check(source)
+    assert compile_value("${{ " + source + " }}")({}) == value
+
+
+def test_a_rendered_value_over_the_size_limit_fails_with_a_clear_message() -> None:
+    renderer = compile_value("${{ params.big }}")
+    big = "x" * (MAX_SIZE + 1)
+
+    with pytest.raises(ExpressionError, match=f"larger than {MAX_SIZE} bytes"):
+        renderer({"params": {"big": big}})
+    assert renderer({"params": {"big": big[:MAX_SIZE]}}) == big[:MAX_SIZE]
+
+
+def test_a_text_mixing_expressions_over_the_size_limit_fails() -> None:
+    half = "x" * (MAX_SIZE // 2 + 1)
+    renderer = compile_value("${{ params.a }}${{ params.a }}")
+
+    with pytest.raises(ExpressionError, match="larger than"):
+        renderer({"params": {"a": half}})
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("params.x | nosuchfilter", "No filter named 'nosuchfilter'"),
+        ("params.x is nosuchtest", "No test named 'nosuchtest'"),
+        ("params.x | urlize", "No filter named 'urlize'"),
+    ],
+)
+def test_unknown_filters_and_tests_do_not_compile(source: str, reason: str) -> None:
+    with pytest.raises(ValueError, match="does not compile") as caught:
+        check(source)
+
+    assert reason in str(caught.value)
+
+
+def test_lipsum_is_not_available() -> None:
+    assert check("lipsum(3)").unknown == frozenset({"lipsum"})
+
+
+def test_dict_fromkeys_is_refused() -> None:
+    with pytest.raises(ExpressionError, match="fromkeys"):
+        compile_value("${{ dict.fromkeys(range(params.n), 'x') }}")({"params": {"n": 10}})

@@ -11,6 +11,7 @@ import copy
 import enum
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -96,7 +97,11 @@ class RetryPolicy(_Model):
         """Seconds to wait before the next attempt, or None when attempts are used up."""
         if failed_attempt >= self.max_attempts:
             return None
-        return min(self.initial_delay * self.multiplier ** (failed_attempt - 1), self.max_delay)
+        try:
+            growth = self.multiplier ** (failed_attempt - 1)
+        except OverflowError:  # far past max_delay anyway
+            growth = math.inf
+        return min(self.initial_delay * growth, self.max_delay)
 
 
 NO_RETRY = RetryPolicy()
@@ -173,6 +178,32 @@ class _Shape(_Model):
     stores: dict[str, Any] = Field(default_factory=dict)
 
 
+# the action arguments that are durations
+_DURATION_ARGS = {"sleep": ("duration",), "signal": ("timeout",), "http": ("timeout",)}
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """A duration argument computed from parameters alone (`${{ params.wait }}`)."""
+
+    param: str
+    where: str
+    source: str
+
+    def problem(self, params: Mapping[str, Any]) -> str | None:
+        """Why these parameters make no valid duration here, or None."""
+        if any(isinstance(v, Sealed) for v in params.values()):
+            return None  # a rerun's secret: checked when it was first given
+        try:
+            value = expressions.compile_value("${{ " + self.source + " }}")({"params": params})
+            if value is not None:
+                parse_duration(value)
+        except (ValueError, expressions.ExpressionError) as exc:
+            why = exc.message if isinstance(exc, expressions.ExpressionError) else str(exc)
+            return f"{self.where}: {why}"
+        return None
+
+
 @dataclass(frozen=True)
 class Definition:
     """A validated workflow definition; `source` is the canonical JSON-compatible form."""
@@ -198,6 +229,12 @@ class Definition:
     @cached_property
     def order(self) -> list[str]:
         return dag.topological_order(self.needs)
+
+    def compile(self) -> None:
+        """Build every renderer now (each expression is compiled once and shared)."""
+        for built in (self.renderers, self.for_each_renderers, self.store_key_renderers):
+            assert len(built) <= len(self.tasks)
+        assert callable(self.outputs_renderer)
 
     @cached_property
     def renderers(self) -> dict[str, expressions.Renderer]:
@@ -231,6 +268,24 @@ class Definition:
             for dep in task.needs:
                 out[dep].append(tid)
         return out
+
+    @cached_property
+    def input_checks(self) -> tuple[InputCheck, ...]:
+        """The durations that are one expression over parameters only, so that a start whose
+        inputs make them out of range fails at once instead of at run time."""
+        found = []
+        for tid, task in self.tasks.items():
+            for name in _DURATION_ARGS.get(task.action, ()):
+                value = task.with_.get(name)
+                if not isinstance(value, str) or not expressions.is_single_expression(value):
+                    continue
+                [(_, src)] = expressions.expressions_in(value)
+                refs = expressions.check(src)
+                other = refs.tasks or refs.stores or refs.unknown or "execution" in src
+                if refs.params and not other:
+                    where = _pointer("tasks", tid, "with", name)
+                    found.append(InputCheck(sorted(refs.params)[0], where, src))
+        return tuple(found)
 
     @cached_property
     def secret_params(self) -> frozenset[str]:
@@ -366,7 +421,7 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
     if problems:
         raise InvalidDefinition(details=problems)
     source = json.loads(json.dumps(raw, default=str))
-    return Definition(
+    definition = Definition(
         shape.name,
         shape.description,
         parameters,
@@ -376,6 +431,10 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
         schedules,
         stores,
     )
+    # Every expression compiled above; building the renderers here means the engine finds
+    # nothing at run time that the door could have found.
+    definition.compile()
+    return definition
 
 
 def _schedules(
@@ -686,9 +745,19 @@ def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> 
             problems.append(Detail(where, "a value is required"))
         else:
             resolved[pname] = None
+    if not problems:
+        problems = _input_check_problems(definition, resolved)
     if problems:
         raise InvalidInput("the inputs do not fit the workflow's parameters", problems)
     return resolved
+
+
+def _input_check_problems(definition: Definition, resolved: dict[str, Any]) -> list[Detail]:
+    found = []
+    for checked in definition.input_checks:
+        if why := checked.problem(resolved):
+            found.append(Detail(_pointer("inputs", checked.param), why))
+    return found
 
 
 def mask_secrets(definition: Definition, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,19 +5,26 @@ from __future__ import annotations
 import math
 import re
 
+# The longest wait a workflow may ask for (a sleep, a timeout, a retry delay). Far beyond any
+# real wait, yet small enough that `now + timedelta(seconds=...)` can never overflow.
+MAX_DURATION = 400 * 86400.0
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
 
 
 def parse_duration(value: object) -> float:
-    """Return seconds for a duration string or a non-negative number; ValueError otherwise."""
+    """Return seconds for a duration string or a number from 0 to MAX_DURATION; ValueError
+    otherwise."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '30s', '5m' or a number of seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds")
+        if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _bounded(float(value), value)
     if not isinstance(value, str):
         raise ValueError("expected a duration such as '30s', '5m' or a number of seconds")
     text = value.strip().lower().replace(" ", "")
@@ -25,7 +32,14 @@ def parse_duration(value: object) -> float:
         raise ValueError(
             f"{value!r} is not a duration: use forms like '250ms', '30s', '5m', '1h30m'"
         )
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    return _bounded(sum(float(n) * _UNITS[u] for n, u in _PART.findall(text)), value)
+
+
+def _bounded(seconds: float, value: object) -> float:
+    if seconds > MAX_DURATION:  # an overflow to infinity lands here too
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:36]}..."
+        raise ValueError(f"{shown} is too long: a duration is at most {MAX_DURATION / 86400:g}d")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -8,36 +8,30 @@ Templates are compiled once per revision and rendered many times.
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import (
+    StrictUndefined,
+    TemplateAssertionError,
+    TemplateSyntaxError,
+    UndefinedError,
+    nodes,
+)
+from jinja2.environment import TemplateExpression
 
 from execflow.errors import TaskFailure
+from execflow.sandbox import MAX_SIZE, json_text, sandbox, size_of
 
 _EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 
 ROOTS = frozenset({"params", "tasks", "execution", "stores"})
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """`a.b` on data reads the key `b` first, so that a parameter or field named like a
-    method of dict (`items`, `keys`, `values`…) reads the value, not the method."""
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # JSON data is made of dicts; a concrete check is much cheaper than Mapping's ABC
-        if isinstance(obj, dict) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-
-_env = _Environment(undefined=StrictUndefined, autoescape=False)
-_env.filters["json"] = lambda v: json.dumps(v, separators=(",", ":"), default=str)
+_env = sandbox(undefined=StrictUndefined)
 
 
 class ExpressionError(TaskFailure):
@@ -78,7 +72,10 @@ class References:
 
 
 def check(source: str, roots: frozenset[str] = ROOTS) -> References:
-    """Parse one expression and list what it refers to; ValueError if it does not parse."""
+    """Compile one expression as its renderer will, and list what it refers to; ValueError
+    if it does not compile (a syntax error, an unknown filter or test), or if it reads
+    nothing and its value fails (a constant is computed here, once, within the budgets)."""
+    _compiled(source)
     try:
         tree = _env.parse("{{ " + source + " }}")
     except TemplateSyntaxError as exc:
@@ -87,9 +84,17 @@ def check(source: str, roots: frozenset[str] = ROOTS) -> References:
     tasks: set[str] = set()
     stores: set[str] = set()
     unknown: set[str] = set()
+    constant = True
     for name in tree.find_all(nodes.Name):
-        if name.name not in roots and name.name not in _env.globals:
-            unknown.add(name.name)
+        if name.name not in _env.globals:
+            constant = False
+            if name.name not in roots:
+                unknown.add(name.name)
+    if constant:
+        try:
+            _compile_expression(source)({})
+        except ExpressionError as exc:
+            raise ValueError(exc.message) from None
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
         inner = node.node
@@ -152,7 +157,14 @@ def _compile_string(text: str) -> Renderer:
         pos = match.end()
     tail = text[pos:]
     pieces.append(lambda ctx: tail)
-    return lambda ctx: "".join(_as_text(p(ctx)) for p in pieces)
+
+    def render(ctx: Mapping[str, Any]) -> str:
+        result = "".join(_as_text(p(ctx)) for p in pieces)
+        if len(result) > MAX_SIZE:
+            raise ExpressionError(f"{text[:80]!r}: {_TOO_LARGE}", "expression", False)
+        return result
+
+    return render
 
 
 def _constant(value: Any) -> Renderer:
@@ -162,32 +174,48 @@ def _constant(value: Any) -> Renderer:
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return json_text(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str) -> TemplateExpression:
+    """The compiled expression, shared by every revision that holds the same source (a
+    revision is parsed when it is applied and again when an engine loads it)."""
+    try:
+        return _env.compile_expression(source, undefined_to_none=False)
+    except TemplateAssertionError as exc:  # an unknown filter or test
+        raise ValueError(f"expression {source!r} does not compile: {exc.message}") from exc
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"expression {source!r} does not parse: {exc.message}") from exc
 
 
 def _compile_expression(source: str) -> Renderer:
-    try:
-        compiled = _env.compile_expression(source, undefined_to_none=False)
-    except TemplateSyntaxError as exc:
-        message = f"expression {source!r} does not parse: {exc.message}"
-        raise ValueError(message) from exc
+    compiled = _compiled(source)
 
     def render(ctx: Mapping[str, Any]) -> Any:
         try:
             result = compiled(**ctx)
         except UndefinedError as exc:
-            raise ExpressionError(
-                f"${{{{ {source} }}}}: {exc.message}", "expression", False
-            ) from exc
-        except SecurityError as exc:
-            raise ExpressionError(f"${{{{ {source} }}}}: {exc}", "expression", False) from exc
+            raise _failure(source, exc.message or "undefined") from exc
         except Exception as exc:  # any evaluation error of user code is a task failure
-            raise ExpressionError(f"${{{{ {source} }}}}: {exc}", "expression", False) from exc
+            raise _failure(source, str(exc)) from exc
         if isinstance(result, StrictUndefined):
             raise ExpressionError(f"${{{{ {source} }}}} is undefined", "expression", False)
+        if type(result) is str:
+            if len(result) > MAX_SIZE:
+                raise _failure(source, _TOO_LARGE)
+        elif isinstance(result, dict | list | tuple) and size_of(result) > MAX_SIZE:
+            raise _failure(source, _TOO_LARGE)
         return result
 
     return render
+
+
+_TOO_LARGE = f"its value is larger than {MAX_SIZE} bytes, the most an expression may give"
+
+
+def _failure(source: str, why: str) -> ExpressionError:
+    return ExpressionError(f"${{{{ {source} }}}}: {why}", "expression", False)
 
 
 def render(value: Any, ctx: Mapping[str, Any]) -> Any:

@@ -19,6 +19,15 @@ class SleepArgs(Args):
     def _duration(cls, value: object) -> float | None:
         return None if value is None else parse_duration(value)
 
+    @field_validator("until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # the wake-up time is kept in UTC: a time near year 1 or 9999 may have none
+        try:
+            return None if value is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("this time has no UTC equivalent (outside years 1 to 9999)") from None
+
     @model_validator(mode="after")
     def _one_of(self) -> SleepArgs:
         if (self.duration is None) == (self.until is None):
