@@ -612,3 +612,52 @@ async def test_an_unexpected_error_still_has_the_shape_and_a_request_id(
     assert "database" not in r.text
     assert r.headers.get("x-request-id") == "trace-500"
     assert assert_error(r, 500)["id"] == "internal_error"
+
+
+async def test_what_the_engine_could_not_run_is_refused_at_the_door(api: Api) -> None:
+    """A sleep longer than any clock, an unknown filter and an expression that would run
+    for seconds are refused when the workflow is stored, each at its pointer, at once."""
+    bad = {
+        "name": "poison",
+        "parameters": {"x": {"type": "string", "default": "a"}},
+        "tasks": {
+            "nap": {"action": "sleep", "with": {"duration": "99999999999999999999d"}},
+            "filtered": {"action": "echo", "with": {"v": "${{ params.x | nosuchfilter }}"}},
+            "costly": {"action": "echo", "with": {"v": "${{ 7 ** (10 ** 7) }}"}},
+            "wide": {"action": "echo", "with": {"v": "${{ 'a' * 10 ** 7 }}"}},
+        },
+    }
+    error = assert_error(await put(api, bad), 422)
+    found = pointers_of(error)
+    assert set(found) == {
+        "/tasks/nap/with/duration",
+        "/tasks/filtered/with/v",
+        "/tasks/costly/with/v",
+        "/tasks/wide/with/v",
+    }, found
+    assert "nosuchfilter" in found["/tasks/filtered/with/v"]
+    r = await api.client.get("/api/v1/workflows", headers=api.auth())
+    assert r.json()["items"] == []
+
+
+async def test_an_input_that_would_overflow_a_duration_fails_the_start(api: Api) -> None:
+    wf = {
+        "name": "waits",
+        "parameters": {"wait": {"type": "string", "default": "1s"}},
+        "tasks": {"nap": {"action": "sleep", "with": {"duration": "${{ params.wait }}"}}},
+    }
+    assert (await put(api, wf)).status_code == 201
+    for wait in ("99999999999999999999d", "401d", "soon"):
+        r = await api.client.post(
+            "/api/v1/workflows/waits/executions",
+            json={"inputs": {"wait": wait}},
+            headers=api.auth(),
+        )
+        error = assert_error(r, 422)
+        assert list(pointers_of(error)) == ["/inputs/wait"], error
+    r = await api.client.get("/api/v1/executions", headers=api.auth())
+    assert r.json()["items"] == []
+
+
+def pointers_of(error: dict[str, Any]) -> dict[str, str]:
+    return {d["pointer"]: d["reason"] for d in error["details"]}

@@ -51,6 +51,31 @@ def _bystanders() -> dict[str, Any]:
     return seq(3)
 
 
+def _one_task(name: str, action: str, field: str) -> dict[str, Any]:
+    """A workflow of one task whose argument `field` is the input `v`."""
+    return {
+        "name": name,
+        "parameters": {"v": {"type": "string"}},
+        "tasks": {"x": {"action": action, "with": {field: "${{ params.v }}"}}},
+    }
+
+
+BUGGY = _one_task("buggy", "explode", "value")
+
+
+async def _bad_among_fine(h: Harness, workflow: dict[str, Any], bad: str, others: int) -> str:
+    """Start one execution with input `bad`, one with a fine input and `others` bystanders;
+    drive the engine; check every one but the bad one completed; the bad one's id."""
+    await h.apply(workflow)
+    await h.apply(_bystanders())
+    poisoned = await h.service.start(h.admin, workflow["name"], {"v": bad})
+    fine = await h.service.start(h.admin, workflow["name"], {"v": "calm"})
+    ids = await _start_bystanders(h, others)
+    await h.engine.run_until_idle(max_ticks=50)
+    assert await _states(h, [fine.id, *ids]) == [E.COMPLETED] * (others + 1)
+    return poisoned.id
+
+
 async def _start_bystanders(h: Harness, count: int) -> list[str]:
     ids = []
     for _ in range(count):
@@ -102,26 +127,15 @@ async def test_an_overflowing_sleep_fails_its_execution_alone(store: Store) -> N
 async def test_a_bug_while_starting_a_task_fails_only_that_execution(
     store: Store, explode: None
 ) -> None:
-    wf = {
-        "name": "buggy",
-        "parameters": {"v": {"type": "string"}},
-        "tasks": {"x": {"action": "explode", "with": {"value": "${{ params.v }}"}}},
-    }
     async with harness(store) as h:
-        await h.apply(wf)
-        await h.apply(_bystanders())
-        bad = await h.service.start(h.admin, "buggy", {"v": "explode"})
-        fine = await h.service.start(h.admin, "buggy", {"v": "calm"})
-        others = await _start_bystanders(h, 5)
-        await h.engine.run_until_idle(max_ticks=50)
-        assert await _states(h, [fine.id, *others]) == [E.COMPLETED] * 6
-        ex = await _failed(h, bad.id)
+        bad = await _bad_among_fine(h, BUGGY, "explode", 5)
+        ex = await _failed(h, bad)
         assert ex.error is not None
         assert ex.error["type"] == "internal"
         assert "a bug in an argument check" in ex.error["message"]
         # the task run that was starting is not left RUNNING
         assert all(t.state.terminal for t in ex.task_runs)
-        logs = await h.service.logs(h.admin, bad.id)
+        logs = await h.service.logs(h.admin, bad)
         assert any("a bug in an argument check" in e.message for e in logs)
 
 
@@ -207,20 +221,9 @@ async def test_a_row_the_database_refuses_fails_only_its_execution(
         real(conn, owner, ops)
 
     monkeypatch.setattr(writes, "apply", apply)
-    wf = {
-        "name": "refused",
-        "parameters": {"v": {"type": "string"}},
-        "tasks": {"t": {"action": "echo", "with": {"v": "${{ params.v }}"}}},
-    }
     async with harness(store) as h:
-        await h.apply(wf)
-        await h.apply(_bystanders())
-        bad = await h.service.start(h.admin, "refused", {"v": "refused"})
-        fine = await h.service.start(h.admin, "refused", {"v": "taken"})
-        others = await _start_bystanders(h, 6)
-        await h.engine.run_until_idle(max_ticks=50)
-        assert await _states(h, [fine.id, *others]) == [E.COMPLETED] * 7
-        ex = await _failed(h, bad.id)
+        bad = await _bad_among_fine(h, _one_task("refused", "echo", "v"), "refused", 6)
+        ex = await _failed(h, bad)
         assert ex.error is not None
         assert ex.error["type"] == "internal"
         assert "not JSON serializable" in ex.error["message"]
@@ -272,11 +275,7 @@ async def test_a_signal_that_trips_a_bug_fails_its_execution_only(
 async def test_a_poison_costs_a_bounded_number_of_ticks(store: Store, explode: None) -> None:
     """The engine never spins on the same poison: a faulted execution is written off in
     the tick that met it, and the next ticks have nothing left to do."""
-    wf = {
-        "name": "buggy",
-        "parameters": {"v": {"type": "string"}},
-        "tasks": {"x": {"action": "explode", "with": {"value": "${{ params.v }}"}}},
-    }
+    wf = BUGGY
     async with harness(store) as h:
         await h.apply(wf)
         bad = await h.service.start(h.admin, "buggy", {"v": "explode"})
@@ -387,11 +386,7 @@ async def test_a_task_that_always_kills_its_worker_still_ends(store: Store) -> N
 async def test_faults_and_lost_attempts_are_counted_and_logged(
     store: Store, tmp_path: Path, explode: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    wf = {
-        "name": "buggy",
-        "parameters": {"v": {"type": "string"}},
-        "tasks": {"x": {"action": "explode", "with": {"value": "${{ params.v }}"}}},
-    }
+    wf = BUGGY
     dies = {"name": "dies", "tasks": {"t": py("die_once", args={"marker": str(tmp_path / "m")})}}
     async with harness(store, SystemClock()) as h:
         await h.apply(wf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -207,13 +208,19 @@ SLOW_MIDDLE: dict[str, Any] = {
 }
 
 
+@pytest.mark.parametrize("policy", ["retries", "default"])
 def test_sigkill_mid_task_then_restart_retries_and_completes(
-    tmp_path: Path, servers: list[Server]
+    tmp_path: Path, servers: list[Server], policy: str
 ) -> None:
+    """An attempt lost to a kill -9 runs again when the server is back, whatever the task's
+    retry policy: under the default one (a single attempt) too."""
     data_dir, port = tmp_path / "data", free_port()
     first = start_server(data_dir, port)
     servers.append(first)
-    r = first.client.put("/api/v1/workflows/slow-middle", json=SLOW_MIDDLE)
+    definition = copy.deepcopy(SLOW_MIDDLE)
+    if policy == "default":
+        del definition["tasks"]["middle"]["retry"]
+    r = first.client.put("/api/v1/workflows/slow-middle", json=definition)
     assert r.status_code == 201, r.text
     marker = tmp_path / "worker-pid"
     r = first.client.post(
