@@ -766,3 +766,26 @@ def test_a_nonce_is_taken_once_until_its_time_and_then_swept(store: Store) -> No
     assert store.use_nonce("EFKEY", "x" * 10_000, at(1), until)  # any length: kept hashed
     # once its time is past, a use sweeps it: a replay that late fails its timestamp anyway
     assert store.use_nonce("EFKEY", "n-1", at(61), at(120))
+
+
+async def test_a_read_during_an_outage_fails_and_the_next_one_after_it_works(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept connection found dead while the database cannot be reached: that read fails,
+    and once the database answers again the next read opens a new connection (the dead one
+    must not stay behind as the thread's connection)."""
+    wf = workflow(store)
+    with store.reading() as kept:
+        kept.invalidate()  # as a database restart leaves it
+    real = store.engine.connect
+
+    def unreachable() -> Any:
+        raise sa.exc.OperationalError("connect", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(store.engine, "connect", unreachable)
+    for _ in range(3):
+        with pytest.raises(sa.exc.OperationalError), store.reading() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    monkeypatch.setattr(store.engine, "connect", real)
+    for _ in range(3):
+        assert store.get_workflow(wf.project_id, wf.name).id == wf.id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
@@ -154,8 +155,13 @@ class Store:
         kept: Connection | None = getattr(self._local, "conn", None)
         if kept is None or kept.closed or kept.invalidated:
             if kept is not None:
-                kept.close()
-                self._readers.remove(kept)
+                # forgotten before reconnecting: if the database cannot be reached now, the
+                # next read tries again instead of finding this dead one
+                self._local.conn = None
+                if kept in self._readers:
+                    self._readers.remove(kept)
+                with contextlib.suppress(Exception):
+                    kept.close()
             kept = self.engine.connect()
             if not self.is_sqlite:
                 kept = kept.execution_options(isolation_level="AUTOCOMMIT")
