@@ -512,10 +512,23 @@ def test_renew_extends_only_the_owners_leases(store: Store) -> None:
     assert ids(store.claim("a", 2, at(30), T0)) == set(mine)
     assert ids(store.claim("b", 2, at(30), T0)) == {theirs}
 
-    store.renew("a", at(90))
+    # what "a" holds comes back; an execution it asks for but does not hold does not
+    assert store.renew("a", at(90), [*mine, theirs]) == set(mine)
     assert [lease(store, i) for i in mine] == [("a", at(90))] * 2
     assert lease(store, theirs) == ("b", at(30))
     assert ids(store.claim("c", 10, at(120), at(60))) == {theirs}
+
+
+def test_renew_extends_only_what_the_engine_still_has_in_mind(store: Store) -> None:
+    """A lease the engine forgot (it dropped the execution after a failed write and the
+    release failed too) is not renewed: it expires, and another node takes it over."""
+    wf = workflow(store)
+    kept, forgotten = (start(store, wf, f"e{i}", created_at=at(i)).id for i in range(2))
+    assert ids(store.claim("a", 2, at(30), T0)) == {kept, forgotten}
+    assert store.renew("a", at(90), [kept]) == {kept}
+    assert lease(store, forgotten) == ("a", at(30))
+    assert ids(store.claim("b", 10, at(120), at(60))) == {forgotten}
+    assert store.renew("a", at(150), [kept, forgotten]) == {kept}
 
 
 def test_an_engine_sees_the_pending_commands_of_what_it_holds_until_done(store: Store) -> None:

@@ -101,6 +101,11 @@ class EngineBase:
         self._claim_wanted = True
         self._next_poll = self.clock.now()
         self._next_renew = self.clock.now()
+        # when this node last learnt which leases it holds: nothing starts once it is
+        # older than a lease (another node may have taken the executions over meanwhile)
+        self._renewed_at = self.clock.now()
+        # attempts a worker was free for when this node could not vouch for its leases
+        self._unstarted: list[tuple[Key, str, Any]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._draining = False

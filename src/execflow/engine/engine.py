@@ -36,7 +36,7 @@ from execflow.engine.fanout import FanOuts
 from execflow.engine.run import Attempt, Run
 from execflow.engine.writing import Writing
 from execflow.errors import TaskFailure, TaskTimeout
-from execflow.executors import Outcome, TaskLog
+from execflow.executors import NotStarted, Outcome, TaskLog
 from execflow.records import EventRecord, ExecutionRecord
 from execflow.sealing import SecretKeyError
 from execflow.store.ops import InsertEvent, Op
@@ -234,9 +234,30 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 self._wake.set()
 
     async def _renew(self, now: datetime) -> None:
+        """Extend the leases of what this engine holds, and drop at once what it no longer
+        holds (another node took it over while this one was paused or cut off)."""
         expires = now + timedelta(seconds=self.settings.lease_seconds)
-        await self.store.call(self.store.renew, self.node_id, expires)
+        mine = {*self.runs, *(rec.id for rec, _ in self._adopt)}
+        held = await self.store.call(self.store.renew, self.node_id, expires, mine)
+        self._renewed_at = now
         self._next_renew = now + timedelta(seconds=self.settings.lease_seconds / 3)
+        lost = mine - held
+        if lost:
+            log.warning("%d executions are no longer leased to this node; dropping them", len(lost))
+            for run_id in lost:
+                self._drop(run_id)
+            self._adopt = [(rec, d) for rec, d in self._adopt if rec.id not in lost]
+        unstarted, self._unstarted = self._unstarted, []
+        for key, action_name, args in unstarted:
+            run, attempt = self._current(key)
+            if run is not None and attempt is not None and attempt.state is T.RUNNING:
+                self._inflight[key] = asyncio.create_task(self._execute(key, action_name, args))
+
+    def _may_start(self, key: Key) -> bool:
+        """Whether an attempt may start now: its execution is still held here, as far as
+        a renewal younger than a lease tells."""
+        age = (self.clock.now() - self._renewed_at).total_seconds()
+        return key[0] in self.runs and age < self.settings.lease_seconds
 
     async def _claim(self, now: datetime) -> None:
         self._claim_wanted = False
@@ -369,12 +390,26 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         action = ACTIONS[action_name]
         try:
             if action.placement is Placement.INLINE and action.inline is not None:
+                if not self._may_start(key):
+                    raise NotStarted
                 outcome = Outcome(True, output=await action.inline(args, self.resources))
             else:
                 dumped = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
-                outcome = await self.executor.run(action_name, dumped, on_log=self._sink(key))
+                outcome = await self.executor.run(
+                    action_name,
+                    dumped,
+                    on_log=self._sink(key),
+                    may_start=lambda: self._may_start(key),
+                )
         except asyncio.CancelledError:
             return  # whoever cancelled this attempt records its outcome
+        except NotStarted:
+            # Nothing ran. The next renewal tells whether it is still ours to start.
+            log.warning("attempt %s not started: this node's leases are not known to hold", key)
+            self._unstarted.append((key, action_name, args))
+            self._next_renew = self.clock.now()
+            self._wake.set()
+            return
         except TaskFailure as exc:
             outcome = Outcome.failed(exc)
         except Exception as exc:  # an action's bug is that task's failure, not the engine's

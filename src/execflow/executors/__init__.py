@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from execflow.executors.local import LocalExecutor, Outcome, TaskLog
+from execflow.executors.local import LocalExecutor, NotStarted, Outcome, TaskLog
 
-__all__ = ["LocalExecutor", "Outcome", "TaskLog"]
+__all__ = ["LocalExecutor", "NotStarted", "Outcome", "TaskLog"]

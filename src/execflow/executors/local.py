@@ -58,6 +58,11 @@ class TaskLog:
         )
 
 
+class NotStarted(Exception):
+    """The task was not handed to a worker: its engine could no longer be sure it holds
+    the execution when a worker became free (see `LocalExecutor.run`'s `may_start`)."""
+
+
 class _Worker:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -102,6 +107,7 @@ class LocalExecutor:
         action: str,
         args: dict[str, Any],
         on_log: Callable[[TaskLog], None] | None = None,
+        may_start: Callable[[], bool] | None = None,
     ) -> Outcome:
         """Run one task on a free worker; cancelling this coroutine kills the task.
 
@@ -109,6 +115,11 @@ class LocalExecutor:
         each line the task logs, as it comes and before this returns. If it raises, the
         task is killed like a cancelled one and the exception propagates."""
         worker = await self._idle.get()
+        if may_start is not None and not may_start():
+            # Asked at the moment the task would start, not when it was queued: a node that
+            # was paused while this waited for a worker may have lost the execution since.
+            self._idle.put_nowait(worker)
+            raise NotStarted
         healthy = False
         try:
             proc = worker.proc

@@ -1096,12 +1096,23 @@ class Store:
         with self._reader() as conn:
             return [_task_run(r) for r in conn.execute(q).mappings()]
 
-    def renew(self, owner: str, expires: datetime) -> None:
-        """Extend this engine's leases."""
+    def renew(self, owner: str, expires: datetime, ids: Iterable[str]) -> set[str]:
+        """Extend the leases of those of `ids` this engine still holds; the ids it holds.
+
+        Only what the engine has in memory is renewed: a lease it forgot (after a failed
+        write, say) expires and another node may take the execution over."""
         e = s.executions
-        mine = sa.and_(e.c.lease_owner == owner, e.c.state.in_(_ACTIVE))
+        held: set[str] = set()
         with self.engine.begin() as conn:
-            conn.execute(e.update().where(mine).values(lease_expires_at=expires))
+            for chunk in _chunks(sorted(ids), 500):
+                stmt = (
+                    e.update()
+                    .where(e.c.id.in_(chunk), e.c.lease_owner == owner, e.c.state.in_(_ACTIVE))
+                    .values(lease_expires_at=expires)
+                    .returning(e.c.id)
+                )
+                held.update(conn.execute(stmt).scalars())
+        return held
 
     def apply(self, owner: str, ops: Sequence[Op]) -> None:
         """Write one tick's changes in one transaction; on a lost race, LeaseLost and no write.
