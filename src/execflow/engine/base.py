@@ -7,6 +7,7 @@ import heapq
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,6 +105,10 @@ class EngineBase:
         # when this node last learnt which leases it holds: nothing starts once it is
         # older than a lease (another node may have taken the executions over meanwhile)
         self._renewed_at = self.clock.now()
+        # for readiness: when the last tick ended (time.monotonic()), and how many ticks in a
+        # row have failed since
+        self.last_tick = time.monotonic()
+        self.failed_ticks = 0
         # attempts a worker was free for when this node could not vouch for its leases
         self._unstarted: list[tuple[Key, str, Any]] = []
         self._loop_task: asyncio.Task[None] | None = None

@@ -132,7 +132,13 @@ class Engine(Commands, FanOuts, Advancing, Writing):
     async def tick(self) -> None:
         """Advance everything that is due now, in one transaction."""
         began = time.perf_counter()
-        await self._tick()
+        try:
+            await self._tick()
+        except Exception:
+            self.failed_ticks += 1
+            raise
+        self.failed_ticks = 0
+        self.last_tick = time.monotonic()
         self.metrics.tick(time.perf_counter() - began)
 
     async def _tick(self) -> None:
