@@ -57,12 +57,20 @@ def _count(text: str) -> int:
     return value
 
 
+def _lease(text: str) -> float:
+    value = float(text)
+    if not 3 <= value <= 3600:
+        raise ValueError("must be between 3 and 3600 seconds")
+    return value
+
+
 # numeric settings: (variable, field, parser)
 _NUMBERS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_WORKERS", "workers", int),
     ("EXECFLOW_SHUTDOWN_GRACE", "shutdown_grace", float),
     ("EXECFLOW_CALLBACK_RETRY_FOR", "callback_retry_for", float),
     ("EXECFLOW_MAX_LOST_ATTEMPTS", "max_lost_attempts", _count),
+    ("EXECFLOW_LEASE_SECONDS", "lease_seconds", _lease),
 )
 
 
@@ -98,7 +106,9 @@ class Settings:
     port: int = 8080
     workers: int = 0  # worker processes; 0 means one per core
     node_id: str = ""
-    lease_seconds: float = 30.0
+    # how long an execution stays a node's without a renewal (every third of it): a crashed
+    # node's executions are taken over within this and a poll
+    lease_seconds: float = 9.0
     poll_seconds: float = 1.0
     sqlite_synchronous: str = "FULL"
     shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown
