@@ -7,7 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from execflow.clock import ManualClock
+import pytest
+
+from execflow.clock import ManualClock, SystemClock
+from execflow.executors import LocalExecutor, NotStarted
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
 from tests.harness import harness
@@ -38,9 +41,10 @@ async def _until(what: str, check: Any, seconds: float = 20) -> None:
 async def test_a_paused_node_does_not_start_what_waited_for_a_worker(
     store: Store, tmp_path: Path
 ) -> None:
-    """Node a hands two tasks to its one worker; the second waits. a is paused past its
-    lease (the clock moves, a does not tick) and b takes the execution over. When a's
-    worker frees, a does not start the second task: it cannot vouch for its lease."""
+    """Node a has one worker for two tasks: the second waits, queued. a is paused past its
+    lease (the clock moves, a does not tick) and b takes the execution over. When a's worker
+    frees, a does not start the second task: starting it is a write its lease no longer
+    allows."""
     clock = ManualClock()
     async with harness(store, clock, node_id="a", workers=1) as a:
         await a.apply(_two_slow(tmp_path))
@@ -48,44 +52,91 @@ async def test_a_paused_node_does_not_start_what_waited_for_a_worker(
         await a.engine.tick()
         await _until("p1 to start on a", (tmp_path / "p1").exists)
         a_workers = {w.proc.pid for w in a.engine.executor._all}
+        ex = await a.service.get_execution(a.admin, started.id)
+        queued = [t for t in ex.task_runs if t.task_id == "p2"]
+        assert queued[0].waiting == {"queued": True} and queued[0].started_at is None
         clock.advance(31)  # a was paused past its lease
         async with harness(store, clock, node_id="b", workers=2) as b:
             b.engine.poke()
             await b.engine.tick()
             assert started.id in b.engine.runs
-            # a's worker frees: the waiting attempt is not started on a
-            await _until("a's waiting attempt to be turned away", lambda: a.engine._unstarted)
-            await a.engine.tick()  # a renews: the execution is not a's any more
+            await _until("a's first task to end", lambda: a.engine._results)
+            await a.engine.tick()  # a finds the execution is not its own any more
             assert started.id not in a.engine.runs
             assert not a.engine._inflight
             await b.engine.run_until_idle()
             ex = await b.service.get_execution(b.admin, started.id)
             assert ex.state == E.COMPLETED
-            # p2 ran once, on b: never on a
+            # p2 ran once, on b, and was never lost: it never reached a's worker
             assert int((tmp_path / "p2").read_text()) not in a_workers
-            assert [s for _, s in attempts(ex, "p2")] == [
-                TaskRunState.FAILED,
-                TaskRunState.COMPLETED,
-            ]
+            assert attempts(ex, "p2") == [(1, TaskRunState.COMPLETED)]
 
 
-async def test_an_attempt_turned_away_starts_once_the_lease_is_confirmed(
+async def test_a_task_waiting_for_a_worker_is_handed_over_not_lost(
     store: Store, tmp_path: Path
 ) -> None:
-    """Paused past its lease with nobody taking over: the waiting attempt is not started at
-    once, but right after the next renewal confirms the lease; nothing is lost."""
+    """A crash while attempts wait for a worker: the one that ran is `lost` and runs again;
+    those that never reached a worker are queued again by the next owner, as they were."""
+    wf = {
+        "name": "three-slow",
+        "tasks": {
+            name: py("slow", args={"seconds": 1, "marker": str(tmp_path / name)})
+            for name in ("p1", "p2", "p3")
+        },
+    }
     clock = ManualClock()
     async with harness(store, clock, node_id="a", workers=1) as a:
-        await a.apply(_two_slow(tmp_path))
-        started = await a.service.start(a.admin, "two-slow")
+        await a.apply(wf)
+        started = await a.service.start(a.admin, "three-slow")
         await a.engine.tick()
         await _until("p1 to start", (tmp_path / "p1").exists)
-        clock.advance(31)
-        await _until("the waiting attempt to be turned away", lambda: a.engine._unstarted)
-        await a.engine.run_until_idle()
-        ex = await a.service.get_execution(a.admin, started.id)
+        await a.crash()
+    clock.advance(31)
+    async with harness(store, clock, node_id="b", workers=2) as b:
+        b.engine.poke()
+        await b.engine.run_until_idle()
+        ex = await b.service.get_execution(b.admin, started.id)
         assert ex.state == E.COMPLETED
+        assert attempts(ex, "p1") == [(1, TaskRunState.FAILED), (2, TaskRunState.COMPLETED)]
         assert attempts(ex, "p2") == [(1, TaskRunState.COMPLETED)]
+        assert attempts(ex, "p3") == [(1, TaskRunState.COMPLETED)]
+        assert all(t.waiting is None for t in ex.task_runs)
+
+
+async def test_a_cancel_ends_queued_attempts_at_once(store: Store, tmp_path: Path) -> None:
+    """A graceful cancel lets running tasks finish; a queued one has nothing to finish."""
+    async with harness(store, SystemClock(), workers=1) as h:
+        await h.apply(_two_slow(tmp_path))
+        started = await h.service.start(h.admin, "two-slow")
+        await h.engine.tick()
+        await h.service.cancel(h.admin, started.id)
+        await h.engine.tick()
+        ex = await h.service.get_execution(h.admin, started.id)
+        assert attempts(ex, "p2") == [(1, TaskRunState.CANCELED)]
+        await h.engine.run_until_idle()
+        ex = await h.service.get_execution(h.admin, started.id)
+        assert ex.state == E.CANCELED
+        assert attempts(ex, "p1") == [(1, TaskRunState.COMPLETED)]
+        assert not (tmp_path / "p2").exists()
+
+
+async def test_the_pool_turns_away_a_task_its_engine_cannot_vouch_for() -> None:
+    """Asked when a worker frees, not when the task was queued."""
+    executor = LocalExecutor(1)
+    await executor.start()
+    try:
+        with pytest.raises(NotStarted):
+            await executor.run(
+                "python", {"function": "tests.fixtures.tasks:add"}, may_start=lambda: False
+            )
+        outcome = await executor.run(
+            "python",
+            {"function": "tests.fixtures.tasks:add", "args": {"a": 1, "b": 2}},
+            may_start=lambda: True,
+        )
+        assert outcome.ok and outcome.output == 3
+    finally:
+        await executor.close()
 
 
 async def test_a_node_drops_what_it_no_longer_holds_at_its_next_renewal(store: Store) -> None:

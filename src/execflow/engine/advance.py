@@ -8,11 +8,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from execflow.actions import ACTIONS, Placement
+from execflow.actions import ACTIONS, Action, Placement
 from execflow.actions.signal import SignalArgs, waiting
 from execflow.actions.subworkflow import WorkflowArgs
-from execflow.definition import redact
-from execflow.engine.base import E, EngineBase, Fault, Key, T, fault_text, log
+from execflow.definition import Task, redact
+from execflow.engine.base import E, Fault, Key, T, fault_text, log
+from execflow.engine.queue import QUEUED, Queueing, is_queued
 from execflow.engine.run import Attempt, Run, item_key, split_key
 from execflow.errors import TaskFailure
 from execflow.executors import Outcome
@@ -26,7 +27,7 @@ _OUTCOMES = frozenset({"lost", "timeout", "internal"})
 _STATE_LEVELS = {E.FAILED: ERROR, E.CANCELED: NOTICE, E.SUSPENDED: NOTICE}
 
 
-class Advancing(EngineBase):
+class Advancing(Queueing):
     """Advancing one execution: readiness, starting attempts, results and retries, lost
     attempts, cancel, completion and its state."""
 
@@ -224,14 +225,7 @@ class Advancing(EngineBase):
             rendered = run.definition.renderers[tid](run.context(index, tid))
             args = action.args.model_validate(rendered)
             # every time this attempt sets is computed before anything is changed
-            wake_at = until = deadline = None
-            if action.placement is Placement.TIMER and action.wake_at is not None:
-                wake_at = action.wake_at(args, now)
-            elif isinstance(args, SignalArgs):
-                signal_timeout = args.timeout or task.timeout
-                until = now + timedelta(seconds=signal_timeout) if signal_timeout else None
-            elif task.timeout:
-                deadline = now + timedelta(seconds=task.timeout)
+            wake_at, until, deadline = _times(action, args, task, now)
         except Exception as exc:
             self._not_started(run, attempt, exc, now, ops, scheduled)
             return
@@ -260,8 +254,16 @@ class Advancing(EngineBase):
                 run, attempt, now, ops, scheduled, started_at=now, waiting=attempt.waiting
             )
             return
+        elif action.placement is Placement.POOL and not self._worker_free():
+            # no worker is free: it waits, and a later tick's write starts it (queue.py)
+            attempt.waiting = dict(QUEUED)
+            self._queue(key, args)
+            self._persist(run, attempt, now, ops, scheduled, waiting=attempt.waiting)
+            return
         else:
             starts.append((run, attempt, args))
+            if action.placement is Placement.POOL:
+                self._reserved += 1
             if deadline is not None:
                 self._add_timer(deadline, "timeout", key)
         self._persist(run, attempt, now, ops, scheduled, started_at=now, wake_at=attempt.wake_at)
@@ -333,6 +335,7 @@ class Advancing(EngineBase):
                 graceful
                 and a.state is T.RUNNING
                 and self._placement(run, a.task_id) in (Placement.INLINE, Placement.POOL)
+                and not is_queued(a)  # what never reached a worker has nothing to finish
             ):
                 continue
             key = (run.id, a.task_id, a.attempt)
@@ -443,3 +446,17 @@ def _validation_message(exc: ValidationError) -> str:
         where = "/".join(str(p) for p in err["loc"]) or "with"
         parts.append(f"{where}: {err['msg']}")
     return "invalid arguments: " + "; ".join(parts)
+
+
+def _times(
+    action: Action, args: Any, task: Task, now: datetime
+) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """When a starting attempt wakes (a timer action), waits until (a signal) or times out."""
+    if action.placement is Placement.TIMER and action.wake_at is not None:
+        return action.wake_at(args, now), None, None
+    if isinstance(args, SignalArgs):
+        timeout = args.timeout or task.timeout
+        return None, now + timedelta(seconds=timeout) if timeout else None, None
+    if task.timeout:
+        return None, None, now + timedelta(seconds=task.timeout)
+    return None, None, None

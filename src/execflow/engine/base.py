@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from execflow.actions import ACTIONS, Placement, Resources
+from execflow.actions import ACTIONS, Action, Placement, Resources
 from execflow.actions.subworkflow import WorkflowArgs
 from execflow.clock import Clock, SystemClock
 from execflow.definition import Definition, redact
@@ -109,6 +110,11 @@ class EngineBase:
         # row have failed since
         self.last_tick = time.monotonic()
         self.failed_ticks = 0
+        # pool attempts waiting for a worker (see queue.py); workers taken by attempts
+        # handed over, and those promised to attempts of the tick in progress
+        self._queued: deque[tuple[Key, Any]] = deque()
+        self._pool_busy = 0
+        self._reserved = 0
         # attempts a worker was free for when this node could not vouch for its leases
         self._unstarted: list[tuple[Key, str, Any]] = []
         self._loop_task: asyncio.Task[None] | None = None
@@ -149,6 +155,9 @@ class EngineBase:
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
         self._wake.set()
+
+    def _action_of(self, run: Run, task_id: str) -> Action:
+        return ACTIONS[run.task(task_id).action]
 
     def _placement(self, run: Run, task_id: str) -> Placement:
         return ACTIONS[run.task(task_id).action].placement

@@ -33,6 +33,7 @@ from execflow.engine.base import EngineSettings, Key, T, log
 from execflow.engine.cache import DefinitionCache
 from execflow.engine.commands import Commands
 from execflow.engine.fanout import FanOuts
+from execflow.engine.queue import is_queued
 from execflow.engine.run import Attempt, Run
 from execflow.engine.writing import Writing
 from execflow.errors import TaskFailure, TaskTimeout
@@ -147,6 +148,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         await self._gather(now)
         ops: list[Op] = []
         starts: list[tuple[Run, Attempt, Any]] = []
+        self._reserved = 0
         try:
             self._drain(now, ops, starts)
             for run_id in list(self._touched):
@@ -257,6 +259,8 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         for key, action_name, args in unstarted:
             run, attempt = self._current(key)
             if run is not None and attempt is not None and attempt.state is T.RUNNING:
+                if ACTIONS[action_name].placement is Placement.POOL:
+                    self._pool_busy += 1
                 self._inflight[key] = asyncio.create_task(self._execute(key, action_name, args))
 
     def _may_start(self, key: Key) -> bool:
@@ -307,6 +311,8 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 until = (a.waiting or {}).get("until")
                 if until:
                     self._add_timer(datetime.fromisoformat(until), "timeout", key)
+            elif is_queued(a) and placement is Placement.POOL:
+                self._requeue(run, a)  # it never reached a worker
             elif a.state is T.RUNNING:
                 # In flight on an engine that stopped: it may or may not have run.
                 # Fail the attempt and let the retry policy decide (at least once).
@@ -349,6 +355,8 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 self._record_result(key, outcome, now, ops, starts)
             except Exception as exc:
                 self._fault(key[0], exc, f"recording the result of task {key[1]}")
+        if self._queued:
+            self._start_queued(now, ops, starts)  # before new attempts: first come, first run
 
     def _fire(
         self,
@@ -389,6 +397,8 @@ class Engine(Commands, FanOuts, Advancing, Writing):
     def _dispatch(self, run: Run, attempt: Attempt, args: Any) -> None:
         key = (run.id, attempt.task_id, attempt.attempt)
         action = ACTIONS[run.task(attempt.task_id).action]
+        if action.placement is Placement.POOL:
+            self._pool_busy += 1  # given back when `_execute` ends, however it ends
         task = asyncio.create_task(self._execute(key, action.name, args))
         self._inflight[key] = task
 
@@ -420,6 +430,11 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             outcome = Outcome.failed(exc)
         except Exception as exc:  # an action's bug is that task's failure, not the engine's
             outcome = Outcome(False, error={"type": "exception", "message": f"{exc!r}"})
+        finally:
+            if action.placement is Placement.POOL:
+                self._pool_busy -= 1
+                if self._queued:
+                    self._wake.set()  # a queued attempt may start
         self._results.append((key, outcome))
         self._wake.set()
 
