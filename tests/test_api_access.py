@@ -108,8 +108,9 @@ async def test_a_token_works_as_bearer_and_as_x_auth_token(api: Api) -> None:
 
 
 async def test_health_and_docs_need_no_token(api: Api) -> None:
-    r = await api.client.get("/healthz")
-    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    for path in ("/livez", "/readyz", "/healthz"):
+        r = await api.client.get(path)
+        assert (r.status_code, r.json()["status"]) == (200, "ok"), path
     r = await api.client.get("/openapi.json")
     assert r.status_code == 200, r.text
     spec = r.json()

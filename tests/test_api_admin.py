@@ -249,7 +249,15 @@ async def test_each_role_does_what_its_privileges_allow(api: Api) -> None:
 # authentication everywhere ------------------------------------------------------------------
 
 # The only paths open without a credential.
-OPEN = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+OPEN = {
+    "/livez",
+    "/readyz",
+    "/healthz",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
 
 
 async def test_every_route_but_health_and_the_api_document_needs_a_credential(api: Api) -> None:

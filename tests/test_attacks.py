@@ -59,7 +59,7 @@ NEEDS: dict[tuple[str, str], str] = {
     # the node's metrics count every project's executions: tokens of `default` only
     ("GET", "/metrics"): "system",
 }
-OPEN = {("GET", "/healthz")}
+OPEN = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz")}
 
 # Requests in the order the matrix sends them: reads first, then what changes things, the
 # destructive last, so that each role's request finds what it names.

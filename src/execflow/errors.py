@@ -7,6 +7,7 @@ ExecflowError
 ├── PermissionDenied      a credential without the needed privilege
 ├── NotFound              no such resource (or not visible to the caller)
 ├── RateLimited           too many requests of one caller: try again after `retry_after`
+├── Unavailable           the database cannot be reached: try again after `retry_after`
 ├── Conflict              the request contradicts the current state
 │   └── StaleState        a guarded update lost a race (expected state changed)
 └── TaskFailure           raised inside actions: the task failed, with a message
@@ -59,6 +60,16 @@ class RateLimited(ExecflowError):
     code = "too_many_requests"
 
     def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(ExecflowError):
+    """The database cannot be reached; try again shortly."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str | None = None, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

@@ -14,7 +14,16 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execflow import __version__
-from execflow.api import dialects, errors, executions, metrics, projects, tokens, workflows
+from execflow.api import (
+    dialects,
+    errors,
+    executions,
+    health,
+    metrics,
+    projects,
+    tokens,
+    workflows,
+)
 from execflow.api.deps import SECURITY, SECURITY_SCHEMES
 from execflow.api.dialects.base import failure_of
 from execflow.api.guard import BodyGuard
@@ -81,9 +90,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
         app.include_router(metrics.router)
     dialects.mount(app, runtime.settings.dialects)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness (no token needed)")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.state.readiness = health.Readiness(runtime.store, runtime.engine)
+    app.include_router(health.router(app.state.readiness))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -20,6 +20,7 @@ from execflow.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    Unavailable,
 )
 
 log = logging.getLogger("execflow.api")
@@ -31,6 +32,7 @@ STATUS: list[tuple[type[ExecflowError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (RateLimited, 429),
+    (Unavailable, 503),
 ]
 
 HTTP_CODES = {
@@ -42,6 +44,23 @@ HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
 }
+
+
+def retry_after(exc: ExecflowError) -> float | None:
+    """How long a caller should wait before trying again, for errors that say so."""
+    return exc.retry_after if isinstance(exc, RateLimited | Unavailable) else None
+
+
+def retry_header(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def warn_unavailable(request: Request, exc: ExecflowError) -> None:
+    """One line per refused request while the database is away, not a traceback."""
+    if isinstance(exc, Unavailable):
+        cause = exc.__cause__ or exc
+        why = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        log.warning("503 on %s %s: %s", request.method, request.url.path, why)
 
 
 def request_id(request: Request) -> str:
@@ -87,8 +106,9 @@ def install(
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
         details = [d.as_dict() for d in exc.details]
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        if (wait := retry_after(exc)) is not None:
+            headers = retry_header(wait)
+        warn_unavailable(request, exc)
         return error_response(request, status, exc.code, exc.message, details, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -424,3 +424,10 @@ class TokenPublic(TokenInfo):
 
 class AccessKeyPublic(TokenInfo):
     secret: str = Field(description="Shown once; stored sealed (it signs requests)")
+
+
+class HealthPublic(_Out):
+    status: str = Field(description="`ok`, or `unavailable` when a check fails")
+    checks: dict[str, str] = Field(
+        default_factory=dict, description="Each check (`database`, `engine`): `ok` or why not"
+    )

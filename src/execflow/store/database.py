@@ -12,6 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from execflow.errors import Unavailable
+
 
 def connect(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and foreign keys."""
@@ -57,12 +59,14 @@ def head_revision(engine: Engine) -> str | None:
 
 def is_outage(exc: BaseException) -> bool:
     """Whether an error says the database could not be reached or did not answer (a blip
-    to wait out), rather than that it refused what was written (a fault of that data)."""
+    to wait out), rather than that it refused what was written (a fault of that data);
+    `Unavailable` is such an error already translated by the store."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(
         exc,
-        sa.exc.OperationalError
+        Unavailable
+        | sa.exc.OperationalError
         | sa.exc.InterfaceError
         | sa.exc.DisconnectionError
         | sa.exc.TimeoutError

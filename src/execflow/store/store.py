@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from execflow.auth import ROLES
 from execflow.definition import Definition, parse_definition
-from execflow.errors import Conflict, InvalidInput, NotFound
+from execflow.errors import Conflict, InvalidInput, NotFound, Unavailable
 from execflow.records import (
     CallbackStatus,
     CommandRecord,
@@ -47,6 +47,7 @@ from execflow.sealing import Sealed, Sealer
 from execflow.states import ACTIVE, ExecutionState, TaskRunState
 from execflow.store import schema as s
 from execflow.store import writes
+from execflow.store.database import is_outage
 from execflow.store.keys import SecretKeys
 from execflow.store.ops import Op
 
@@ -54,6 +55,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _ACTIVE = [st.value for st in ACTIVE]
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """Translate a database outage into `Unavailable`, so callers (and the API, which
+    answers 503) can tell "try again shortly" from a fault of the data."""
+    try:
+        yield
+    except Unavailable:
+        raise
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        raise Unavailable() from exc
 
 
 def new_id() -> str:
@@ -174,18 +189,21 @@ class Store:
                 kept.rollback()
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run a store method that writes, on the writer threads."""
+        """Run a store method that writes, on the writer threads; Unavailable if the
+        database cannot be reached."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writes, lambda: fn(*args, **kwargs))
+        with _reachable():
+            return await loop.run_in_executor(self._writes, lambda: fn(*args, **kwargs))
 
     async def read(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a store method that only reads.
 
         On SQLite it runs right here on the event loop: a WAL read never waits for a lock
         and takes microseconds, less than the hop to a thread would cost. Elsewhere it
-        runs on the reader threads."""
+        runs on the reader threads. Unavailable if the database cannot be reached."""
         if self.is_sqlite:
-            return fn(*args, **kwargs)
+            with _reachable():
+                return fn(*args, **kwargs)
 
         def once_more_if_dropped() -> R:
             try:
@@ -197,13 +215,19 @@ class Store:
                 return fn(*args, **kwargs)
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reads, once_more_if_dropped)
+        with _reachable():
+            return await loop.run_in_executor(self._reads, once_more_if_dropped)
 
     async def start(
         self, record: ExecutionRecord, owner: str | None, expires: datetime | None
     ) -> ExecutionRecord:
         """Commit a new execution; concurrent starts share one transaction (group commit)."""
         return await self._starts.submit((record, owner, expires))
+
+    def ping(self) -> None:
+        """A trivial query: raises if the database does not answer."""
+        with self._reader() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
         self._writes.shutdown(wait=True)

@@ -24,8 +24,15 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from execflow.api.deps import get_principal
-from execflow.api.errors import HTTP_CODES, STATUS, pointer
-from execflow.errors import Conflict, Detail, ExecflowError, NotAuthenticated, NotFound, RateLimited
+from execflow.api.errors import (
+    HTTP_CODES,
+    STATUS,
+    pointer,
+    retry_after,
+    retry_header,
+    warn_unavailable,
+)
+from execflow.errors import Conflict, Detail, ExecflowError, NotAuthenticated, NotFound
 from execflow.limits import Limits, parse_json
 from execflow.records import Principal
 from execflow.service import Service
@@ -37,7 +44,7 @@ log = logging.getLogger("execflow.api")
 class Failure:
     """Any error, as every dialect sees it: the status execflow gives it, its native id
     (`invalid_input`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
-    `rate_limited`, `internal_error`, …), a message and the fields at fault."""
+    `too_many_requests`, `unavailable`, `internal_error`, …), a message and the fields at fault."""
 
     status: int
     code: str
@@ -48,7 +55,7 @@ class Failure:
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+        return retry_header(self.retry_after)
 
     def describe(self) -> str:
         """The message with every field at fault: for envelopes with one text field."""
@@ -61,8 +68,8 @@ def failure_of(request: Request, exc: Exception) -> Failure:
     """The failure an exception stands for; unexpected ones are logged and hidden."""
     if isinstance(exc, ExecflowError):
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
-        retry = exc.retry_after if isinstance(exc, RateLimited) else None
-        return Failure(status, exc.code, exc.message, tuple(exc.details), retry)
+        warn_unavailable(request, exc)
+        return Failure(status, exc.code, exc.message, tuple(exc.details), retry_after(exc))
     if isinstance(exc, RequestValidationError):
         details = tuple(Detail(pointer(tuple(e["loc"])), e["msg"]) for e in exc.errors())
         return Failure(422, "invalid_input", "the request is not valid", details)

@@ -111,6 +111,7 @@ ERRORS: list[tuple[str, str, int, str, str]] = [
     ("conflict", "", 409, "OperationConflict", "Check the flow instance's status."),
     ("stale_state", "", 409, "OperationConflict", "Try again."),
     ("too_many_requests", "", 400, "Throttling.User", "Try again later."),
+    ("unavailable", "", 503, "ServiceUnavailable", "Try again later."),
     ("too_large", "", 400, "InvalidParameter", "Send a smaller request."),
     ("method_not_allowed", "", 400, "InvalidParameter", "Use GET or POST."),
 ]

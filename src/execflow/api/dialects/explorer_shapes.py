@@ -69,6 +69,8 @@ ERRORS: dict[str, ErrorCode] = {
     "conflict": _BAD_REQUEST,
     "stale_state": _BAD_REQUEST,
     "too_many_requests": ErrorCode(40004000, "ErrBadRequest", 429),
+    # the database cannot be reached: 503 (not its category's 500) so a client retries
+    "unavailable": ErrorCode(50004001, "ErrInternalDatabase", 503),
     "unauthenticated": _UNAUTHORIZED,
     "forbidden": _FORBIDDEN,
     "not_found": _NOT_FOUND,

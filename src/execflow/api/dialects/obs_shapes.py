@@ -74,6 +74,7 @@ ERRORS: dict[tuple[str, str], tuple[int, str]] = {
     ("conflict", ""): (409, "Conflict"),
     ("stale_state", ""): (409, "Conflict"),
     ("too_many_requests", ""): (503, "SlowDown"),
+    ("unavailable", ""): (503, "ServiceUnavailable"),
     ("internal_error", ""): (500, "InternalError"),
 }
 

@@ -75,6 +75,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "conflict": (400, "atmInvalidStatusTransition"),
     "stale_state": (400, "atmInvalidStatusTransition"),
     "too_many_requests": (429, "limitReached"),
+    "unavailable": (503, "serviceUnavailable"),
     "too_large": (413, "limitReached"),
     "unsupported_media_type": (415, "notSupported"),
     "internal_error": (500, "internalServerError"),

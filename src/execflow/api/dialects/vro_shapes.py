@@ -72,6 +72,7 @@ ERRORS: dict[str, int] = {
     "too_large": 413,
     "unsupported_media_type": 415,
     "too_many_requests": 429,
+    "unavailable": 503,
     "internal_error": 500,
 }
 
