@@ -438,3 +438,35 @@ async def test_a_node_lacking_a_key_takes_nothing_over_until_it_has_it(store: St
         b.engine.poke()
         await b.engine.run_until_idle()
         assert await _states(b, ids) == [E.COMPLETED, E.COMPLETED]
+
+
+async def test_a_database_outage_while_starting_a_child_fails_no_task(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage is nobody's fault: the tick fails and is tried again, and the task that
+    starts a child workflow does not fail for it."""
+    from execflow.errors import Unavailable
+
+    child = {"name": "child", "tasks": {"t": {"action": "echo", "with": {"ok": True}}}}
+    parent = {
+        "name": "parent",
+        "tasks": {"c": {"action": "workflow", "with": {"workflow": "child"}}},
+        "outputs": {"child": "${{ tasks.c.output }}"},
+    }
+    async with harness(store) as h:
+        await h.apply(child)
+        await h.apply(parent)
+        started = await h.service.start(h.admin, "parent")
+        real = store.get_workflow
+
+        def unreachable(*args: Any) -> Any:
+            raise Unavailable()
+
+        monkeypatch.setattr(store, "get_workflow", unreachable)
+        with pytest.raises(Unavailable):
+            await h.engine.tick()
+        monkeypatch.setattr(store, "get_workflow", real)
+        await h.engine.run_until_idle()
+        ex = await h.service.get_execution(h.admin, started.id)
+        assert ex.state == E.COMPLETED, ex.error
+        assert [t.state for t in ex.task_runs] == [TaskRunState.COMPLETED]

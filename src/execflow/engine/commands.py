@@ -10,7 +10,7 @@ from execflow.actions.subworkflow import DEPTH_LABEL, MAX_DEPTH, WorkflowArgs
 from execflow.definition import Definition, redact, resolve_inputs
 from execflow.engine.base import E, EngineBase, T
 from execflow.engine.run import Attempt, Run
-from execflow.errors import ExecflowError, InvalidInput, TaskFailure
+from execflow.errors import ExecflowError, InvalidInput, TaskFailure, Unavailable
 from execflow.executors import Outcome
 from execflow.levels import INFO, NOTICE, WARNING
 from execflow.records import CommandRecord, ExecutionRecord
@@ -178,6 +178,8 @@ class Commands(EngineBase):
             key = (run.id, attempt.task_id, attempt.attempt)
             try:
                 child, definition = await self._child_of(run, attempt, args, now)
+            except Unavailable:
+                raise  # the database, not the child: the tick fails and is tried again
             except (ExecflowError, TaskFailure) as exc:
                 error = {"type": "workflow", "message": exc.message}
                 self._record_result(

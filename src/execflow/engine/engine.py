@@ -40,6 +40,7 @@ from execflow.errors import TaskFailure, TaskTimeout
 from execflow.executors import NotStarted, Outcome, TaskLog
 from execflow.records import EventRecord, ExecutionRecord
 from execflow.sealing import SecretKeyError
+from execflow.store.database import is_outage
 from execflow.store.ops import InsertEvent, Op
 
 __all__ = ["DefinitionCache", "Engine", "EngineSettings"]
@@ -99,8 +100,11 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         while not self._stopping:
             try:
                 await self.tick()
-            except Exception:
-                log.exception("engine tick failed; retrying")
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.exception("engine tick failed; retrying")
+                elif self.failed_ticks == 1:  # one line per outage, not one per attempt
+                    log.warning("the database cannot be reached; retrying: %s", exc)
                 self.metrics.tick(0.0, failed=True)
                 await asyncio.sleep(0.5)
             timeout = self._next_deadline_in()
@@ -169,6 +173,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             for run_id in {op.execution_id for op in ops} | set(self._faults):
                 self._drop(run_id)
             self._faults.clear()
+            self._claim_wanted = True  # claim them back (or others will) once it answers
             self._touched.clear()
             raise
         self._adopt_children(spawned)
