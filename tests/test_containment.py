@@ -14,6 +14,7 @@ from execflow import actions
 from execflow.actions.base import Action, Args, Placement, Resources
 from execflow.clock import ManualClock, SystemClock
 from execflow.engine.run import Run
+from execflow.errors import InvalidDefinition
 from execflow.records import ExecutionRecord
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
@@ -379,3 +380,28 @@ async def test_a_task_that_always_kills_its_worker_still_ends(store: Store) -> N
         assert ex.error is not None
         assert ex.error["type"] == "lost"
         assert "lost" in ex.error["message"]
+
+
+async def test_a_duration_no_float_holds_is_a_bad_value(store: Store) -> None:
+    """JSON integers have no bound: a duration of 10**400 seconds is refused at the door in
+    a definition, and fails its task (bad arguments) when a task's output supplies it."""
+    huge = 10**400
+    async with harness(store) as h:
+        with pytest.raises(InvalidDefinition) as refused:
+            await h.apply({"name": "t", "tasks": {"t": {"action": "echo", "timeout": huge}}})
+        assert [d.pointer for d in refused.value.details] == ["/tasks/t/timeout"]
+        wf = {
+            "name": "late",
+            "tasks": {
+                "a": {"action": "echo", "with": {"x": huge}},
+                "nap": {
+                    "action": "sleep",
+                    "needs": ["a"],
+                    "with": {"duration": "${{ tasks.a.output.x }}"},
+                },
+            },
+        }
+        await h.apply(wf)
+        ex = await _failed(h, (await h.run("late")).id)
+        assert ex.error is not None
+        assert (ex.error["task"], ex.error["type"]) == ("nap", "arguments")

@@ -15,9 +15,13 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '30s', '5m' or a number of seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        try:
+            seconds = float(value)  # JSON integers are unbounded: 10**400 is no float
+        except OverflowError:
+            raise ValueError("a duration must be a finite number of seconds") from None
+        if not math.isfinite(seconds) or seconds < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return seconds
     if not isinstance(value, str):
         raise ValueError("expected a duration such as '30s', '5m' or a number of seconds")
     text = value.strip().lower().replace(" ", "")
