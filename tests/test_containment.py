@@ -405,3 +405,23 @@ async def test_a_duration_no_float_holds_is_a_bad_value(store: Store) -> None:
         ex = await _failed(h, (await h.run("late")).id)
         assert ex.error is not None
         assert (ex.error["task"], ex.error["type"]) == ("nap", "arguments")
+
+
+async def test_a_refused_row_whose_error_cannot_be_told_is_written_off(store: Store) -> None:
+    """A number too long to print (Python refuses ints past 4,300 digits as text) makes the
+    database's error itself fail to render: the execution is written off all the same."""
+    wf = {
+        "name": "long",
+        "parameters": {"n": {"type": "integer", "default": 7}},
+        "tasks": {"t": {"action": "echo", "with": {"v": "${{ params.n ** 50000 }}"}}},
+    }
+    async with harness(store) as h:
+        await h.apply(wf)
+        await h.apply(_bystanders())
+        bad = await h.service.start(h.admin, "long")
+        others = await _start_bystanders(h, 3)
+        await h.engine.run_until_idle(max_ticks=50)
+        assert await _states(h, others) == [E.COMPLETED] * 3
+        ex = await _failed(h, bad.id)
+        assert ex.error is not None
+        assert ex.error["type"] == "internal" and ex.error["message"]
