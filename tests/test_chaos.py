@@ -55,7 +55,7 @@ HOSTILE_EXPRESSIONS = [
 ]  # fmt: skip
 
 # where an expression is used
-PLACES = ["with", "outputs", "for_each", "duration", "until", "key", "timeout", "child"]
+PLACES = ["with", "outputs", "for_each", "duration", "until", "key", "extend", "timeout", "child"]
 
 
 T = TypeVar("T")
@@ -155,6 +155,8 @@ def _consumer(place: str, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
         return {"action": "sleep", "with": {place: source}}, {}
     if place == "key":
         return {"action": "echo", "store": {"name": "m", "key": source}}, {}
+    if place == "extend":
+        return {"action": "echo", "with": {"v": source}, "store": {"name": "l", "extend": True}}, {}
     if place == "timeout":
         return {"action": "signal", "with": {"name": "go", "timeout": source}}, {}
     child = {"workflow": "${{ execution.workflow }}-child", "inputs": {"x": source}}
@@ -170,7 +172,7 @@ def _with_consumer(place: str, source: str, first: dict[str, Any] | None) -> dic
     tasks["b"] = consumer
     wf: dict[str, Any] = {
         "parameters": {"n": {"type": "integer", "default": 7}, "none": {"type": "object"}},
-        "stores": {"m": {"type": "map"}},
+        "stores": {"m": {"type": "map"}, "l": {"type": "list"}},
         "tasks": tasks,
         "outputs": outputs,
     }
@@ -355,7 +357,10 @@ def hostile_cases(draw: st.DrawFn) -> Case:
     return draw(_pick(draw, HOSTILE)())
 
 
-STEERS = ["cancel", "force", "suspend", "resume", "answer", "misfit", "unawaited", "nul"]
+STEERS = [
+    "cancel", "force", "suspend", "resume", "answer", "misfit", "unawaited", "nul", "retry",
+    "rerun", "restart",
+]  # fmt: skip
 
 
 @st.composite
@@ -433,6 +438,10 @@ async def _steer(h: Harness, target: Started, command: str) -> None:
         elif command == "resume":
             await s.resume(h.admin, target.id)
             target.suspended = False
+        elif command == "retry":
+            await s.retry(h.admin, target.id)
+        elif command == "rerun":
+            await s.rerun(h.admin, target.id, next(iter(target.case.definition["tasks"])))
         else:
             payload = {"answer": {"ok": True}, "misfit": "not an object", "nul": {"ok": "\0"}}
             name = "nothing-waits" if command == "unawaited" else "go"
@@ -492,18 +501,38 @@ def _problem(
     return ""
 
 
-async def _run_batch(h: Harness, batch: Batch, folder: Path) -> None:
-    good = [Started(c, await _start(h, f"good{i}", c, folder)) for i, c in enumerate(batch.good)]
-    hostile: list[Started] = []
-    for i, case in enumerate(batch.hostile):
-        with contextlib.suppress(*REFUSALS):  # refused at the door: nothing stored to run
-            hostile.append(Started(case, await _start(h, f"bad{i}", case, folder)))
-    for ticks, command, target in batch.steering:
+async def _run_batch(store: Store, batch: Batch, folder: Path) -> None:
+    """Start the batch, steer it, and settle it; a `restart` command crashes the engine
+    (kill -9) and the rest runs on a new one under the same node id."""
+    clock = ManualClock()
+    commands = [command for _, command, _ in batch.steering]
+    cut = commands.index("restart") if "restart" in commands else len(commands)
+    async with harness(store, clock, workers=2) as h:
+        good = [Started(c, await _start(h, f"ok{i}", c, folder)) for i, c in enumerate(batch.good)]
+        hostile: list[Started] = []
+        for i, case in enumerate(batch.hostile):
+            with contextlib.suppress(*REFUSALS):  # refused at the door: nothing stored to run
+                hostile.append(Started(case, await _start(h, f"bad{i}", case, folder)))
+        await _steer_all(h, hostile, batch.steering[:cut])
+        if cut == len(commands):
+            await _settle_and_check(h, good, hostile)
+            return
+        await h.crash()
+    async with harness(store, clock, workers=2) as h:
+        await _steer_all(h, hostile, batch.steering[cut + 1 :])
+        await _settle_and_check(h, good, hostile)
+
+
+async def _steer_all(h: Harness, hostile: list[Started], steps: list[tuple[int, str, int]]) -> None:
+    for ticks, command, target in steps:
         for _ in range(ticks):
             await h.engine.tick()  # a raise here fails the test
             await h.engine.wait(0.01)
-        if hostile:
+        if hostile and command != "restart":
             await _steer(h, hostile[target % len(hostile)], command)
+
+
+async def _settle_and_check(h: Harness, good: list[Started], hostile: list[Started]) -> None:
     # Timers are jumped to up to a horizon: a sleep until the year 9999 is left waiting.
     horizon = h.clock.now() + HORIZON
     await h.engine.run_until_idle(max_ticks=MAX_TICKS, until=horizon)
@@ -521,7 +550,7 @@ async def _run_batch(h: Harness, batch: Batch, folder: Path) -> None:
     held = {r.id: await h.service.get_execution(h.admin, r.id) for r in listed}
     steered = {s.id for s in hostile if s.cancelled or s.suspended}
     problems = {i: p for i, ex in held.items() if (p := _problem(ex, held, steered, timed))}
-    assert not problems, (problems, batch)
+    assert not problems, problems
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -548,5 +577,4 @@ async def test_containment_holds_under_chaos(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         with _fresh_store(backend, template, folder) as store:
-            async with harness(store, ManualClock(), workers=2) as h:
-                await _run_batch(h, batch, folder)
+            await _run_batch(store, batch, folder)
