@@ -14,7 +14,7 @@ from execflow import actions
 from execflow.actions.base import Action, Args, Placement, Resources
 from execflow.clock import ManualClock, SystemClock
 from execflow.engine.run import Run
-from execflow.errors import InvalidDefinition
+from execflow.errors import InvalidDefinition, InvalidInput
 from execflow.records import ExecutionRecord
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
@@ -425,3 +425,27 @@ async def test_a_refused_row_whose_error_cannot_be_told_is_written_off(store: St
         ex = await _failed(h, bad.id)
         assert ex.error is not None
         assert ex.error["type"] == "internal" and ex.error["message"]
+
+
+async def test_an_int_too_long_to_print_is_refused_at_every_door(store: Store) -> None:
+    """Python cannot write an int of over 4,300 digits as text (so neither JSON nor the
+    database take it): a definition, inputs or a signal holding one are refused, precisely."""
+    long = 2**20000
+    wf = {
+        "name": "asks",
+        "parameters": {"x": {"type": "integer"}},
+        "tasks": {"ok": {"action": "signal", "with": {"name": "approval"}}},
+    }
+    async with harness(store) as h:
+        with pytest.raises(InvalidDefinition) as refused:
+            await h.apply({"name": "t", "tasks": {"t": {"action": "echo", "with": {"v": long}}}})
+        assert [d.pointer for d in refused.value.details] == ["/tasks/t/with/v"]
+        await h.apply(wf)
+        with pytest.raises(InvalidInput) as refused:
+            await h.service.start(h.admin, "asks", {"x": long})
+        assert [d.pointer for d in refused.value.details] == ["/inputs/x"]
+        waiting = await h.service.start(h.admin, "asks")
+        await h.engine.run_until_idle()
+        with pytest.raises(InvalidInput) as refused:
+            await h.service.signal(h.admin, waiting.id, "approval", {"n": long})
+        assert [d.pointer for d in refused.value.details] == ["/payload/n"]
