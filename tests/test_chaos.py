@@ -36,6 +36,10 @@ REFUSALS = (InvalidInput, NotFound, Conflict)
 MAX_TICKS = 2_000  # far above what a batch needs: reaching it means the engine spins
 HORIZON = timedelta(days=3650)  # how far the clock jumps to timers (a hostile one may be far)
 
+# stands for an int too long for Python to print (past 4,300 digits), made when it is used:
+# hypothesis prints the batch of a failing example
+LONG = "{long int}"
+
 # values a task's output, an input or a definition may carry where a duration, a list,
 # a key or a time is expected
 HOSTILE_VALUES: list[Any] = [
@@ -281,6 +285,8 @@ def _nested(depth: int) -> Any:
     return value
 
 
+ECHO = {"action": "echo"}
+
 # refused at the door (or not: then they must end like any other)
 BROKEN_DEFINITIONS: list[dict[str, Any]] = [
     {"tasks": {}},
@@ -293,6 +299,12 @@ BROKEN_DEFINITIONS: list[dict[str, Any]] = [
     {"tasks": {"t": {"action": "echo", "with": {"v": _nested(40)}}}},
     {"tasks": {"t": {"action": "echo", "with": {"v": float("nan")}}}},
     {"tasks": {"t": {"action": "echo", "with": {1: "non-string key"}}}},
+    {"tasks": {"t": {"action": "echo", "with": {"v": LONG}}}},
+    {
+        "parameters": {"x": {"type": "number", "default": 10**400}},
+        "tasks": {"t": {"action": "echo"}},
+    },
+    {"parameters": {"x": {"type": "integer", "enum": [LONG]}}, "tasks": {"t": {"action": "echo"}}},
     {"tasks": {"t": {"action": "echo", "timeout": "-1s"}}},
     {"tasks": {"t": {"action": "echo", "timeout": 1e30}}},
     {"tasks": {"t": {"action": "echo", "retry": {"max_attempts": 0}}}},
@@ -314,6 +326,9 @@ HOSTILE_STARTS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"p": "\ud800"}, {}),
     ({"p": float("inf")}, {}),
     ({"p": 5}, {}),
+    ({"p": LONG}, {}),
+    ({"x": 10**400}, {}),
+    ({"x": LONG}, {}),
     ({"q": 1}, {}),
     ({"p": "x" * 300_000}, {}),
     ({}, {"labels": {"k": 5}}),
@@ -335,7 +350,7 @@ def hostile_doors(draw: st.DrawFn) -> Case:
         return Case(dict(_pick(draw, BROKEN_DEFINITIONS)))
     inputs, options = _pick(draw, HOSTILE_STARTS)
     wf = {
-        "parameters": {"p": {"type": "string"}},
+        "parameters": {"p": {"type": "string"}, "x": {"type": "number"}},
         "stores": {"m": {"type": "map"}},
         "tasks": {"t": {"action": "echo", "with": {"p": "${{ params.p }}"}}},
     }
@@ -359,7 +374,7 @@ def hostile_cases(draw: st.DrawFn) -> Case:
 
 STEERS = [
     "cancel", "force", "suspend", "resume", "answer", "misfit", "unawaited", "nul", "retry",
-    "rerun", "restart",
+    "rerun", "restart", "long",
 ]  # fmt: skip
 
 
@@ -405,7 +420,9 @@ def _fresh_store(backend: str, template: str | None, folder: Path) -> Iterator[S
 
 
 def _placed(value: Any, folder: Path) -> Any:
-    """`value` with `{marker}` pointing into this batch's folder."""
+    """`value` with `{marker}` pointing into this batch's folder, and LONG made a number."""
+    if value == LONG:
+        return 2**20000
     if isinstance(value, str):
         return value.replace("{marker}", str(folder / "marker"))
     if isinstance(value, dict):
@@ -421,7 +438,7 @@ async def _start(h: Harness, name: str, case: Case, folder: Path) -> str:
         await h.service.put_workflow(h.admin, child["name"], child)
     definition = _placed({**case.definition, "name": name}, folder)
     await h.service.put_workflow(h.admin, name, definition)
-    record = await h.service.start(h.admin, name, case.inputs, **case.options)
+    record = await h.service.start(h.admin, name, _placed(case.inputs, folder), **case.options)
     return record.id
 
 
@@ -443,7 +460,12 @@ async def _steer(h: Harness, target: Started, command: str) -> None:
         elif command == "rerun":
             await s.rerun(h.admin, target.id, next(iter(target.case.definition["tasks"])))
         else:
-            payload = {"answer": {"ok": True}, "misfit": "not an object", "nul": {"ok": "\0"}}
+            payload = {
+                "answer": {"ok": True},
+                "misfit": "not an object",
+                "nul": {"ok": "\0"},
+                "long": {"ok": _placed(LONG, Path())},
+            }
             name = "nothing-waits" if command == "unawaited" else "go"
             await s.signal(h.admin, target.id, name, payload.get(command, {}))
     except REFUSALS:
