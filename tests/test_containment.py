@@ -437,15 +437,15 @@ async def test_an_int_too_long_to_print_is_refused_at_every_door(store: Store) -
         "tasks": {"ok": {"action": "signal", "with": {"name": "approval"}}},
     }
     async with harness(store) as h:
-        with pytest.raises(InvalidDefinition) as refused:
+        with pytest.raises(InvalidDefinition) as bad_definition:
             await h.apply({"name": "t", "tasks": {"t": {"action": "echo", "with": {"v": long}}}})
-        assert [d.pointer for d in refused.value.details] == ["/tasks/t/with/v"]
+        assert [d.pointer for d in bad_definition.value.details] == ["/tasks/t/with/v"]
         await h.apply(wf)
-        with pytest.raises(InvalidInput) as refused:
+        with pytest.raises(InvalidInput) as bad_inputs:
             await h.service.start(h.admin, "asks", {"x": long})
-        assert [d.pointer for d in refused.value.details] == ["/inputs/x"]
+        assert [d.pointer for d in bad_inputs.value.details] == ["/inputs/x"]
         waiting = await h.service.start(h.admin, "asks")
         await h.engine.run_until_idle()
-        with pytest.raises(InvalidInput) as refused:
+        with pytest.raises(InvalidInput) as bad_payload:
             await h.service.signal(h.admin, waiting.id, "approval", {"n": long})
-        assert [d.pointer for d in refused.value.details] == ["/payload/n"]
+        assert [d.pointer for d in bad_payload.value.details] == ["/payload/n"]
