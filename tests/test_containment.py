@@ -449,3 +449,18 @@ async def test_an_int_too_long_to_print_is_refused_at_every_door(store: Store) -
         with pytest.raises(InvalidInput) as bad_payload:
             await h.service.signal(h.admin, waiting.id, "approval", {"n": long})
         assert [d.pointer for d in bad_payload.value.details] == ["/payload/n"]
+
+
+async def test_a_number_input_no_float_holds_is_taken_as_it_is(store: Store) -> None:
+    """A `number` parameter given an integer beyond a float's range (JSON allows 10**400)
+    is checked without converting it: the start does not raise OverflowError."""
+    wf = {
+        "name": "big",
+        "parameters": {"x": {"type": "number"}},
+        "tasks": {"t": {"action": "echo", "with": {"x": "${{ params.x }}"}}},
+        "outputs": {"x": "${{ tasks.t.output.x }}"},
+    }
+    async with harness(store) as h:
+        await h.apply(wf)
+        ex = await h.run("big", {"x": 10**400})
+        assert (ex.state, ex.outputs) == (E.COMPLETED, {"x": 10**400})
