@@ -582,6 +582,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 @settings(
     max_examples=int(os.environ.get("EXECFLOW_CHAOS_EXAMPLES", "15")),
     deadline=None,
+    database=None,  # nothing written to the working tree; failures print their batch
     derandomize="EXECFLOW_CHAOS_EXAMPLES" not in os.environ,  # more examples: new ones
     phases=[Phase.explicit, Phase.generate],  # shrinking real engine runs costs minutes
     suppress_health_check=[
