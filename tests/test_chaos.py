@@ -238,6 +238,10 @@ def hostile_tasks(draw: st.DrawFn) -> Case:
             "initial_delay": delay,
             "max_delay": _pick(draw, [delay, 1e30, "1s"]),
         }
+    if draw(st.booleans()):  # the same, once per item of a fan-out
+        task["for_each"] = "${{ [1, 2, 3] }}"
+        task["concurrency"] = _pick(draw, [1, 2, 3])
+        task["on_item_failure"] = _pick(draw, ["fail_fast", "run_all"])
     wf = {"parameters": {"n": {"type": "integer", "default": 7}}, "tasks": {"t": task}}
     return Case(wf)
 
@@ -374,7 +378,7 @@ def hostile_cases(draw: st.DrawFn) -> Case:
 
 STEERS = [
     "cancel", "force", "suspend", "resume", "answer", "misfit", "unawaited", "nul", "retry",
-    "rerun", "restart", "long",
+    "rerun", "restart", "long", "grace",
 ]  # fmt: skip
 
 
@@ -401,8 +405,14 @@ batches = st.builds(
 class Started:
     case: Case
     id: str
-    cancelled: bool = False
-    suspended: bool = False
+
+
+@dataclass
+class Steered:
+    """What the operator's commands were accepted for (by execution id)."""
+
+    cancelled: set[str] = field(default_factory=set)
+    suspended: set[str] = field(default_factory=set)
 
 
 @contextmanager
@@ -442,23 +452,26 @@ async def _start(h: Harness, name: str, case: Case, folder: Path) -> str:
     return record.id
 
 
-async def _steer(h: Harness, target: Started, command: str) -> None:
+async def _steer(h: Harness, target: str, command: str, steered: Steered) -> None:
     """One command, as an operator would send it; refusals are answers, not faults."""
     s = h.service
     try:
-        if command in ("cancel", "force"):
-            await s.cancel(h.admin, target.id, force=command == "force")
-            target.cancelled = True
+        if command in ("cancel", "force", "grace"):
+            grace = {"grace": -1.0, "force": None, "cancel": 0.5}[command]
+            await s.cancel(h.admin, target, force=command == "force", grace=grace)
+            steered.cancelled.add(target)
         elif command == "suspend":
-            await s.suspend(h.admin, target.id)
-            target.suspended = True
+            await s.suspend(h.admin, target)
+            steered.suspended.add(target)
         elif command == "resume":
-            await s.resume(h.admin, target.id)
-            target.suspended = False
+            await s.resume(h.admin, target)
+            steered.suspended.discard(target)
         elif command == "retry":
-            await s.retry(h.admin, target.id)
+            await s.retry(h.admin, target)
         elif command == "rerun":
-            await s.rerun(h.admin, target.id, next(iter(target.case.definition["tasks"])))
+            record = await s.get_execution(h.admin, target)
+            first = next(iter((await s.definition_of(record)).tasks))
+            await s.rerun(h.admin, target, first)
         else:
             payload = {
                 "answer": {"ok": True},
@@ -467,7 +480,7 @@ async def _steer(h: Harness, target: Started, command: str) -> None:
                 "long": {"ok": _placed(LONG, Path())},
             }
             name = "nothing-waits" if command == "unawaited" else "go"
-            await s.signal(h.admin, target.id, name, payload.get(command, {}))
+            await s.signal(h.admin, target, name, payload.get(command, {}))
     except REFUSALS:
         pass
 
@@ -494,33 +507,27 @@ def _lineage(ex: ExecutionRecord, held: dict[str, ExecutionRecord]) -> set[str]:
 
 
 def _problem(
-    ex: ExecutionRecord, held: dict[str, ExecutionRecord], steered: set[str], timed: set[str]
+    ex: ExecutionRecord, held: dict[str, ExecutionRecord], steered: Steered, timed: set[str]
 ) -> str:
     """Why `ex`, with the engine idle, is neither ended nor resting as designed ('' if it is):
-    `steered` were cancelled or suspended, `timed` have a timer past the horizon."""
+    `steered` says what was cancelled or suspended, `timed` has a timer past the horizon."""
     running = [t for t in ex.task_runs if t.state is TaskRunState.RUNNING]
     for t in running:
         if not _awaits(t, held, ex.id in timed):
             return f"task run {t.task_id}#{t.attempt} RUNNING with nothing in flight"
-    if ex.state is E.FAILED:
-        error = ex.error or {}
-        if not isinstance(error.get("type"), str) or not error.get("message"):
-            return f"FAILED without a type and a message: {error!r}"
-    elif ex.state is E.CANCELED or ex.state is E.SUSPENDED:
-        if not _lineage(ex, held) & steered:
-            return f"{ex.state} though nobody asked for it"
-    elif ex.state is E.WAITING_ON_SIGNAL:
-        if not any("signal" in (t.waiting or {}) for t in running):
-            return "WAITING_ON_SIGNAL for no signal"
-    elif ex.state is E.RUNNING:
-        if not running:
-            return "RUNNING with no task run running"
-    elif ex.state is E.WAITING:
-        if ex.id not in timed:
-            return "WAITING for no timer"
-    elif ex.state is not E.COMPLETED:
-        return f"{ex.state} with nothing pending"
-    return ""
+    error = ex.error or {}
+    fine = {
+        E.COMPLETED: True,
+        E.FAILED: isinstance(error.get("type"), str) and bool(error.get("message")),
+        E.CANCELED: bool(_lineage(ex, held) & steered.cancelled),
+        E.SUSPENDED: bool(_lineage(ex, held) & steered.suspended),
+        E.WAITING_ON_SIGNAL: any("signal" in (t.waiting or {}) for t in running),
+        E.RUNNING: bool(running),
+        E.WAITING: ex.id in timed,
+    }
+    if fine.get(ex.state, False):
+        return ""
+    return f"{ex.state} with nothing to wait for, nobody asking for it, or no error: {error!r}"
 
 
 async def _run_batch(store: Store, batch: Batch, folder: Path) -> None:
@@ -529,32 +536,36 @@ async def _run_batch(store: Store, batch: Batch, folder: Path) -> None:
     clock = ManualClock()
     commands = [command for _, command, _ in batch.steering]
     cut = commands.index("restart") if "restart" in commands else len(commands)
+    steered = Steered()
     async with harness(store, clock, workers=2) as h:
         good = [Started(c, await _start(h, f"ok{i}", c, folder)) for i, c in enumerate(batch.good)]
-        hostile: list[Started] = []
         for i, case in enumerate(batch.hostile):
             with contextlib.suppress(*REFUSALS):  # refused at the door: nothing stored to run
-                hostile.append(Started(case, await _start(h, f"bad{i}", case, folder)))
-        await _steer_all(h, hostile, batch.steering[:cut])
+                await _start(h, f"bad{i}", case, folder)
+        await _steer_all(h, batch.steering[:cut], steered)
         if cut == len(commands):
-            await _settle_and_check(h, good, hostile)
+            await _settle_and_check(h, good, steered)
             return
         await h.crash()
     async with harness(store, clock, workers=2) as h:
-        await _steer_all(h, hostile, batch.steering[cut + 1 :])
-        await _settle_and_check(h, good, hostile)
+        await _steer_all(h, batch.steering[cut + 1 :], steered)
+        await _settle_and_check(h, good, steered)
 
 
-async def _steer_all(h: Harness, hostile: list[Started], steps: list[tuple[int, str, int]]) -> None:
+async def _steer_all(h: Harness, steps: list[tuple[int, str, int]], steered: Steered) -> None:
+    """Each step: a few ticks, then a command for one of the hostile executions (those
+    started, their children and reruns)."""
     for ticks, command, target in steps:
         for _ in range(ticks):
             await h.engine.tick()  # a raise here fails the test
             await h.engine.wait(0.01)
+        listed, _ = await h.service.list_executions(h.admin, limit=1000, oldest_first=True)
+        hostile = [r.id for r in listed if r.workflow_name.startswith("bad")]
         if hostile and command != "restart":
-            await _steer(h, hostile[target % len(hostile)], command)
+            await _steer(h, hostile[target % len(hostile)], command, steered)
 
 
-async def _settle_and_check(h: Harness, good: list[Started], hostile: list[Started]) -> None:
+async def _settle_and_check(h: Harness, good: list[Started], steered: Steered) -> None:
     # Timers are jumped to up to a horizon: a sleep until the year 9999 is left waiting.
     horizon = h.clock.now() + HORIZON
     await h.engine.run_until_idle(max_ticks=MAX_TICKS, until=horizon)
@@ -570,7 +581,6 @@ async def _settle_and_check(h: Harness, good: list[Started], hostile: list[Start
         assert (ex.state, ex.outputs) == (E.COMPLETED, s.case.outputs), (s.case, ex.error)
     listed, _ = await h.service.list_executions(h.admin, limit=1000)
     held = {r.id: await h.service.get_execution(h.admin, r.id) for r in listed}
-    steered = {s.id for s in hostile if s.cancelled or s.suspended}
     problems = {i: p for i, ex in held.items() if (p := _problem(ex, held, steered, timed))}
     assert not problems, problems
 
