@@ -361,7 +361,34 @@ def hostile_doors(draw: st.DrawFn) -> Case:
     return Case(wf, inputs=dict(inputs), options=dict(options))
 
 
+@st.composite
+def hostile_secrets(draw: st.DrawFn) -> Case:
+    """A secret input (short, empty, long) meeting hostile outputs the engine must mask."""
+    secret = _pick(draw, ["", "5", "abcd", "x" * 1000, "\\", "{long int}"])
+    expr = _pick(draw, SECRET_EXPRESSIONS)
+    task = _pick(draw, [
+        {"action": "echo", "with": {"v": f"${{{{ {expr} }}}}"}},
+        py("reveal", args={"value": "${{ params.s }}"}),
+        {"action": "workflow", "with": {"workflow": "${{ execution.workflow }}", "inputs": {}}},
+        {"action": "echo", "store": {"name": "m", "key": "${{ params.s }}"}},
+    ])  # fmt: skip
+    wf = {
+        "parameters": {"s": {"type": "string", "secret": True}, "n": {"type": "integer"}},
+        "stores": {"m": {"type": "map"}},
+        "tasks": {"t": task},
+        "outputs": {"o": f"${{{{ {expr} }}}}"},
+    }
+    return Case(wf, inputs={"s": secret, "n": 7})
+
+
+SECRET_EXPRESSIONS = [
+    "params.s", "{params.s: 1, 'k': params.s}", "params.n ** 50000", "(params.s ~ 'x') * 1000",
+    "[params.s] * 1000", "params.s | list", "params.s ~ '\\x00'", "7",
+]  # fmt: skip
+
+
 HOSTILE = [
+    hostile_secrets,
     hostile_expressions,
     hostile_values,
     hostile_tasks,
