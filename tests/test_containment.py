@@ -14,6 +14,7 @@ from execflow import actions
 from execflow.actions.base import Action, Args, Placement, Resources
 from execflow.clock import ManualClock, SystemClock
 from execflow.engine.run import Run
+from execflow.errors import InvalidDefinition, InvalidInput
 from execflow.records import ExecutionRecord
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
@@ -470,3 +471,96 @@ async def test_a_database_outage_while_starting_a_child_fails_no_task(
         ex = await h.service.get_execution(h.admin, started.id)
         assert ex.state == E.COMPLETED, ex.error
         assert [t.state for t in ex.task_runs] == [TaskRunState.COMPLETED]
+
+
+async def test_a_duration_no_float_holds_is_a_bad_value(store: Store) -> None:
+    """JSON integers have no bound: a duration of 10**400 seconds is refused at the door in
+    a definition, and fails its task (bad arguments) when a task's output supplies it."""
+    huge = 10**400
+    async with harness(store) as h:
+        with pytest.raises(InvalidDefinition) as refused:
+            await h.apply({"name": "t", "tasks": {"t": {"action": "echo", "timeout": huge}}})
+        assert [d.pointer for d in refused.value.details] == ["/tasks/t/timeout"]
+        wf = {
+            "name": "late",
+            "tasks": {
+                "a": {"action": "echo", "with": {"x": huge}},
+                "nap": {
+                    "action": "sleep",
+                    "needs": ["a"],
+                    "with": {"duration": "${{ tasks.a.output.x }}"},
+                },
+            },
+        }
+        await h.apply(wf)
+        ex = await _failed(h, (await h.run("late")).id)
+        assert ex.error is not None
+        assert (ex.error["task"], ex.error["type"]) == ("nap", "arguments")
+
+
+async def test_a_refused_row_whose_error_cannot_be_told_is_written_off(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's error may itself fail to render (it quoted an int too long to print:
+    Python refuses ints past 4,300 digits as text): the execution is written off all the
+    same, and the tick is not lost."""
+    from execflow.store import writes
+
+    class Untellable(TypeError):
+        def __str__(self) -> str:
+            return str(7**50000)  # raises ValueError
+
+    real = writes.apply
+
+    def apply(conn: Any, owner: str, ops: Any) -> None:
+        for op in ops:
+            output = getattr(op, "output", None)
+            if isinstance(output, dict) and output.get("v") == "long":
+                raise Untellable()
+        real(conn, owner, ops)
+
+    monkeypatch.setattr(writes, "apply", apply)
+    async with harness(store) as h:
+        bad = await _bad_among_fine(h, _one_task("long", "echo", "v"), "long", 3)
+        ex = await _failed(h, bad)
+        assert ex.error is not None
+        assert ex.error["type"] == "internal" and ex.error["message"]
+
+
+async def test_an_int_too_long_to_print_is_refused_at_every_door(store: Store) -> None:
+    """Python cannot write an int of over 4,300 digits as text (so neither JSON nor the
+    database take it): a definition, inputs or a signal holding one are refused, precisely."""
+    long = 2**20000
+    wf = {
+        "name": "asks",
+        "parameters": {"x": {"type": "integer"}},
+        "tasks": {"ok": {"action": "signal", "with": {"name": "approval"}}},
+    }
+    async with harness(store) as h:
+        with pytest.raises(InvalidDefinition) as bad_definition:
+            await h.apply({"name": "t", "tasks": {"t": {"action": "echo", "with": {"v": long}}}})
+        assert [d.pointer for d in bad_definition.value.details] == ["/tasks/t/with/v"]
+        await h.apply(wf)
+        with pytest.raises(InvalidInput) as bad_inputs:
+            await h.service.start(h.admin, "asks", {"x": long})
+        assert [d.pointer for d in bad_inputs.value.details] == ["/inputs/x"]
+        waiting = await h.service.start(h.admin, "asks")
+        await h.engine.run_until_idle()
+        with pytest.raises(InvalidInput) as bad_payload:
+            await h.service.signal(h.admin, waiting.id, "approval", {"n": long})
+        assert [d.pointer for d in bad_payload.value.details] == ["/payload/n"]
+
+
+async def test_a_number_input_no_float_holds_is_taken_as_it_is(store: Store) -> None:
+    """A `number` parameter given an integer beyond a float's range (JSON allows 10**400)
+    is checked without converting it: the start does not raise OverflowError."""
+    wf = {
+        "name": "big",
+        "parameters": {"x": {"type": "number"}},
+        "tasks": {"t": {"action": "echo", "with": {"x": "${{ params.x }}"}}},
+        "outputs": {"x": "${{ tasks.t.output.x }}"},
+    }
+    async with harness(store) as h:
+        await h.apply(wf)
+        ex = await h.run("big", {"x": 10**400})
+        assert (ex.state, ex.outputs) == (E.COMPLETED, {"x": 10**400})

@@ -730,8 +730,6 @@ def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> 
             resolved[pname] = inputs[pname]  # checked before it was sealed (a rerun's)
         elif pname in inputs and inputs[pname] is not None:
             value = inputs[pname]
-            if param.type is ParamType.NUMBER and isinstance(value, int):
-                value = float(value) if not isinstance(value, bool) else value
             if why := type_error(param.type, value):
                 problems.append(Detail(where, why))
                 continue

@@ -24,6 +24,9 @@ def parse_duration(value: object) -> float:
             raise ValueError("a duration must be a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
+        if isinstance(value, int) and value > MAX_DURATION:
+            # JSON integers are unbounded (10**400 is no float, and too long to show)
+            raise ValueError(f"too long: a duration is at most {MAX_DURATION / 86400:g}d")
         return _bounded(float(value), value)
     if not isinstance(value, str):
         raise ValueError("expected a duration such as '30s', '5m' or a number of seconds")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,6 +85,9 @@ def limits_from_env(env: Mapping[str, str]) -> Limits:
 # documents ------------------------------------------------------------------------------------
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Python writes no int of more digits as text, so neither JSON nor a database takes one
+_DIGITS = sys.int_info.default_max_str_digits  # 4300
+_TOO_LONG = 10**_DIGITS
 
 
 def _pointer(path: list[Any]) -> str:
@@ -92,7 +96,8 @@ def _pointer(path: list[Any]) -> str:
 
 def document_problem(doc: Any, max_depth: int, where: str = "") -> Detail | None:
     """The first thing in a parsed document that execflow refuses to take: nesting deeper
-    than `max_depth`, a number that is not finite, a string with NUL or a lone surrogate."""
+    than `max_depth`, a number that is not finite or an int too long to write, a string
+    with NUL or a lone surrogate."""
     stack: list[tuple[Any, list[Any]]] = [(doc, [])]
     while stack:
         value, path = stack.pop()
@@ -110,6 +115,8 @@ def document_problem(doc: Any, max_depth: int, where: str = "") -> Detail | None
                 return Detail(where + _pointer(path), _unstorable(value))
         elif isinstance(value, float) and not math.isfinite(value):
             return Detail(where + _pointer(path), "not a finite number")
+        elif isinstance(value, int) and abs(value) >= _TOO_LONG:
+            return Detail(where + _pointer(path), f"an integer of over {_DIGITS} digits")
     return None
 
 

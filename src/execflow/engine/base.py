@@ -272,6 +272,10 @@ def fault_text(fault: Fault, hidden: list[str]) -> str:
     """An internal fault as its execution's error: where and what, bounded, with no secret
     and nothing a database refuses (NUL, lone surrogates)."""
     exc = fault.error
-    text = f"internal error while {fault.where}: {type(exc).__name__}: {exc}"
+    try:
+        told = str(exc)
+    except Exception:  # e.g. a database error quoting an int too long to print
+        told = "(its message cannot be rendered)"
+    text = f"internal error while {fault.where}: {type(exc).__name__}: {told}"
     text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return str(redact(text[:2000], hidden))
