@@ -107,8 +107,9 @@ class Settings:
     workers: int = 0  # worker processes; 0 means one per core
     node_id: str = ""
     # how long an execution stays a node's without a renewal (every third of it): a crashed
-    # node's executions are taken over within this and a poll
-    lease_seconds: float = 9.0
+    # node's executions are taken over within this and a poll. Shorter costs the database:
+    # each renewal rewrites the lease of every execution held (see bench/README.md)
+    lease_seconds: float = 30.0
     poll_seconds: float = 1.0
     sqlite_synchronous: str = "FULL"
     shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown

@@ -39,7 +39,7 @@ E, T = ExecutionState, TaskRunState
 @dataclass(frozen=True)
 class EngineSettings:
     node_id: str = ""
-    lease_seconds: float = 9.0
+    lease_seconds: float = 30.0
     poll_seconds: float = 1.0
     max_runs: int = 20_000
     claim_batch: int = 500

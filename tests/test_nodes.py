@@ -1,0 +1,129 @@
+"""Several real `execflow serve` nodes on one PostgreSQL database: a node paused past its
+lease (SIGSTOP) starts nothing of what another node took over meanwhile."""
+
+# The `servers` fixture is imported from test_server: arguments named so "redefine" it.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from execflow.sealing import new_key
+from execflow.store import connect
+from tests.conftest import PG_URL, _pg_admin
+from tests.test_server import Server, free_port, poll, servers, start_server  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+LEASE = 3.0
+
+
+@pytest.fixture
+def database(pg_template: str) -> Iterator[str]:
+    """A fresh database cloned from the migrated template, as a URL."""
+    name = "execflow_n_" + uuid.uuid4().hex[:12]
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name} TEMPLATE {pg_template}"))
+    url = connect(PG_URL or "").url.set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False).replace("+psycopg", "")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def _node(tmp_path: Path, name: str, url: str, keys: str) -> tuple[Path, dict[str, str]]:
+    env = {
+        "EXECFLOW_DATABASE_URL": url,
+        "EXECFLOW_SECRET_KEYS": keys,
+        "EXECFLOW_NODE_ID": name,
+        "EXECFLOW_LEASE_SECONDS": str(LEASE),
+        "EXECFLOW_SCHEDULES": "off",
+    }
+    return tmp_path / name, env
+
+
+def _ledger(path: Path) -> list[tuple[int, str, str, float]]:
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        pid, execution, task, at = line.split()
+        lines.append((int(pid), execution, task, float(at)))
+    return lines
+
+
+def _workflow(ledger: Path) -> dict[str, Any]:
+    def step(task: str, needs: list[str]) -> dict[str, Any]:
+        args = {
+            "path": str(ledger),
+            "execution": "${{ execution.id }}",
+            "task": task,
+            "seconds": 0.4,
+        }
+        return {
+            "action": "python",
+            "needs": needs,
+            "with": {"function": "tests.fixtures.tasks:ledger", "args": args},
+        }
+
+    return {
+        "name": "ledgered",
+        "tasks": {"s1": step("s1", []), "s2": step("s2", ["s1"]), "s3": step("s3", ["s2"])},
+    }
+
+
+def test_a_paused_node_starts_nothing_another_took_over(
+    tmp_path: Path, database: str, servers: list[Server]
+) -> None:
+    keys = new_key()
+    ledger = tmp_path / "ledger"
+    a_dir, a_env = _node(tmp_path, "a", database, keys)
+    a = start_server(a_dir, free_port(), env=a_env)
+    servers.append(a)
+    b_dir, b_env = _node(tmp_path, "b", database, keys)
+    b_dir.mkdir()
+    shutil.copy(a_dir / "admin-token", b_dir / "admin-token")
+    b = start_server(b_dir, free_port(), env=b_env)
+    servers.append(b)
+
+    assert a.client.put("/api/v1/workflows/ledgered", json=_workflow(ledger)).status_code == 201
+    ids = []
+    for _ in range(8):
+        r = a.client.post("/api/v1/workflows/ledgered/executions", json={})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    poll("a's tasks to run", lambda: any(pid == a.proc.pid for pid, *_ in _ledger(ledger)))
+
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        # b takes a's executions over once their leases expire
+        time.sleep(LEASE * 2 + 2)
+    finally:
+        resumed = time.time()
+        os.kill(a.proc.pid, signal.SIGCONT)
+
+    for execution_id in ids:
+        ex = b.wait_state(execution_id, {"COMPLETED", "FAILED", "CANCELED"}, timeout=60)
+        assert ex["state"] == "COMPLETED", ex
+    lines = _ledger(ledger)
+    late = [line for line in lines if line[0] == a.proc.pid and line[3] > resumed]
+    assert late == [], f"the paused node started tasks it no longer held: {late}"
+    # every step of every execution ran, on one node or the other
+    assert {(e, t) for _, e, t, _ in lines} == {(e, t) for e in ids for t in ("s1", "s2", "s3")}
+    # and b did take over (so the check above is not empty by chance)
+    assert any(pid == b.proc.pid for pid, *_ in lines)
+    # a is well again: it answers and is ready
+    assert a.client.get("/readyz").status_code == 200
