@@ -70,6 +70,9 @@ async def test_a_paused_node_does_not_start_what_waited_for_a_worker(
             # p2 ran once, on b, and was never lost: it never reached a's worker
             assert int((tmp_path / "p2").read_text()) not in a_workers
             assert attempts(ex, "p2") == [(1, TaskRunState.COMPLETED)]
+            # a's late result of p1 is in the audit log, ignored
+            logs = await b.service.logs(b.admin, started.id)
+            assert any("came to node a" in e.message and e.task_id == "p1" for e in logs)
 
 
 async def test_a_task_waiting_for_a_worker_is_handed_over_not_lost(

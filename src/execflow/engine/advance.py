@@ -18,7 +18,7 @@ from execflow.engine.run import Attempt, Run, item_key, split_key
 from execflow.errors import TaskFailure
 from execflow.executors import Outcome
 from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
-from execflow.records import TaskRunRecord
+from execflow.records import EventRecord, TaskRunRecord
 from execflow.states import ExecutionState, can_transition
 from execflow.store.ops import InsertCommand, InsertTaskRun, Op, UpdateExecution, UpdateTaskRun
 
@@ -40,7 +40,10 @@ class Advancing(Queueing):
         starts: list[tuple[Run, Attempt, Any]],
     ) -> None:
         run, attempt = self._current(key)
-        if run is None or attempt is None or attempt.state is not T.RUNNING:
+        if run is None:
+            self._ignored(key, outcome, now)
+            return
+        if attempt is None or attempt.state is not T.RUNNING:
             log.info("ignored a stale result for %s", key)
             return
         self._inflight.pop(key, None)
@@ -60,24 +63,7 @@ class Advancing(Queueing):
                 outcome = Outcome.failed(exc)
         action = run.task(task_id).action
         if outcome.ok:
-            self.metrics.task_run(action, "completed")
-            attempt.state, attempt.output = T.COMPLETED, outcome.output
-            if index is not None:
-                run.fanouts[tid].active.discard(index)
-            if run.log_level >= DEBUG:  # most executions keep no debug entries: skip the text
-                text = f"task {task_id} completed"
-                self._log(run, ops, now, DEBUG, "task", text, task_id, number)
-            ops.append(
-                UpdateTaskRun(
-                    run_id,
-                    task_id,
-                    number,
-                    T.RUNNING,
-                    T.COMPLETED,
-                    output=outcome.output,
-                    ended_at=now,
-                )
-            )
+            self._completed(run, attempt, outcome.output, now, ops)
             return
         message = (outcome.error or {}).get("message", "")
         kind = (outcome.error or {}).get("type")
@@ -115,6 +101,34 @@ class Advancing(Queueing):
         run.attempts[task_id] = nxt
         ops.append(InsertTaskRun(_record(run_id, nxt, now, round_=run.round)))
         self._add_timer(nxt.wake_at or now, "wake", (run_id, task_id, nxt.attempt))
+
+    def _completed(
+        self, run: Run, attempt: Attempt, output: Any, now: datetime, ops: list[Op]
+    ) -> None:
+        task_id, number = attempt.task_id, attempt.attempt
+        self.metrics.task_run(run.task(task_id).action, "completed")
+        attempt.state, attempt.output = T.COMPLETED, output
+        tid, index = split_key(task_id)
+        if index is not None:
+            run.fanouts[tid].active.discard(index)
+        if run.log_level >= DEBUG:  # most executions keep no debug entries: skip the text
+            self._log(run, ops, now, DEBUG, "task", f"task {task_id} completed", task_id, number)
+        ops.append(
+            UpdateTaskRun(
+                run.id, task_id, number, T.RUNNING, T.COMPLETED, output=output, ended_at=now
+            )
+        )
+
+    def _ignored(self, key: Key, outcome: Outcome, now: datetime) -> None:
+        """Another node holds the execution now (or it ended): the result is not this
+        node's to record, but the audit log says that it came, and was ignored."""
+        text = (
+            f"a result of task {key[1]} (attempt {key[2]}) came to node {self.node_id},"
+            " which no longer holds the execution; ignored"
+        )
+        data = {"node": self.node_id, "ok": outcome.ok}
+        event = EventRecord(key[0], now, WARNING, "task", text, key[1], key[2], data)
+        self._stale_results.append(event)
 
     def _after_lost(self, run: Run, task_id: str, message: str) -> tuple[float | None, str]:
         """An attempt lost to a crash, a worker's death or a takeover runs again at once,

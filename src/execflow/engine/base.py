@@ -115,6 +115,8 @@ class EngineBase:
         self._queued: deque[tuple[Key, Any]] = deque()
         self._pool_busy = 0
         self._reserved = 0
+        # audit entries for results of attempts this node no longer holds (written as is)
+        self._stale_results: list[EventRecord] = []
         # attempts a worker was free for when this node could not vouch for its leases
         self._unstarted: list[tuple[Key, str, Any]] = []
         self._loop_task: asyncio.Task[None] | None = None

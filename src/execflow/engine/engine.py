@@ -180,6 +180,12 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         for run, attempt, args in starts:
             if run.id in self.runs:
                 self._dispatch(run, attempt, args)
+        if self._stale_results:
+            stale, self._stale_results = self._stale_results, []
+            try:
+                await self.store.call(self.store.add_events, stale)
+            except Exception as exc:  # an audit entry is not worth the tick
+                log.warning("could not record %d ignored results: %s", len(stale), exc)
         for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
             del self.runs[run_id]
             self._secretive.discard(run_id)

@@ -1007,6 +1007,12 @@ class Store:
         with self._reader() as conn:
             return [_command(r) for r in conn.execute(q).mappings()]
 
+    def add_events(self, events: Sequence[EventRecord]) -> None:
+        """Add audit entries outside any lease: what a node saw of an execution another
+        node holds (a late result it ignored)."""
+        with self.engine.begin() as conn:
+            conn.execute(s.events.insert(), [writes.event_values(e) for e in events])
+
     def list_events(
         self,
         execution_id: str,
