@@ -196,7 +196,13 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         """Leases, claims, executions to take over and commands: what a tick starts from."""
         if self._released:
             released, self._released = self._released, set()
-            await self.store.call(self.store.release_leases, self.node_id, list(released))
+            try:
+                await self.store.call(self.store.release_leases, self.node_id, list(released))
+            except Exception:
+                # kept, to give back once the database answers: until then they are not
+                # renewed either, so at worst they expire
+                self._released |= released
+                raise
         if now >= self._next_renew:
             await self._renew(now)
         polling = now >= self._next_poll
