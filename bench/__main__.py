@@ -8,6 +8,8 @@ Workloads:
   W3 throughput many seq10 executions in flight: start acks/s, executions/s, task runs/s
   W3 acks       durable start acknowledgements/s of a workflow that parks on a timer
   W4 python40   forty sequential python tasks computing fib(10); total time
+  W6 takeover   (--takeover) two nodes on one database; seconds from a kill -9 of the node
+                holding 20 executions until the other has completed them all
 """
 
 from __future__ import annotations
@@ -77,13 +79,13 @@ def free_port() -> int:
 
 @contextmanager
 def server(
-    data_dir: Path, workers: int, database_url: str | None
+    data_dir: Path, workers: int, database_url: str | None, extra: dict[str, str] | None = None
 ) -> Iterator[tuple[str, str, int]]:
     port = free_port()
     # The benchmark's own checkout comes first, so a second worktree measures its own code
     # even when another checkout is installed in the environment.
     path = [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p), **(extra or {}))
     if database_url:
         env["EXECFLOW_DATABASE_URL"] = database_url
     # one client starts thousands of executions at once: the per-token start rate (a guard
@@ -337,6 +339,63 @@ async def run(url: str, token: str, pid: int, quick: bool) -> list[tuple[str, st
     ]
 
 
+def takeover(data_dir: Path, workers: int, database_url: str | None) -> float:
+    """Seconds from a kill -9 of a node holding 20 executions (each waiting for a signal,
+    sent at once through the other node) until the other node has completed them all."""
+    key = subprocess.run(
+        [sys.executable, "-m", "execflow.cli", "secrets", "new-key"],
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)])),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    shared = {
+        "EXECFLOW_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'shared.db'}",
+        "EXECFLOW_SECRET_KEYS": key,
+    }
+    (data_dir / "a").mkdir(parents=True)
+    wf = {
+        "name": "napper",
+        "tasks": {
+            "wait": {"action": "signal", "with": {"name": "go"}},
+            "done": {"action": "echo", "needs": ["wait"]},
+        },
+    }
+    with server(data_dir / "a", workers, None, {**shared, "EXECFLOW_NODE_ID": "a"}) as a:
+        url_a, token, pid_a = a
+        headers = {"Authorization": f"Bearer {token}"}
+        httpx.put(f"{url_a}/api/v1/workflows/napper", json=wf, headers=headers).raise_for_status()
+        ids = []
+        for _ in range(20):
+            r = httpx.post(f"{url_a}/api/v1/workflows/napper/executions", json={}, headers=headers)
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+        for eid in ids:
+            while (
+                httpx.get(f"{url_a}/api/v1/executions/{eid}", headers=headers).json()["state"]
+                != "WAITING_ON_SIGNAL"
+            ):
+                time.sleep(0.05)
+        (data_dir / "b").mkdir()
+        shutil.copy(data_dir / "a" / "admin-token", data_dir / "b" / "admin-token")
+        with server(data_dir / "b", workers, None, {**shared, "EXECFLOW_NODE_ID": "b"}) as b:
+            os.kill(pid_a, signal.SIGKILL)
+            killed = time.monotonic()
+            for eid in ids:  # recorded now, carried out by whoever holds the execution
+                go = f"{b[0]}/api/v1/executions/{eid}/signals/go"
+                httpx.post(go, json={}, headers=headers).raise_for_status()
+            pending = set(ids)
+            while pending:
+                for eid in list(pending):
+                    r = httpx.get(f"{b[0]}/api/v1/executions/{eid}", headers=headers)
+                    if r.json()["state"] in TERMINAL:
+                        pending.discard(eid)
+                if time.monotonic() - killed > 600:
+                    raise SystemExit("the other node did not take the executions over")
+                time.sleep(0.1)
+            return time.monotonic() - killed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -346,11 +405,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
     parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--takeover",
+        action="store_true",
+        help="also W6: takeover after a kill -9 (as long as EXECFLOW_LEASE_SECONDS, 30 s)",
+    )
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="execflow-bench-"))
     try:
         with server(data_dir, args.workers, args.database_url) as (url, token, pid):
             rows = asyncio.run(run(url, token, pid, args.quick))
+        if args.takeover:
+            lease = os.environ.get("EXECFLOW_LEASE_SECONDS", "30")
+            seconds = takeover(data_dir / "takeover", args.workers, args.database_url)
+            rows.append(
+                ("W6 takeover", f"seconds after a kill -9 (lease {lease} s)", f"{seconds:.1f}", "")
+            )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     db = "PostgreSQL" if args.database_url else "SQLite"
