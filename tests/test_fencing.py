@@ -165,3 +165,30 @@ async def test_a_node_drops_what_it_no_longer_holds_at_its_next_renewal(store: S
             for execution_id in ids:
                 ex = await b.service.get_execution(b.admin, execution_id)
                 assert ex.state == E.COMPLETED
+
+
+async def test_a_crashed_node_is_taken_over_after_its_heartbeat_not_its_leases(
+    store: Store,
+) -> None:
+    """Leases last 30 s; a node that stops beating loses its executions after 9."""
+    wf = {"name": "waits", "tasks": {"ok": {"action": "signal", "with": {"name": "go"}}}}
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(wf)
+        ids = [(await a.service.start(a.admin, "waits")).id for _ in range(3)]
+        await a.engine.run_until_idle()
+        await a.crash()
+    clock.advance(8)
+    async with harness(store, clock, node_id="b") as b:
+        b.engine.poke()
+        await b.engine.tick()
+        assert b.engine.runs == {}  # a's heartbeat has not expired yet
+        clock.advance(2)
+        b.engine.poke()
+        await b.engine.tick()
+        assert set(b.engine.runs) == set(ids)
+        for execution_id in ids:
+            await b.service.signal(b.admin, execution_id, "go", {})
+        await b.engine.run_until_idle()
+        for execution_id in ids:
+            assert (await b.service.get_execution(b.admin, execution_id)).state == E.COMPLETED

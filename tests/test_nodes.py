@@ -25,7 +25,7 @@ from tests.test_server import Server, free_port, poll, servers, start_server  # 
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-LEASE = 3.0
+HEARTBEAT = 3.0
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def _node(tmp_path: Path, name: str, url: str, keys: str) -> tuple[Path, dict[st
         "EXECFLOW_DATABASE_URL": url,
         "EXECFLOW_SECRET_KEYS": keys,
         "EXECFLOW_NODE_ID": name,
-        "EXECFLOW_LEASE_SECONDS": str(LEASE),
+        "EXECFLOW_HEARTBEAT_SECONDS": str(HEARTBEAT),
         "EXECFLOW_SCHEDULES": "off",
     }
     return tmp_path / name, env
@@ -109,8 +109,8 @@ def test_a_paused_node_starts_nothing_another_took_over(
 
     os.kill(a.proc.pid, signal.SIGSTOP)
     try:
-        # b takes a's executions over once their leases expire
-        time.sleep(LEASE * 2 + 2)
+        # b takes a's executions over once a's heartbeat expires (their leases have not)
+        time.sleep(HEARTBEAT * 2 + 2)
     finally:
         resumed = time.time()
         os.kill(a.proc.pid, signal.SIGCONT)

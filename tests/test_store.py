@@ -802,3 +802,22 @@ async def test_a_read_during_an_outage_fails_and_the_next_one_after_it_works(
     monkeypatch.setattr(store.engine, "connect", real)
     for _ in range(3):
         assert store.get_workflow(wf.project_id, wf.name).id == wf.id
+
+
+def test_a_node_whose_heartbeat_expired_holds_nothing(store: Store) -> None:
+    """Executions of a node that stopped beating are claimable at once, whatever their own
+    leases say; those of a node that beats are not."""
+    wf = workflow(store)
+    of_a = start(store, wf, "of-a", created_at=at(0)).id
+    of_b = start(store, wf, "of-b", created_at=at(1)).id
+    assert ids(store.claim("a", 1, at(300), T0)) == {of_a}
+    assert ids(store.claim("b", 1, at(300), T0)) == {of_b}
+    store.heartbeat("a", T0, at(9))
+    store.heartbeat("b", T0, at(9))
+    store.heartbeat("b", at(8), at(17))
+    assert ids(store.claim("c", 10, at(310), at(10))) == {of_a}
+    assert lease(store, of_b) == ("b", at(300))
+    # a node that beats again holds what it still has
+    store.heartbeat("a", at(11), at(20))
+    assert store.renew("a", at(330), [of_a]) == set()
+    assert store.renew("c", at(330), [of_a]) == {of_a}

@@ -65,6 +65,7 @@ class Runtime:
         engine_settings = EngineSettings(
             node_id=settings.node_id or _node_id(settings),
             lease_seconds=settings.lease_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
             poll_seconds=settings.poll_seconds,
             shutdown_grace=settings.shutdown_grace,
             max_items=settings.limits.max_items,

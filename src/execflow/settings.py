@@ -71,6 +71,7 @@ _NUMBERS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_CALLBACK_RETRY_FOR", "callback_retry_for", float),
     ("EXECFLOW_MAX_LOST_ATTEMPTS", "max_lost_attempts", _count),
     ("EXECFLOW_LEASE_SECONDS", "lease_seconds", _lease),
+    ("EXECFLOW_HEARTBEAT_SECONDS", "heartbeat_seconds", _lease),
 )
 
 
@@ -110,6 +111,9 @@ class Settings:
     # node's executions are taken over within this and a poll. Shorter costs the database:
     # each renewal rewrites the lease of every execution held (see bench/README.md)
     lease_seconds: float = 30.0
+    # how long a node counts as alive after a heartbeat (one every third of it): a crashed
+    # node's executions are taken over within this and a poll, whatever their leases say
+    heartbeat_seconds: float = 9.0
     poll_seconds: float = 1.0
     sqlite_synchronous: str = "FULL"
     shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown

@@ -40,6 +40,9 @@ E, T = ExecutionState, TaskRunState
 class EngineSettings:
     node_id: str = ""
     lease_seconds: float = 30.0
+    # how long this node counts as alive after a heartbeat (one every third of it): other
+    # nodes take over what it holds once it has passed, whatever the leases say
+    heartbeat_seconds: float = 9.0
     poll_seconds: float = 1.0
     max_runs: int = 20_000
     claim_batch: int = 500
@@ -106,6 +109,8 @@ class EngineBase:
         # when this node last learnt which leases it holds: nothing starts once it is
         # older than a lease (another node may have taken the executions over meanwhile)
         self._renewed_at = self.clock.now()
+        self._beat_at = self.clock.now()
+        self._next_beat = self.clock.now()
         # for readiness: when the last tick ended (time.monotonic()), and how many ticks in a
         # row have failed since
         self.last_tick = time.monotonic()

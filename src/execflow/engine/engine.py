@@ -54,6 +54,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
 
         Without `loop`, nothing ticks until `tick` or `run_until_idle` is called (tests).
         """
+        await self._beat(self.clock.now())
         await self.store.call(self.store.release_leases, self.node_id)
         await self.executor.start()
         if loop:
@@ -114,7 +115,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
 
     def _next_deadline_in(self) -> float:
         now = self.clock.now()
-        deadline = min(self._next_poll, self._next_renew)
+        deadline = min(self._next_poll, self._next_renew, self._next_beat)
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
         return max(0.0, (deadline - now).total_seconds())
@@ -203,6 +204,12 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 # renewed either, so at worst they expire
                 self._released |= released
                 raise
+        if now >= self._next_beat:
+            lapsed = (now - self._beat_at).total_seconds() > self.settings.heartbeat_seconds
+            await self._beat(now)
+            if lapsed:
+                # Other nodes may have taken executions over meanwhile: learn which at once.
+                self._next_renew = now
         if now >= self._next_renew:
             await self._renew(now)
         polling = now >= self._next_poll
@@ -258,6 +265,12 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 self._adopt.append((child, definition))
                 self._wake.set()
 
+    async def _beat(self, now: datetime) -> None:
+        expires = now + timedelta(seconds=self.settings.heartbeat_seconds)
+        await self.store.call(self.store.heartbeat, self.node_id, now, expires)
+        self._beat_at = now
+        self._next_beat = now + timedelta(seconds=self.settings.heartbeat_seconds / 3)
+
     async def _renew(self, now: datetime) -> None:
         """Extend the leases of what this engine holds, and drop at once what it no longer
         holds (another node took it over while this one was paused or cut off)."""
@@ -282,9 +295,14 @@ class Engine(Commands, FanOuts, Advancing, Writing):
 
     def _may_start(self, key: Key) -> bool:
         """Whether an attempt may start now: its execution is still held here, as far as
-        a renewal younger than a lease tells."""
-        age = (self.clock.now() - self._renewed_at).total_seconds()
-        return key[0] in self.runs and age < self.settings.lease_seconds
+        the last renewal (younger than a lease) and heartbeat (younger than the heartbeat
+        time, after which other nodes may take over) tell."""
+        now = self.clock.now()
+        return (
+            key[0] in self.runs
+            and (now - self._renewed_at).total_seconds() < self.settings.lease_seconds
+            and (now - self._beat_at).total_seconds() < self.settings.heartbeat_seconds
+        )
 
     async def _claim(self, now: datetime) -> None:
         self._claim_wanted = False
@@ -440,7 +458,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             # Nothing ran. The next renewal tells whether it is still ours to start.
             log.warning("attempt %s not started: this node's leases are not known to hold", key)
             self._unstarted.append((key, action_name, args))
-            self._next_renew = self.clock.now()
+            self._next_renew = self._next_beat = self.clock.now()
             self._wake.set()
             return
         except TaskFailure as exc:

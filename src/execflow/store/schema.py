@@ -285,3 +285,15 @@ secret_keys = Table(
     Column("recorded_at", UTCDateTime, nullable=False),
     Column("retired_at", UTCDateTime),
 )
+
+# The engines (nodes) and their heartbeats. A node beats every third of its heartbeat time;
+# once `expires_at` has passed, any node may take over the executions it holds, whatever
+# their own leases say, so a crashed node's work moves on within seconds while each
+# execution's lease is renewed far less often.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("beat_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -1059,16 +1059,22 @@ class Store:
         self, owner: str, limit: int, expires: datetime, now: datetime
     ) -> list[ExecutionRecord]:
         """Lease up to `limit` active executions nobody holds; returns them with their task runs."""
-        e = s.executions
+        e, n = s.executions, s.nodes
         free = sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at < now)
-        q = (
-            sa.select(e.c.id)
-            .where(e.c.state.in_(_ACTIVE), free)
-            .order_by(e.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         with self.engine.begin() as conn:
+            # a node whose heartbeat expired holds nothing, whatever its leases say
+            # (those dead for more than a day: their executions' own leases have expired)
+            recently = sa.and_(n.c.expires_at < now, n.c.expires_at > now - timedelta(days=1))
+            dead = list(conn.execute(sa.select(n.c.id).where(recently)).scalars())
+            if dead:
+                free = sa.or_(free, e.c.lease_owner.in_(dead))
+            q = (
+                sa.select(e.c.id)
+                .where(e.c.state.in_(_ACTIVE), free)
+                .order_by(e.c.created_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
             ids = list(conn.execute(q).scalars())
             if not ids:
                 return []
@@ -1125,6 +1131,15 @@ class Store:
         )
         with self._reader() as conn:
             return [_task_run(r) for r in conn.execute(q).mappings()]
+
+    def heartbeat(self, node: str, now: datetime, expires: datetime) -> None:
+        """Record that `node` is alive until `expires` (see `schema.nodes`)."""
+        n = s.nodes
+        with self.engine.begin() as conn:
+            beat = n.update().where(n.c.id == node).values(beat_at=now, expires_at=expires)
+            if conn.execute(beat).rowcount == 0:  # a node's first beat: forget long-dead ones
+                conn.execute(n.delete().where(n.c.expires_at < now - timedelta(days=7)))
+                conn.execute(n.insert().values(id=node, beat_at=now, expires_at=expires))
 
     def renew(self, owner: str, expires: datetime, ids: Iterable[str]) -> set[str]:
         """Extend the leases of those of `ids` this engine still holds; the ids it holds.
