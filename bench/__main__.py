@@ -408,7 +408,7 @@ def main() -> None:
     parser.add_argument(
         "--takeover",
         action="store_true",
-        help="also W6: takeover after a kill -9 (as long as EXECFLOW_LEASE_SECONDS, 30 s)",
+        help="also W6: takeover after a kill -9 (about EXECFLOW_HEARTBEAT_SECONDS, 9 s)",
     )
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="execflow-bench-"))
@@ -416,10 +416,10 @@ def main() -> None:
         with server(data_dir, args.workers, args.database_url) as (url, token, pid):
             rows = asyncio.run(run(url, token, pid, args.quick))
         if args.takeover:
-            lease = os.environ.get("EXECFLOW_LEASE_SECONDS", "30")
+            beat = os.environ.get("EXECFLOW_HEARTBEAT_SECONDS", "9")
             seconds = takeover(data_dir / "takeover", args.workers, args.database_url)
             rows.append(
-                ("W6 takeover", f"seconds after a kill -9 (lease {lease} s)", f"{seconds:.1f}", "")
+                ("W6 takeover", f"seconds after a kill -9 (heartbeat {beat} s)", f"{seconds:.1f}", "")
             )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
