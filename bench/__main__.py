@@ -418,9 +418,8 @@ def main() -> None:
         if args.takeover:
             beat = os.environ.get("EXECFLOW_HEARTBEAT_SECONDS", "9")
             seconds = takeover(data_dir / "takeover", args.workers, args.database_url)
-            rows.append(
-                ("W6 takeover", f"seconds after a kill -9 (heartbeat {beat} s)", f"{seconds:.1f}", "")
-            )
+            metric = f"seconds after a kill -9 (heartbeat {beat} s)"
+            rows.append(("W6 takeover", metric, f"{seconds:.1f}", ""))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     db = "PostgreSQL" if args.database_url else "SQLite"
