@@ -192,3 +192,33 @@ async def test_a_crashed_node_is_taken_over_after_its_heartbeat_not_its_leases(
         await b.engine.run_until_idle()
         for execution_id in ids:
             assert (await b.service.get_execution(b.admin, execution_id)).state == E.COMPLETED
+
+
+async def test_a_node_that_starts_gets_its_share_handed_over(store: Store) -> None:
+    """A node holding everything hands idle executions over, at its next heartbeat, to a
+    node that starts with nothing; never two owners, and all of them complete."""
+    wf = {"name": "waits", "tasks": {"ok": {"action": "signal", "with": {"name": "go"}}}}
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a") as a:
+        await a.apply(wf)
+        ids = [(await a.service.start(a.admin, "waits")).id for _ in range(10)]
+        await a.engine.run_until_idle()
+        assert len(a.engine.runs) == 10
+        async with harness(store, clock, node_id="b") as b:
+            await b.engine.tick()  # b beats, finds a holds 10 of 10, asks for 5
+            assert b.engine.runs == {}
+            clock.advance(4)
+            await a.engine.tick()  # a's heartbeat hears the request
+            await a.engine.tick()  # and gives the leases back
+            assert len(a.engine.runs) == 5
+            b.engine.poke()
+            await b.engine.tick()
+            assert len(b.engine.runs) == 5
+            assert not set(a.engine.runs) & set(b.engine.runs)
+            for execution_id in ids:
+                await a.service.signal(a.admin, execution_id, "go", {})
+            b.engine.notify()  # (another node's requests reach it at its poll)
+            await asyncio.gather(a.engine.run_until_idle(), b.engine.run_until_idle())
+            for execution_id in ids:
+                ex = await a.service.get_execution(a.admin, execution_id)
+                assert ex.state == E.COMPLETED

@@ -66,6 +66,7 @@ class Runtime:
             node_id=settings.node_id or _node_id(settings),
             lease_seconds=settings.lease_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
+            spread_seconds=settings.spread_seconds,
             poll_seconds=settings.poll_seconds,
             shutdown_grace=settings.shutdown_grace,
             max_items=settings.limits.max_items,

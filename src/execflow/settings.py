@@ -72,6 +72,7 @@ _NUMBERS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_MAX_LOST_ATTEMPTS", "max_lost_attempts", _count),
     ("EXECFLOW_LEASE_SECONDS", "lease_seconds", _lease),
     ("EXECFLOW_HEARTBEAT_SECONDS", "heartbeat_seconds", _lease),
+    ("EXECFLOW_SPREAD_SECONDS", "spread_seconds", float),
 )
 
 
@@ -114,6 +115,8 @@ class Settings:
     # how long a node counts as alive after a heartbeat (one every third of it): a crashed
     # node's executions are taken over within this and a poll, whatever their leases say
     heartbeat_seconds: float = 9.0
+    spread_seconds: float = 15.0  # how often a node compares its load with the others'
+
     poll_seconds: float = 1.0
     sqlite_synchronous: str = "FULL"
     shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown

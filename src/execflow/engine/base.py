@@ -43,6 +43,9 @@ class EngineSettings:
     # how long this node counts as alive after a heartbeat (one every third of it): other
     # nodes take over what it holds once it has passed, whatever the leases say
     heartbeat_seconds: float = 9.0
+    # how often a node compares what it holds with the other live nodes, and asks the
+    # busiest to hand some over when it holds less than its share (0: never)
+    spread_seconds: float = 15.0
     poll_seconds: float = 1.0
     max_runs: int = 20_000
     claim_batch: int = 500
@@ -111,6 +114,7 @@ class EngineBase:
         self._renewed_at = self.clock.now()
         self._beat_at = self.clock.now()
         self._next_beat = self.clock.now()
+        self._next_spread = self.clock.now()
         # for readiness: when the last tick ended (time.monotonic()), and how many ticks in a
         # row have failed since
         self.last_tick = time.monotonic()

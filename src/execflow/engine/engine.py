@@ -195,6 +195,27 @@ class Engine(Commands, FanOuts, Advancing, Writing):
 
     async def _gather(self, now: datetime) -> None:
         """Leases, claims, executions to take over and commands: what a tick starts from."""
+        await self._keep_leases(now)
+        polling = now >= self._next_poll
+        if not self._draining and (self._claim_wanted or polling):
+            if polling or self._keys_missing:
+                await self._check_keys()
+            if self._keys_missing:
+                self._claim_wanted = False
+                self._next_poll = now + timedelta(seconds=self.settings.poll_seconds)
+            else:
+                await self._claim(now)
+        spread = self.settings.spread_seconds
+        if spread and not self._draining and now >= self._next_spread:
+            self._next_spread = now + timedelta(seconds=spread)
+            await self._spread(now)
+        await self._take_over(now)
+        if self._commands_wanted or polling:
+            self._commands_wanted = False
+            self._commands = await self.store.read(self.store.pending_commands, self.node_id)
+
+    async def _keep_leases(self, now: datetime) -> None:
+        """Give back what was dropped, beat, and renew what is held, each when due."""
         if self._released:
             released, self._released = self._released, set()
             try:
@@ -212,15 +233,9 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 self._next_renew = now
         if now >= self._next_renew:
             await self._renew(now)
-        polling = now >= self._next_poll
-        if not self._draining and (self._claim_wanted or polling):
-            if polling or self._keys_missing:
-                await self._check_keys()
-            if self._keys_missing:
-                self._claim_wanted = False
-                self._next_poll = now + timedelta(seconds=self.settings.poll_seconds)
-            else:
-                await self._claim(now)
+
+    async def _take_over(self, now: datetime) -> None:
+        """Build the executions claimed or submitted since the last tick."""
         if any(definition is None for _, definition in self._adopt):
             self._commands_wanted = True  # an execution taken over may have some waiting
         for record, definition in self._adopt:
@@ -237,9 +252,6 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             except Exception as exc:
                 self._fault(record.id, exc, "taking it over", record.parent_id)
         self._adopt.clear()
-        if self._commands_wanted or polling:
-            self._commands_wanted = False
-            self._commands = await self.store.read(self.store.pending_commands, self.node_id)
 
     async def _check_keys(self) -> None:
         """Another node may seal with a key this one lacks: until it is added here, this node
@@ -267,7 +279,9 @@ class Engine(Commands, FanOuts, Advancing, Writing):
 
     async def _beat(self, now: datetime) -> None:
         expires = now + timedelta(seconds=self.settings.heartbeat_seconds)
-        await self.store.call(self.store.heartbeat, self.node_id, now, expires)
+        asked = await self.store.call(self.store.heartbeat, self.node_id, now, expires)
+        if asked and not self._draining:
+            self._hand_over(asked)
         self._beat_at = now
         self._next_beat = now + timedelta(seconds=self.settings.heartbeat_seconds / 3)
 
@@ -292,6 +306,40 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 if ACTIONS[action_name].placement is Placement.POOL:
                     self._pool_busy += 1
                 self._inflight[key] = asyncio.create_task(self._execute(key, action_name, args))
+
+    async def _spread(self, now: datetime) -> None:
+        """Holding less than an even share of the live nodes' executions (a node that just
+        started, say), ask the busiest node to hand the difference over. It gives back the
+        leases of idle executions at its next heartbeat and this node claims them: never two
+        owners at once, and nothing that runs is moved."""
+        loads = await self.store.read(self.store.loads, now)
+        if len(loads) < 2 or self.node_id not in loads:
+            return
+        share = sum(loads.values()) // len(loads)
+        mine = loads[self.node_id]
+        busiest = max(loads, key=lambda node: loads[node])
+        want = min(share - mine, loads[busiest] - share)
+        if want >= max(2, share // 10) and busiest != self.node_id:
+            log.info("holding %d of a share of %d: asking %s for %d", mine, share, busiest, want)
+            await self.store.call(self.store.ask, busiest, want)
+            self._claim_wanted = True
+
+    def _hand_over(self, count: int) -> None:
+        """Give back the leases of up to `count` idle executions (nothing in flight, no
+        attempt waiting for a worker, no cancel under way), for other nodes to claim."""
+        busy = {key[0] for key in self._inflight} | {key[0] for key, _ in self._queued}
+        idle = [
+            run.id
+            for run in self.runs.values()
+            if run.id not in busy
+            and run.id not in self._touched
+            and not run.cancel_requested
+            and not run.state.terminal
+        ][:count]
+        for run_id in idle:
+            self._drop(run_id)  # its lease is given back at the start of the next tick
+        if idle:
+            log.info("handing %d executions over to less busy nodes", len(idle))
 
     def _may_start(self, key: Key) -> bool:
         """Whether an attempt may start now: its execution is still held here, as far as

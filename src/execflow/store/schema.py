@@ -296,4 +296,6 @@ nodes = Table(
     Column("id", String(64), primary_key=True),
     Column("beat_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+    # executions other nodes asked this one to hand over (it has more than its share)
+    Column("wants", Integer, nullable=False, server_default="0"),
 )

@@ -1132,14 +1132,43 @@ class Store:
         with self._reader() as conn:
             return [_task_run(r) for r in conn.execute(q).mappings()]
 
-    def heartbeat(self, node: str, now: datetime, expires: datetime) -> None:
-        """Record that `node` is alive until `expires` (see `schema.nodes`)."""
+    def heartbeat(self, node: str, now: datetime, expires: datetime) -> int:
+        """Record that `node` is alive until `expires` (see `schema.nodes`); how many
+        executions other nodes asked it to hand over since its last beat."""
         n = s.nodes
         with self.engine.begin() as conn:
-            beat = n.update().where(n.c.id == node).values(beat_at=now, expires_at=expires)
-            if conn.execute(beat).rowcount == 0:  # a node's first beat: forget long-dead ones
+            asked = conn.execute(
+                sa.select(n.c.wants).where(n.c.id == node).with_for_update()
+            ).scalar()
+            if asked is None:  # a node's first beat: forget long-dead ones
                 conn.execute(n.delete().where(n.c.expires_at < now - timedelta(days=7)))
-                conn.execute(n.insert().values(id=node, beat_at=now, expires_at=expires))
+                conn.execute(n.insert().values(id=node, beat_at=now, expires_at=expires, wants=0))
+                return 0
+            beat = n.update().where(n.c.id == node)
+            conn.execute(beat.values(beat_at=now, expires_at=expires, wants=0))
+            return int(asked)
+
+    def loads(self, now: datetime) -> dict[str, int]:
+        """The live nodes and how many active executions each holds."""
+        n, e = s.nodes, s.executions
+        with self._reader() as conn:
+            live = list(conn.execute(sa.select(n.c.id).where(n.c.expires_at >= now)).scalars())
+            if not live:
+                return {}
+            held = conn.execute(
+                sa.select(e.c.lease_owner, sa.func.count())
+                .where(e.c.lease_owner.in_(live), e.c.state.in_(_ACTIVE))
+                .group_by(e.c.lease_owner)
+            ).all()
+        counts = dict.fromkeys(live, 0)
+        counts.update({owner: int(count) for owner, count in held})
+        return counts
+
+    def ask(self, node: str, count: int) -> None:
+        """Ask `node` to hand `count` executions over (at its next heartbeat)."""
+        n = s.nodes
+        with self.engine.begin() as conn:
+            conn.execute(n.update().where(n.c.id == node).values(wants=count))
 
     def renew(self, owner: str, expires: datetime, ids: Iterable[str]) -> set[str]:
         """Extend the leases of those of `ids` this engine still holds; the ids it holds.
