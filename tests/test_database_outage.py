@@ -1,7 +1,7 @@
 """A real database outage: a PostgreSQL of the test's own is stopped and started again
-while a real `execflow serve` takes starts. Requests fail with 503 meanwhile (never 500),
-the node answers again within seconds without a restart, and every acknowledged start
-completes."""
+(or another process holds SQLite's lock) while a real `execflow serve` takes starts.
+Requests fail with 503 meanwhile (never 500), the node answers again within seconds
+without a restart, and every acknowledged start completes."""
 
 # The `servers` fixture is imported from test_server: arguments named so "redefine" it.
 # ruff: noqa: F811
@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -140,3 +141,33 @@ def test_a_database_outage_answers_503_and_the_node_recovers_without_a_restart(
     # the executions the outage interrupted were given back and taken again at once, not
     # left to wait for their leases (30 s) to expire
     assert time.monotonic() - began < 15
+
+
+def test_a_locked_sqlite_database_answers_503_and_the_node_recovers(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout (10 s): writes fail
+    with 503, never 500, and once it lets go the node takes starts again at once."""
+    node = start_server(tmp_path / "node", free_port())
+    servers.append(node)
+    assert node.client.put("/api/v1/workflows/short", json=WAIT).status_code == 201
+    acknowledged = []
+    for _ in range(3):
+        r = node.client.post("/api/v1/workflows/short/executions", json={})
+        assert r.status_code == 202, r.text
+        acknowledged.append(r.json()["id"])
+    holder = sqlite3.connect(tmp_path / "node" / "execflow.db", timeout=30)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = node.client.post("/api/v1/workflows/short/executions", json={}, timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["id"] == "unavailable" and r.headers.get("Retry-After")
+    finally:
+        holder.rollback()
+        holder.close()
+    r = node.client.post("/api/v1/workflows/short/executions", json={}, timeout=30)
+    assert r.status_code == 202, r.text
+    acknowledged.append(r.json()["id"])
+    for execution_id in acknowledged:
+        ex = node.wait_state(execution_id, {"COMPLETED", "FAILED", "CANCELED"}, timeout=60)
+        assert ex["state"] == "COMPLETED", ex
