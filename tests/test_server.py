@@ -347,3 +347,49 @@ def test_an_approval_with_a_fan_out_and_sub_workflows_survives_a_restart_while_i
     assert (child["state"], child["parent_id"]) == ("COMPLETED", execution_id)
     logs = second.client.get(f"{path}/logs", params={"level": "notice"}).json()["items"]
     assert any(e["message"] == "signal approval received" for e in logs)
+
+
+def test_sigkill_while_tasks_wait_for_a_worker_loses_only_the_one_that_ran(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """One worker, four tasks: one runs, three wait for the worker when the server is
+    killed. After the restart the one that ran is `lost` and runs again; the three that
+    never reached a worker run once, as if nothing happened."""
+    data_dir, port = tmp_path / "data", free_port()
+    first = start_server(data_dir, port, "--workers", "1")
+    servers.append(first)
+    ledger = tmp_path / "ledger"
+    args = {"path": str(ledger), "execution": "${{ execution.id }}", "seconds": 1.5}
+    tasks = {
+        f"p{i}": {
+            "action": "python",
+            "with": {"function": "tests.fixtures.tasks:ledger", "args": {**args, "task": f"p{i}"}},
+        }
+        for i in range(4)
+    }
+    r = first.client.put("/api/v1/workflows/queued", json={"name": "queued", "tasks": tasks})
+    assert r.status_code == 201, r.text
+    r = first.client.post("/api/v1/workflows/queued/executions", json={})
+    assert r.status_code == 202, r.text
+    execution_id = r.json()["id"]
+    poll("a task to start", lambda: ledger.exists() and ledger.read_text().strip())
+    ran = ledger.read_text().split()[2]
+    waiting = [t for t in first.execution(execution_id)["tasks"] if t["started_at"] is None]
+    assert len(waiting) == 3, first.execution(execution_id)["tasks"]
+    workers = _children(first.proc.pid)
+    os.kill(first.proc.pid, signal.SIGKILL)
+    assert first.proc.wait(timeout=10) == -signal.SIGKILL
+    poll("the killed server's workers to exit", lambda: not any(map(_alive, workers)), 10)
+
+    second = start_server(data_dir, port, "--workers", "1", log_name="restarted")
+    servers.append(second)
+    ex = second.wait_state(execution_id, {"COMPLETED", "FAILED", "CANCELED"}, timeout=60)
+    assert ex["state"] == "COMPLETED", ex
+    for name in tasks:
+        runs = [(t["attempt"], t["state"]) for t in ex["tasks"] if t["task"] == name]
+        if name == ran:
+            assert runs == [(1, "FAILED"), (2, "COMPLETED")], runs
+        else:
+            assert runs == [(1, "COMPLETED")], (name, runs)
+    lost = next(t for t in ex["tasks"] if t["task"] == ran)
+    assert lost["error"]["type"] == "lost"
