@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from execflow.sealing import new_key
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -393,3 +395,42 @@ def test_sigkill_while_tasks_wait_for_a_worker_loses_only_the_one_that_ran(
             assert runs == [(1, "COMPLETED")], (name, runs)
     lost = next(t for t in ex["tasks"] if t["task"] == ran)
     assert lost["error"]["type"] == "lost"
+
+
+def _held(server: Server) -> float:
+    """What a node's engine holds, from its metrics."""
+    for line in server.client.get("/metrics").text.splitlines():
+        if line.startswith("execflow_executions_held "):
+            return float(line.split()[1])
+    raise AssertionError("no execflow_executions_held in /metrics")
+
+
+def test_a_second_node_gets_its_share_of_waiting_executions(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Ten executions wait for a signal on one node; a second node starts on the same
+    database and, without a crash, ends up holding about half of them; all complete."""
+    shared = {
+        "EXECFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "EXECFLOW_SECRET_KEYS": new_key(),
+        "EXECFLOW_SPREAD_SECONDS": "1",
+    }
+    a = start_server(tmp_path / "a", free_port(), env={**shared, "EXECFLOW_NODE_ID": "a"})
+    servers.append(a)
+    wf = {"name": "waits", "tasks": {"ok": {"action": "signal", "with": {"name": "go"}}}}
+    assert a.client.put("/api/v1/workflows/waits", json=wf).status_code == 201
+    ids = [
+        a.client.post("/api/v1/workflows/waits/executions", json={}).json()["id"] for _ in range(10)
+    ]
+    poll("a to hold all ten", lambda: _held(a) == 10)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "admin-token").write_text((tmp_path / "a" / "admin-token").read_text())
+    b = start_server(tmp_path / "b", free_port(), env={**shared, "EXECFLOW_NODE_ID": "b"})
+    servers.append(b)
+    poll("b to get its share", lambda: _held(b) >= 4, timeout=30)
+    assert _held(a) + _held(b) == 10
+    for execution_id in ids:
+        r = b.client.post(f"/api/v1/executions/{execution_id}/signals/go", json={})
+        assert r.status_code == 202, r.text
+    for execution_id in ids:
+        assert b.wait_state(execution_id, {"COMPLETED", "FAILED"}, 30)["state"] == "COMPLETED"

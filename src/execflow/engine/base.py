@@ -115,6 +115,9 @@ class EngineBase:
         self._beat_at = self.clock.now()
         self._next_beat = self.clock.now()
         self._next_spread = self.clock.now()
+        # after handing executions over, this node claims nothing until then (so that the
+        # node that asked for them, not this one, takes them)
+        self._quiet_until = self.clock.now()
         # for readiness: when the last tick ended (time.monotonic()), and how many ticks in a
         # row have failed since
         self.last_tick = time.monotonic()

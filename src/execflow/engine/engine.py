@@ -197,7 +197,8 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         """Leases, claims, executions to take over and commands: what a tick starts from."""
         await self._keep_leases(now)
         polling = now >= self._next_poll
-        if not self._draining and (self._claim_wanted or polling):
+        quiet = now < self._quiet_until
+        if not self._draining and not quiet and (self._claim_wanted or polling):
             if polling or self._keys_missing:
                 await self._check_keys()
             if self._keys_missing:
@@ -340,6 +341,8 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             self._drop(run_id)  # its lease is given back at the start of the next tick
         if idle:
             log.info("handing %d executions over to less busy nodes", len(idle))
+            quiet = timedelta(seconds=3 * self.settings.poll_seconds)
+            self._quiet_until = self.clock.now() + quiet
 
     def _may_start(self, key: Key) -> bool:
         """Whether an attempt may start now: its execution is still held here, as far as
