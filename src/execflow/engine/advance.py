@@ -6,13 +6,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
 from execflow.actions import ACTIONS, Action, Placement
 from execflow.actions.signal import SignalArgs, waiting
 from execflow.actions.subworkflow import WorkflowArgs
 from execflow.definition import Task, redact
-from execflow.engine.base import E, Fault, Key, T, fault_text, log
+from execflow.engine.base import E, Key, T, log
 from execflow.engine.queue import QUEUED, Queueing, is_queued
 from execflow.engine.run import Attempt, Run, item_key, split_key
 from execflow.errors import TaskFailure
@@ -293,15 +291,7 @@ class Advancing(Queueing):
     ) -> None:
         """A bad value (or a bug) met while starting one task fails that task, precisely,
         and the rest of its execution as a failed task would."""
-        if isinstance(exc, TaskFailure):
-            error = exc.as_error()
-        elif isinstance(exc, ValidationError):
-            error = {"type": "arguments", "message": _validation_message(exc)}
-        else:
-            fault = Fault(exc, f"starting task {attempt.task_id}")
-            log.error("execution %s: internal fault while %s", run.id, fault.where, exc_info=exc)
-            error = {"type": "internal", "message": fault_text(fault, run.hidden)}
-            self.metrics.internal_failure()
+        error = self._start_error(run, attempt.task_id, exc)
         self.metrics.task_run(run.task(attempt.task_id).action, "failed")
         attempt.state, attempt.error = T.FAILED, error
         tid, index = split_key(attempt.task_id)
@@ -452,14 +442,6 @@ def _record(
         round=round_,
         item=split_key(a.task_id)[1],
     )
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = "/".join(str(p) for p in err["loc"]) or "with"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid arguments: " + "; ".join(parts)
 
 
 def _times(

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from execflow.actions import ACTIONS, Action, Placement, Resources
 from execflow.actions.subworkflow import WorkflowArgs
@@ -22,6 +23,7 @@ from execflow.clock import Clock, SystemClock
 from execflow.definition import Definition, redact
 from execflow.engine.cache import DefinitionCache
 from execflow.engine.run import Attempt, FanOut, Run
+from execflow.errors import TaskFailure
 from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.metrics import Metrics
 from execflow.records import CommandRecord, EventRecord, ExecutionRecord
@@ -170,6 +172,18 @@ class EngineBase:
         heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
         self._wake.set()
 
+    def _start_error(self, run: Run, task_id: str, exc: Exception) -> dict[str, Any]:
+        """The error of a task that could not start: its own (`TaskFailure`), its arguments
+        that do not validate, or an internal fault (logged and counted)."""
+        if isinstance(exc, TaskFailure):
+            return exc.as_error()
+        if isinstance(exc, ValidationError):
+            return {"type": "arguments", "message": validation_message(exc)}
+        fault = Fault(exc, f"starting task {task_id}")
+        log.error("execution %s: internal fault while %s", run.id, fault.where, exc_info=exc)
+        self.metrics.internal_failure()
+        return {"type": "internal", "message": fault_text(fault, run.hidden)}
+
     def _action_of(self, run: Run, task_id: str) -> Action:
         return ACTIONS[run.task(task_id).action]
 
@@ -293,3 +307,11 @@ def fault_text(fault: Fault, hidden: list[str]) -> str:
     text = f"internal error while {fault.where}: {type(exc).__name__}: {told}"
     text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return str(redact(text[:2000], hidden))
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = "/".join(str(p) for p in err["loc"]) or "with"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid arguments: " + "; ".join(parts)

@@ -75,7 +75,7 @@ class Queueing(EngineBase):
             rendered = run.definition.renderers[tid](run.context(index, tid))
             args = self._action_of(run, attempt.task_id).args.model_validate(rendered)
         except Exception as exc:
-            error = {"type": "arguments", "message": f"{exc}"}
+            error = self._start_error(run, attempt.task_id, exc)
             self._results.append((key, Outcome(False, error=error, retryable=False)))
             return
         self._queue(key, args)
