@@ -130,6 +130,15 @@ def test_the_store_translates_an_outage_and_the_engine_still_knows_it_for_one() 
     assert not is_outage(sa.exc.IntegrityError("INSERT", {}, ValueError()))
 
 
+def test_a_database_that_takes_no_writes_for_now_is_an_outage_not_bad_data() -> None:
+    """PostgreSQL read-only (a standby before its promotion): the engine waits it out rather
+    than failing the executions it was writing, and the API answers 503."""
+    errors = pytest.importorskip("psycopg.errors", reason="psycopg is not installed")
+    refused = sa.exc.InternalError("INSERT", {}, errors.ReadOnlySqlTransaction())
+    assert is_outage(refused)
+    assert not is_outage(sa.exc.InternalError("INSERT", {}, errors.InFailedSqlTransaction()))
+
+
 async def test_store_calls_raise_unavailable_from_the_drivers_error(api: Api) -> None:
     store = api.runtime.store
     with outage(store), pytest.raises(Unavailable) as raised:

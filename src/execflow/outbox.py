@@ -43,6 +43,7 @@ from execflow.levels import ERROR, NOTICE, WARNING
 from execflow.records import EventRecord, ExecutionRecord, Principal
 from execflow.store import Store
 from execflow.store import outbox as sql
+from execflow.store.database import is_outage
 from execflow.store.outbox import DELIVERED, FAILED, PENDING, AttemptRecord, OutboxEntry
 
 log = logging.getLogger("execflow.outbox")
@@ -187,15 +188,21 @@ class Deliverer:
         self._wake.set()
 
     async def _loop(self) -> None:
+        failures = 0
         while not self._stopping:
             self._wake.clear()
             try:
                 attempts = await self.tick()
+                failures = 0
                 if len(attempts) >= self.concurrency:
                     continue  # a full batch: more may be due now
                 delay = await self._delay()
-            except Exception:
-                log.exception("callback tick failed; retrying")
+            except Exception as exc:
+                failures += 1
+                if not is_outage(exc):
+                    log.exception("callback tick failed; retrying")
+                elif failures == 1:  # one line per outage, not a traceback per attempt
+                    log.warning("callbacks wait for the database: %s", exc)
                 delay = min(_RETRY_SECONDS, self.poll_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)

@@ -28,6 +28,7 @@ from execflow.records import ExecutionRecord, Principal
 from execflow.schedules import Schedule, due_slots, next_slot, slot_execution_name
 from execflow.service import Service, StartRequest
 from execflow.store import Store
+from execflow.store.database import is_outage
 from execflow.store.schedules import (
     ScheduledWorkflow,
     revisions_before,
@@ -107,13 +108,19 @@ class Scheduler:
         self._wake.set()
 
     async def _loop(self) -> None:
+        failures = 0
         while not self._stopping:
             self._wake.clear()
             try:
                 await self.tick()
                 delay = self._delay(self.clock.now())
-            except Exception:
-                log.exception("schedule tick failed; retrying")
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if not is_outage(exc):
+                    log.exception("schedule tick failed; retrying")
+                elif failures == 1:  # one line per outage, not a traceback per attempt
+                    log.warning("schedules wait for the database: %s", exc)
                 delay = min(_RETRY_SECONDS, self.poll_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)

@@ -221,9 +221,15 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             released, self._released = self._released, set()
             try:
                 await self.store.call(self.store.release_leases, self.node_id, list(released))
-            except Exception:
+            except Exception as exc:
                 # kept, to give back once the database answers: until then they are not
                 # renewed either, so at worst they expire
+                if self.failed_ticks <= 1:  # once per outage
+                    log.warning(
+                        "could not give back %d leases yet; they are not renewed: %s",
+                        len(released),
+                        exc,
+                    )
                 self._released |= released
                 raise
         if now >= self._next_beat:

@@ -57,11 +57,21 @@ def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(_config(engine)).get_current_head()
 
 
+# PostgreSQL's "read_only_sql_transaction": the server takes reads but no writes for now (a
+# standby not yet promoted after a failover, or a cluster set read-only for maintenance).
+_READ_ONLY = "25006"
+
+
+def _read_only(exc: sa.exc.DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == _READ_ONLY
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether an error says the database could not be reached or did not answer (a blip
     to wait out), rather than that it refused what was written (a fault of that data);
-    `Unavailable` is such an error already translated by the store."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+    `Unavailable` is such an error already translated by the store. A database that takes
+    no writes for now (read-only) is out too: no data is at fault."""
+    if isinstance(exc, sa.exc.DBAPIError) and (exc.connection_invalidated or _read_only(exc)):
         return True
     return isinstance(
         exc,
