@@ -131,3 +131,53 @@ def test_a_paused_node_starts_nothing_another_took_over(
     assert any(pid == b.proc.pid for pid, *_ in lines)
     # a is well again: it answers and is ready
     assert a.client.get("/readyz").status_code == 200
+
+
+def test_a_killed_node_is_taken_over_within_a_heartbeat_and_a_restart_gets_work_back(
+    tmp_path: Path, database: str, servers: list[Server]
+) -> None:
+    """kill -9 of one of two nodes: the other takes its executions over once the dead node's
+    heartbeat expires (seconds), not when their 30 s leases do; the node, restarted, is
+    handed a share of what waits without anything stopping."""
+    keys = new_key()
+    a_dir, a_env = _node(tmp_path, "a", database, keys)
+    a_env["EXECFLOW_SPREAD_SECONDS"] = "2"
+    a = start_server(a_dir, free_port(), env=a_env)
+    servers.append(a)
+    b_dir, b_env = _node(tmp_path, "b", database, keys)
+    b_env["EXECFLOW_SPREAD_SECONDS"] = "2"
+    b_dir.mkdir()
+    shutil.copy(a_dir / "admin-token", b_dir / "admin-token")
+    b = start_server(b_dir, free_port(), env=b_env)
+    servers.append(b)
+    waits = {"name": "waits", "tasks": {"ok": {"action": "signal", "with": {"name": "go"}}}}
+    assert a.client.put("/api/v1/workflows/waits", json=waits).status_code == 201
+    path = "/api/v1/workflows/waits/executions"
+    ids = [a.client.post(path, json={}).json()["id"] for _ in range(20)]
+
+    def owners() -> dict[str | None, int]:
+        engine = connect(database)
+        try:
+            with engine.connect() as conn:
+                query = "SELECT lease_owner, count(*) FROM executions GROUP BY 1"
+                return {owner: int(n) for owner, n in conn.execute(sa.text(query))}
+        finally:
+            engine.dispose()
+
+    poll("a to hold the executions", lambda: owners().get("a") == 20)
+    a.proc.kill()
+    a.proc.wait()
+    killed = time.monotonic()
+    poll("b to take them over", lambda: owners().get("b") == 20, timeout=25, every=0.2)
+    taken = time.monotonic() - killed
+    assert taken < HEARTBEAT * 2 + 3, taken  # a heartbeat's time, far from a 30 s lease
+
+    a = start_server(a_dir, free_port(), env=a_env)
+    servers.append(a)
+    poll("the restarted node to be handed its share", lambda: owners().get("a", 0) >= 5, 30)
+    for execution_id in ids:
+        r = b.client.post(f"/api/v1/executions/{execution_id}/signals/go", json={})
+        assert r.status_code == 202, r.text
+    for execution_id in ids:
+        ex = b.wait_state(execution_id, {"COMPLETED", "FAILED", "CANCELED"}, timeout=30)
+        assert ex["state"] == "COMPLETED", ex
