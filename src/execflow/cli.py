@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import click
-import uvicorn
 
-from execflow import __version__, levels
+from execflow import __version__, levels, serving
 from execflow.api import create_app
 from execflow.auth import ROLES
 from execflow.client import ApiError, Client
@@ -139,9 +138,7 @@ def serve(
     app = create_app(runtime, manage_runtime=True)
     tune_gc()
     try:
-        uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level="warning", access_log=access_log
-        )
+        serving.run(app, settings.host, settings.port, access_log=access_log)
     finally:
         lock.close()
 
