@@ -41,6 +41,7 @@ from execflow.errors import (
     NotAuthenticated,
     NotFound,
     RateLimited,
+    Unavailable,
 )
 from execflow.limits import Limits, RateLimiter, document_problem, json_size
 from execflow.metrics import Metrics
@@ -75,6 +76,7 @@ MAX_SESSION_SECONDS = 7 * 86400.0
 FOLLOW_POLL_SECONDS = 1.0
 
 
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -244,21 +246,37 @@ class Service:
         try:
             if r.scheme == "acs":
                 nonce = check_acs_request(secret, r.method, list(r.params), now)
-                # this node's memory first (a replay to the same node costs no write), then
-                # the database, which every node shares
-                until = now + timedelta(seconds=2 * MAX_SKEW_SECONDS)
-                if not self._nonces.first_use(r.key_id, nonce, now) or not await self.store.call(
-                    self.store.use_nonce, r.key_id, nonce, now, until
-                ):
+                if not await self._first_use(r.key_id, nonce, now):
                     raise SignatureError("this SignatureNonce was used already")
             else:
                 check_obs_request(
                     secret, r.signature, r.method, r.raw_path, r.raw_query, r.headers, now, r.prefix
                 )
+                # It covers neither the body nor most of the query: taken twice, it could
+                # carry another start, or a dry run's signature a real one. So a request
+                # that changes something is taken once. Two alike within one second (the
+                # date's precision) are told to come again: the SDKs retry a 503, signing
+                # anew with a later date.
+                if r.method not in _READS and not await self._first_use(
+                    r.key_id, f"{r.scheme} {r.signature}", now
+                ):
+                    raise Unavailable(
+                        "this signature was taken already: a signed request that changes"
+                        " something is taken once; sign it again",
+                        retry_after=1,
+                    )
         except SignatureError as exc:
             raise NotAuthenticated(str(exc)) from None
         await self._used(principal, last_used, now)
         return principal
+
+    async def _first_use(self, key_id: str, nonce: str, now: datetime) -> bool:
+        """Whether a signed request's nonce is new: this node's memory first (a replay to
+        the same node costs no write), then the database, which every node shares."""
+        until = now + timedelta(seconds=2 * MAX_SKEW_SECONDS)
+        return self._nonces.first_use(key_id, nonce, now) and bool(
+            await self.store.call(self.store.use_nonce, key_id, nonce, now, until)
+        )
 
     async def authenticate_key(self, key_id: str, secret: str) -> Principal:
         """The principal of an access key given with its secret itself (HTTP Basic, a

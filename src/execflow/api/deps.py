@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -36,6 +39,11 @@ async def get_principal(request: Request) -> Principal:
         raise NotAuthenticated(str(exc)) from None
     if signed is not None:
         scheme, key_id, signature = signed
+        if (md5 := headers.get("content-md5")) is not None:
+            # the one header by which the signature covers the body: it must be the body's
+            digest = base64.b64encode(hashlib.md5(await request.body()).digest()).decode()
+            if not hmac.compare_digest(md5.strip().encode(), digest.encode()):
+                raise NotAuthenticated("the body does not match its Content-MD5")
         scope = request.scope
         return await service.authenticate_signed(
             SignedRequest(
