@@ -33,10 +33,11 @@ async def test_a_signed_dry_run_cannot_be_replayed_as_a_real_start(api: Api) -> 
     key, who = await _setup(api)
     path = "/api/v1/workflows/hello/executions"
     headers = sdk_sign(key, "POST", path, headers={"Content-Type": "application/json"})
-    r = await api.client.post(f"{path}?dry_run=true", json={"inputs": {"who": "x"}}, headers=headers)
+    start = {"inputs": {"who": "x"}}
+    r = await api.client.post(f"{path}?dry_run=true", json=start, headers=headers)
     assert r.status_code == 200, r.text
     for query in ("", "?dry_run=false", "?force=true"):
-        r = await api.client.post(f"{path}{query}", json={"inputs": {"who": "x"}}, headers=headers)
+        r = await api.client.post(f"{path}{query}", json=start, headers=headers)
         assert r.status_code == 503, r.text
         assert r.json()["error"]["id"] == "unavailable" and r.headers["Retry-After"] == "1"
         assert "taken already" in r.json()["error"]["description"]
@@ -88,7 +89,8 @@ async def test_a_content_md5_must_be_the_bodys(api: Api) -> None:
     body = json.dumps({"inputs": {"who": "a"}}).encode()
     md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
     extra = {"Content-Type": "application/json", "Content-MD5": md5}
-    r = await api.client.post(path, content=body, headers=sdk_sign(key, "POST", path, headers=extra))
+    signed = sdk_sign(key, "POST", path, headers=extra)
+    r = await api.client.post(path, content=body, headers=signed)
     assert r.status_code == 202, r.text
     other = json.dumps({"inputs": {"who": "b"}}).encode()
     r = await api.client.post(
