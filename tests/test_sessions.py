@@ -9,7 +9,7 @@ import pytest
 from execflow.clock import ManualClock
 from execflow.errors import NotAuthenticated
 from execflow.store import Store
-from execflow.store.store import ACCESS_KEY
+from execflow.store.credentials import ACCESS_KEY
 from tests.harness import harness
 
 

@@ -23,7 +23,7 @@ from execflow.durations import parse_duration
 from execflow.errors import Detail, InvalidInput, PermissionDenied
 from execflow.records import Principal, ProjectRecord, TokenRecord
 from execflow.service import Service
-from execflow.store.store import TOKEN
+from execflow.store.credentials import TOKEN
 
 
 async def create_project(service: Service, who: Principal, name: str) -> ProjectRecord:

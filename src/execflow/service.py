@@ -64,7 +64,7 @@ from execflow.signing import (
 )
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
-from execflow.store.store import new_id
+from execflow.store.base import new_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _EXEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")

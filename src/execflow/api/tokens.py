@@ -15,7 +15,7 @@ from execflow.api.schemas import (
     TokenList,
     TokenPublic,
 )
-from execflow.store.store import ACCESS_KEY
+from execflow.store.credentials import ACCESS_KEY
 
 router = APIRouter(prefix="/api/v1/projects", tags=["tokens"])
 

@@ -14,8 +14,8 @@ from execflow.errors import ExecflowError, InvalidInput, TaskFailure, Unavailabl
 from execflow.executors import Outcome
 from execflow.levels import INFO, NOTICE, WARNING
 from execflow.records import CommandRecord, ExecutionRecord
+from execflow.store.base import new_id
 from execflow.store.ops import FinishCommand, InsertCommand, InsertExecution, Op, UpdateTaskRun
-from execflow.store.store import new_id
 
 
 class Commands(EngineBase):

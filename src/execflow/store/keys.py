@@ -26,7 +26,7 @@ from execflow.sealing import Sealed, SecretKeyError
 from execflow.store import schema as s
 
 if TYPE_CHECKING:
-    from execflow.store.store import Store
+    from execflow.store.base import StoreBase
 
 # PostgreSQL advisory lock held by an enrollment until it commits (any constant will do;
 # this is "execflow" read as a number, cut to 63 bits)
@@ -50,7 +50,7 @@ class KeyRecord:
 class SecretKeys:
     """The database's record of the keys that seal its values, as one node sees it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreBase) -> None:
         self.store = store
         self._recorded: str | None = None  # the sealing key this node last recorded
 

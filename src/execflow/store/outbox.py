@@ -24,7 +24,8 @@ from execflow.sealing import Sealed, Sealer
 from execflow.states import TERMINAL
 from execflow.store import schema as s
 from execflow.store import writes
-from execflow.store.store import Store, _execution
+from execflow.store.rows import to_execution
+from execflow.store.store import Store
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 _ENDED = sorted(state.value for state in TERMINAL)
@@ -102,7 +103,7 @@ def claim_due(store: Store, now: datetime, lease_until: datetime, limit: int) ->
         keys = _ensure_secrets(conn, store.sealer, {row["project_id"] for row in rows})
     entries = [
         OutboxEntry(
-            _execution(row, ()),
+            to_execution(row, ()),
             row["callback_url"],
             row["callback_attempts"],
             lease_until,
