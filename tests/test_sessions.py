@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from execflow.clock import ManualClock
 from execflow.errors import NotAuthenticated
@@ -64,3 +65,50 @@ async def test_a_session_expires_no_later_than_the_key_that_opened_it(store: Sto
         (token,) = [t for t in made.values() if t.created_by == key_id]
         assert token.expires_at == soon
         assert (await h.service.authenticate(session)).role == "viewer"
+
+
+async def test_logging_in_again_hands_the_live_session_again(store: Store) -> None:
+    """Two hundred logins with one key make one session, not two hundred tokens; a new one
+    is made once the session has less than half its time left."""
+    clock = ManualClock()
+    async with harness(store, clock) as h:
+        now = h.clock.now()
+        key_id, secret = store.create_token(h.admin.project_id, "viewer", now, kind=ACCESS_KEY)
+        keyed = await h.service.authenticate_key(key_id, secret)
+        sessions = {
+            await h.service.open_session(keyed, 3600, "explorer session") for _ in range(200)
+        }
+        assert len(sessions) == 1
+        made = [t for t in store.list_tokens(h.admin.project_id) if t.created_by == key_id]
+        assert len(made) == 1
+        # another kind of session is another session
+        other = await h.service.open_session(keyed, 3600, "console session")
+        assert other not in sessions
+        clock.advance(1801)
+        fresh = await h.service.open_session(keyed, 3600, "explorer session")
+        assert fresh not in sessions
+        assert (await h.service.authenticate(fresh)).role == "viewer"
+        # a session's secret is kept sealed, never in plaintext
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT sealed_secret FROM tokens")).scalars().all()
+        assert not any(fresh in (row or "") for row in rows)
+
+
+async def test_tokens_made_with_a_keys_session_die_with_the_key(store: Store) -> None:
+    async with harness(store) as h:
+        now = h.clock.now()
+        key_id, secret = store.create_token(h.admin.project_id, "admin", now, kind=ACCESS_KEY)
+        keyed = await h.service.authenticate_key(key_id, secret)
+        session = await h.service.open_session(keyed, 3600)
+        by_session = await h.service.authenticate(session)
+        # with the session, an admin makes a long-lived token, and with it another
+        made_id, made = store.create_token(
+            h.admin.project_id, "operator", now, created_by=by_session.token_id
+        )
+        _, grandchild = store.create_token(h.admin.project_id, "viewer", now, created_by=made_id)
+        unrelated = await h.service.open_session(h.admin, 3600)
+        store.revoke_token(h.admin.project_id, key_id, now, None, kind=ACCESS_KEY)
+        for gone in (session, made, grandchild):
+            with pytest.raises(NotAuthenticated):
+                await h.service.authenticate(gone)
+        assert (await h.service.authenticate(unrelated)).role == "admin"

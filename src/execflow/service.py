@@ -290,14 +290,22 @@ class Service:
         return principal
 
     async def open_session(self, who: Principal, ttl: float, description: str = "session") -> str:
-        """A new token with the caller's project and role that expires after `ttl` seconds,
-        for clients that log in once with an access key and then carry a token (a cookie)."""
+        """A token with the caller's project and role that expires after `ttl` seconds,
+        for clients that log in once with an access key and then carry a token (a cookie).
+        Logging in again while a session of the same credential has at least half its time
+        left hands that one again: logins mint no pile of tokens."""
         if not 0 < ttl <= MAX_SESSION_SECONDS:
             raise ValueError(f"a session lasts between 0 and {MAX_SESSION_SECONDS:g} seconds")
         now = self.clock.now()
         expires = now + timedelta(seconds=ttl)
         if who.expires_at is not None:
             expires = min(expires, who.expires_at)  # a session outlives not its credential
+        lasting = min(now + timedelta(seconds=ttl / 2), expires)
+        found = await self.store.read(
+            self.store.session_of, who.token_id, description, now, lasting
+        )
+        if found is not None:
+            return found
         _, secret = await self.store.call(
             self.store.create_token,
             who.project_id,
@@ -306,6 +314,7 @@ class Service:
             description,
             expires,
             who.token_id,
+            sealed_too=True,
         )
         return secret
 

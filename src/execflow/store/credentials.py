@@ -128,14 +128,18 @@ class Credentials(StoreBase):
         expires_at: datetime | None = None,
         created_by: str | None = None,
         kind: str = TOKEN,
+        *,
+        sealed_too: bool = False,
     ) -> tuple[str, str]:
         """Store a new credential and return (id, secret). A token's secret is kept only as
-        a hash; an access key's secret is kept sealed too, since a signature is checked by
-        computing it again."""
+        a hash (and sealed too with `sealed_too`: a session, handed again to whoever logs in
+        again with the same key); an access key's secret is kept sealed too, since a
+        signature is checked by computing it again."""
         if role not in ROLES:
             raise InvalidInput(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         if kind == TOKEN:
-            token_id, secret, sealed = new_id(), "ef_" + secrets.token_urlsafe(32), None
+            token_id, secret = new_id(), "ef_" + secrets.token_urlsafe(32)
+            sealed = self.sealer.seal(secret).token if sealed_too else None
         else:
             token_id, secret = new_key_id(), secrets.token_urlsafe(30)
             sealed = self.sealer.seal(secret).token
@@ -224,11 +228,41 @@ class Credentials(StoreBase):
                     )
             conn.execute(t.update().where(t.c.id == token_id).values(revoked_at=now))
             if kind == ACCESS_KEY:
-                # what was made with the key (a session opened by logging in with it) goes
-                # with it: revoking a key cuts off everyone who held it
-                made = sa.and_(t.c.created_by == token_id, t.c.revoked_at.is_(None))
-                conn.execute(t.update().where(made, t.c.kind == TOKEN).values(revoked_at=now))
+                # What was made with the key goes with it: a session opened by logging in
+                # with it, and any token made with such a session, and so on. Revoking a key
+                # cuts off everyone who held it.
+                makers = [token_id]
+                while makers:
+                    made = sa.and_(
+                        t.c.created_by.in_(makers), t.c.revoked_at.is_(None), t.c.kind == TOKEN
+                    )
+                    makers = list(conn.execute(sa.select(t.c.id).where(made)).scalars())
+                    if makers:
+                        conn.execute(t.update().where(t.c.id.in_(makers)).values(revoked_at=now))
         return replace(token, revoked_at=now)
+
+    def session_of(
+        self, key_id: str, description: str, now: datetime, lasting: datetime
+    ) -> str | None:
+        """The secret of a live session opened with the access key `key_id` (with that
+        description) that lasts at least until `lasting`; None if there is none."""
+        t = s.tokens
+        q = (
+            sa.select(t.c.sealed_secret)
+            .where(
+                t.c.created_by == key_id,
+                t.c.kind == TOKEN,
+                t.c.description == description,
+                t.c.revoked_at.is_(None),
+                t.c.sealed_secret.is_not(None),
+                t.c.expires_at >= lasting,
+            )
+            .order_by(t.c.expires_at.desc())
+            .limit(1)
+        )
+        with self._reader() as conn:
+            sealed = conn.execute(q).scalar()
+        return None if sealed is None else self.sealer.open(Sealed(sealed))
 
     def authenticate(self, secret: str, now: datetime) -> tuple[Principal, datetime | None] | None:
         """The principal of a live token, with when it was last used (read only)."""
