@@ -344,7 +344,19 @@ def test_projects_and_tokens_are_administered_from_the_cli(cli: Cli) -> None:
     assert cli("project", "create", "team-a").exit_code == 0
     result = cli("project", "create", "team-a")
     assert result.exit_code == 1 and "409" in result.stderr
-    assert cli("project", "list").stdout.split()[::2] == ["default", "team-a"]
+    rows = [line.split("\t") for line in cli("project", "list").stdout.splitlines()]
+    assert [(name, actions) for name, _, actions in rows] == [
+        ("default", "all"),
+        ("team-a", "echo,http,signal,sleep,workflow"),
+    ]
+    result = cli("project", "update", "team-a", "--actions", "echo,python")
+    assert result.exit_code == 0 and "actions: echo,python" in result.stdout, result.output
+    result = cli("project", "update", "team-a", "--actions", "echo,shell")
+    assert result.exit_code != 0 and "'shell'" in result.output, result.output
+    assert cli("project", "update", "team-a", "--actions", "all").exit_code == 0
+    assert cli("project", "list").stdout.splitlines()[1].endswith("\tall")
+    result = cli("project", "create", "team-b", "--actions", "echo")
+    assert "actions: echo)" in result.stdout, result.output
     result = cli(
         "token", "create", "--project", "team-a", "--role", "scheduler", "--expires-in", "7d"
     )

@@ -8,6 +8,8 @@ tenants cannot be probed.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from execflow.auth import (
@@ -21,19 +23,57 @@ from execflow.auth import (
 from execflow.definition import NAME_RE
 from execflow.durations import parse_duration
 from execflow.errors import Detail, InvalidInput, PermissionDenied
+from execflow.project_actions import DEFAULT_ACTIONS, parse_actions
 from execflow.records import Principal, ProjectRecord, TokenRecord
 from execflow.service import Service
 from execflow.store.credentials import TOKEN
 
 
-async def create_project(service: Service, who: Principal, name: str) -> ProjectRecord:
+class Default(enum.Enum):
+    """An argument not given (None means something of its own)."""
+
+    DEFAULT = "default"
+
+
+DEFAULT = Default.DEFAULT
+
+
+async def create_project(
+    service: Service,
+    who: Principal,
+    name: str,
+    actions: Sequence[str] | Default | None = DEFAULT,
+) -> ProjectRecord:
+    """A new project. Its workflows may use `actions` (None: every action); by default the
+    actions that run no code of their own (see `project_actions`)."""
     if not is_system_admin(who):
         raise PermissionDenied("only admins of the default project create projects")
+    problems = []
     if not NAME_RE.fullmatch(name):
         detail = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
-        raise InvalidInput(details=[Detail("/name", detail)])
+        problems.append(Detail("/name", detail))
+    allowed: tuple[str, ...] | None = DEFAULT_ACTIONS
+    if not isinstance(actions, Default):
+        try:
+            allowed = parse_actions(actions)
+        except InvalidInput as exc:
+            problems.extend(exc.details)
+    if problems:
+        raise InvalidInput(details=problems)
     now = service.clock.now()
-    return await service.store.call(service.store.create_project, name, now)
+    return await service.store.call(service.store.create_project, name, now, allowed)
+
+
+async def update_project(
+    service: Service, who: Principal, name: str, actions: Sequence[str] | None
+) -> ProjectRecord:
+    """Set the actions a project's workflows may use (None: every action). Workflows stored
+    already that use others are refused when started, not changed."""
+    require_visible(who, name)
+    if not is_system_admin(who):
+        raise PermissionDenied("only admins of the default project change a project's actions")
+    allowed = parse_actions(actions)
+    return await service.store.call(service.store.update_project, name, allowed)
 
 
 async def list_projects(service: Service, who: Principal) -> list[ProjectRecord]:

@@ -467,24 +467,56 @@ def project() -> None:
     """Manage projects (admins of the default project)."""
 
 
+_ACTIONS_HELP = (
+    "Comma-separated actions its workflows may use, or 'all'. The code actions (python,"
+    " command) run the workflow's own code on the workers."
+)
+
+
+def _actions(given: str) -> list[str] | None:
+    return None if given.strip() == "all" else [a.strip() for a in given.split(",") if a.strip()]
+
+
+def _shown_actions(project: dict[str, Any]) -> str:
+    actions = project.get("actions")
+    return "all" if actions is None else ",".join(actions) or "none"
+
+
 @project.command("create")
 @click.argument("name")
+@click.option("--actions", default=None, help=_ACTIONS_HELP + " [default: no code actions]")
 @click.pass_context
-def project_create(ctx: click.Context, name: str) -> None:
+def project_create(ctx: click.Context, name: str, actions: str | None) -> None:
     """Create project NAME."""
     with _client(ctx) as client:
-        created = client.create_project(name)
-    click.echo(f"project {created['name']} created")
+        if actions is None:
+            created = client.create_project(name)
+        else:
+            # 'all' is sent as null, which is not the default: say it explicitly
+            body = {"name": name, "actions": _actions(actions)}
+            created = client.request("POST", "/api/v1/projects", json=body)
+    click.echo(f"project {created['name']} created (actions: {_shown_actions(created)})")
+
+
+@project.command("update")
+@click.argument("name")
+@click.option("--actions", required=True, help=_ACTIONS_HELP)
+@click.pass_context
+def project_update(ctx: click.Context, name: str, actions: str) -> None:
+    """Change project NAME's settings (admins of the default project)."""
+    with _client(ctx) as client:
+        updated = client.update_project(name, _actions(actions))
+    click.echo(f"project {updated['name']} updated (actions: {_shown_actions(updated)})")
 
 
 @project.command("list")
 @click.pass_context
 def project_list(ctx: click.Context) -> None:
-    """List the projects this token may see."""
+    """List the projects this token may see, with the actions each may use."""
     with _client(ctx) as client:
         items = client.list_projects()["items"]
     for p in items:
-        click.echo(f"{p['name']}\t{p['created_at']}")
+        click.echo(f"{p['name']}\t{p['created_at']}\t{_shown_actions(p)}")
 
 
 @main.group()

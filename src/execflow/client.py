@@ -107,8 +107,14 @@ class Client:
         query = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", f"/api/v1/executions/{execution_id}/logs", params=query)
 
-    def create_project(self, name: str) -> Any:
-        return self.request("POST", "/api/v1/projects", json={"name": name})
+    def create_project(self, name: str, actions: list[str] | None = None) -> Any:
+        body: dict[str, Any] = {"name": name}
+        if actions is not None:
+            body["actions"] = actions
+        return self.request("POST", "/api/v1/projects", json=body)
+
+    def update_project(self, name: str, actions: list[str] | None) -> Any:
+        return self.request("PATCH", f"/api/v1/projects/{name}", json={"actions": actions})
 
     def list_projects(self) -> Any:
         return self.request("GET", "/api/v1/projects")

@@ -19,6 +19,8 @@ class Principal:
     role: str
     # when the credential expires (None: never); what is made with it expires no later
     expires_at: datetime | None = field(default=None, compare=False)
+    # the actions the project's workflows may use (None: every action)
+    actions: frozenset[str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class ProjectRecord:
     id: str
     name: str
     created_at: datetime
+    # the actions its workflows may use (None: every action)
+    actions: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,8 @@ class Scheduler:
 def _principal(wf: ScheduledWorkflow, schedule: Schedule) -> Principal:
     """Who starts a slot: the schedule itself, as an operator of the workflow's project."""
     token_id = f"schedule:{schedule.name}"[:_STARTED_BY_LENGTH]
-    return Principal(token_id, wf.project_id, wf.project_name, "operator")
+    actions = None if wf.actions is None else frozenset(wf.actions)
+    return Principal(token_id, wf.project_id, wf.project_name, "operator", None, actions)
 
 
 def _calendar(schedule: Schedule) -> Calendar:

@@ -45,6 +45,7 @@ from execflow.errors import (
 )
 from execflow.limits import Limits, RateLimiter, document_problem, json_size
 from execflow.metrics import Metrics
+from execflow.project_actions import require_actions
 from execflow.records import (
     CallbackStatus,
     EventRecord,
@@ -342,6 +343,7 @@ class Service:
             why = f"{count} tasks; at most {self.limits.max_tasks} (EXECFLOW_MAX_TASKS)"
             raise InvalidDefinition("the workflow definition is not valid", [Detail("/tasks", why)])
         definition = parse_definition(raw, name=name)
+        require_actions(who, definition)
         result = await self.store.call(
             self.store.put_workflow, who.project_id, definition, self.clock.now()
         )
@@ -548,6 +550,7 @@ class Service:
                 details=[Detail("/revision", f"workflow {workflow!r} has no revision {number}")]
             )
         definition = await self.definitions.get(wf.id, number)
+        require_actions(who, definition)  # the project's actions may have narrowed since
         problems = _check_name_and_labels(r.name, r.labels)
         level = levels.DEFAULT
         if r.log_level is not None:
@@ -783,6 +786,7 @@ class Service:
         self._count_start(who)
         original = await self.store.read(self.store.get_execution, execution_id, who.project_id)
         definition = await self.definition_of(original)
+        require_actions(who, definition)
         problems: list[Detail] = self._sizes(inputs=inputs)
         if from_task not in definition.tasks:
             known = ", ".join(definition.order)

@@ -8,7 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from execflow import admin
 from execflow.api.deps import PrincipalDep, ServiceDep
-from execflow.api.schemas import ErrorBody, ProjectCreate, ProjectList, ProjectPublic
+from execflow.api.schemas import (
+    ErrorBody,
+    ProjectCreate,
+    ProjectList,
+    ProjectPublic,
+    ProjectUpdate,
+)
 from execflow.callbacks import SIGNATURE_HEADER
 from execflow.outbox import callback_secret
 
@@ -40,7 +46,7 @@ class CallbackSecretPublic(BaseModel):
 async def create_project(
     body: ProjectCreate, response: Response, service: ServiceDep, who: PrincipalDep
 ) -> ProjectPublic:
-    project = await admin.create_project(service, who, body.name)
+    project = await admin.create_project(service, who, body.name, body.actions)
     response.headers["Location"] = f"/api/v1/projects/{project.name}"
     return ProjectPublic.of(project)
 
@@ -64,6 +70,23 @@ async def list_projects(service: ServiceDep, who: PrincipalDep) -> ProjectList:
 )
 async def get_project(project: str, service: ServiceDep, who: PrincipalDep) -> ProjectPublic:
     return ProjectPublic.of(await admin.get_project(service, who, project))
+
+
+@router.patch(
+    "/{project}",
+    response_model=ProjectPublic,
+    responses={
+        401: {"model": ErrorBody},
+        403: {"model": ErrorBody},
+        404: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+    },
+    summary="Change a project's settings: the actions its workflows may use (admins of default)",
+)
+async def update_project(
+    project: str, body: ProjectUpdate, service: ServiceDep, who: PrincipalDep
+) -> ProjectPublic:
+    return ProjectPublic.of(await admin.update_project(service, who, project, body.actions))
 
 
 @router.get(

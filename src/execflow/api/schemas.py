@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from execflow import levels
 from execflow.auth import ROLES
 from execflow.definition import Definition, mask_secrets, redact, secret_values
+from execflow.project_actions import DEFAULT_ACTIONS
 from execflow.records import (
     CallbackStatus,
     EventRecord,
@@ -356,19 +357,38 @@ class ExecutionList(_Out):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
 
 
+_ACTIONS_DOC = (
+    "The actions the project's workflows may use; null: every action. Code actions (python,"
+    " command) run the workflow's own code on the workers."
+)
+
+
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(max_length=64, description="Letters, digits, '-' and '_'")
+    actions: list[str] | None = Field(
+        default_factory=lambda: list(DEFAULT_ACTIONS),
+        max_length=64,
+        description=_ACTIONS_DOC + " Default: the actions that run no code of their own.",
+    )
+
+
+class ProjectUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actions: list[str] | None = Field(max_length=64, description=_ACTIONS_DOC)
 
 
 class ProjectPublic(_Out):
     name: str
     created_at: datetime
+    actions: list[str] | None = Field(description=_ACTIONS_DOC)
 
     @classmethod
     def of(cls, p: ProjectRecord) -> ProjectPublic:
-        return cls(name=p.name, created_at=p.created_at)
+        actions = None if p.actions is None else list(p.actions)
+        return cls(name=p.name, created_at=p.created_at, actions=actions)
 
 
 class ProjectList(_Out):

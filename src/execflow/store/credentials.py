@@ -49,7 +49,7 @@ def _live_credential(kind: str, match: Any) -> sa.Select[Any]:
     t = s.tokens
     columns = (t.c.id, t.c.project_id, t.c.role, t.c.expires_at, t.c.last_used_at)
     return (
-        sa.select(*columns, t.c.sealed_secret, s.projects.c.name)
+        sa.select(*columns, t.c.sealed_secret, s.projects.c.name, s.projects.c.actions)
         .join(s.projects, s.projects.c.id == t.c.project_id)
         .where(match, t.c.revoked_at.is_(None), t.c.kind == kind)
     )
@@ -70,6 +70,10 @@ _TOKEN_COLUMNS = (
 )
 
 
+def _listed(actions: tuple[str, ...] | None) -> list[str] | None:
+    return None if actions is None else list(actions)
+
+
 class Credentials(StoreBase):
     """Projects, tokens and access keys: creating, listing, revoking and authenticating them."""
 
@@ -82,32 +86,47 @@ class Credentials(StoreBase):
                 conn.execute(s.projects.insert().values(id=pid, name=name, created_at=now))
             return str(pid)
 
-    def create_project(self, name: str, now: datetime) -> ProjectRecord:
-        record = ProjectRecord(new_id(), name, now)
+    def create_project(
+        self, name: str, now: datetime, actions: tuple[str, ...] | None = None
+    ) -> ProjectRecord:
+        """A new project whose workflows may use `actions` (None: every action)."""
+        record = ProjectRecord(new_id(), name, now, actions)
+        values = {"id": record.id, "name": name, "created_at": now, "actions": _listed(actions)}
         try:
             with self.engine.begin() as conn:
-                conn.execute(s.projects.insert().values(id=record.id, name=name, created_at=now))
+                conn.execute(s.projects.insert().values(**values))
         except sa.exc.IntegrityError:
             raise Conflict(f"project {name!r} already exists") from None
         return record
 
-    def get_project(self, name: str) -> ProjectRecord:
+    def update_project(self, name: str, actions: tuple[str, ...] | None) -> ProjectRecord:
+        """Set the actions a project's workflows may use (None: every action)."""
         p = s.projects
-        with self._reader() as conn:
-            q = sa.select(p.c.id, p.c.name, p.c.created_at).where(p.c.name == name)
-            row = conn.execute(q).first()
-        if row is None:
+        with self.engine.begin() as conn:
+            done = conn.execute(p.update().where(p.c.name == name).values(actions=_listed(actions)))
+        if not done.rowcount:
             raise NotFound(f"project {name!r} not found")
-        return ProjectRecord(row.id, row.name, row.created_at)
+        return self.get_project(name)
+
+    def get_project(self, name: str) -> ProjectRecord:
+        found = self.list_projects(name)
+        if not found:
+            raise NotFound(f"project {name!r} not found")
+        return found[0]
 
     def list_projects(self, name: str | None = None) -> list[ProjectRecord]:
         """Every project by name, or only the one named."""
         p = s.projects
-        q = sa.select(p.c.id, p.c.name, p.c.created_at).order_by(p.c.name)
+        q = sa.select(p.c.id, p.c.name, p.c.created_at, p.c.actions).order_by(p.c.name)
         if name is not None:
             q = q.where(p.c.name == name)
         with self._reader() as conn:
-            return [ProjectRecord(r.id, r.name, r.created_at) for r in conn.execute(q)]
+            return [
+                ProjectRecord(
+                    r.id, r.name, r.created_at, None if r.actions is None else tuple(r.actions)
+                )
+                for r in conn.execute(q)
+            ]
 
     def project_id(self, name: str) -> str | None:
         with self._reader() as conn:

@@ -83,7 +83,15 @@ def to_execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRec
 
 
 def to_principal(row: RowMapping) -> Principal:
-    return Principal(row["id"], row["project_id"], row["name"], row["role"], row.get("expires_at"))
+    actions = row.get("actions")
+    return Principal(
+        row["id"],
+        row["project_id"],
+        row["name"],
+        row["role"],
+        row.get("expires_at"),
+        None if actions is None else frozenset(actions),
+    )
 
 
 def _inputs(row: RowMapping) -> dict[str, Any]:

@@ -34,13 +34,16 @@ class ScheduledWorkflow:
     project_name: str
     revision: int
     stored_at: datetime  # when that revision was stored
+    actions: list[str] | None = None  # what the project may use (None: every action)
 
 
 def scheduled_workflows(store: Store) -> list[ScheduledWorkflow]:
     """Every workflow whose latest revision has a non-empty `schedules` list."""
     w, r, p = s.workflows, s.revisions, s.projects
     q = (
-        sa.select(w.c.id, w.c.name, w.c.project_id, p.c.name, r.c.number, r.c.created_at)
+        sa.select(
+            w.c.id, w.c.name, w.c.project_id, p.c.name, r.c.number, r.c.created_at, p.c.actions
+        )
         .join(r, sa.and_(r.c.workflow_id == w.c.id, r.c.number == w.c.latest_revision))
         .join(p, p.c.id == w.c.project_id)
         .where(_declares_schedules(store))

@@ -71,6 +71,8 @@ projects = Table(
     # signs the callbacks of the project's executions (X-Execflow-Signature); made on first
     # use, kept sealed
     Column("callback_secret", Text),
+    # the actions its workflows may use, a JSON list of names; NULL: every action
+    Column("actions", SqlNullJson),
 )
 
 tokens = Table(
