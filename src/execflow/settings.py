@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from execflow.callbacks import Network, parse_networks
 from execflow.limits import Limits, limits_from_env
+from execflow.outbound import Network, parse_networks
 
 
 def default_data_dir() -> Path:
