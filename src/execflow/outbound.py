@@ -40,6 +40,8 @@ METADATA_ADDRESSES: frozenset[Address] = frozenset(
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _LOOPBACKS = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 _NO_COOKIES = DefaultCookiePolicy(allowed_domains=[])
+# the content codings `bodies.read_limited` decodes within its limit
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 class Refused(ValueError):
@@ -227,6 +229,7 @@ def new_client(
         cookies=CookieJar(policy=_NO_COOKIES),
         timeout=timeout,
         follow_redirects=False,
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
     )
 
 
