@@ -14,6 +14,7 @@ from execflow.clock import Clock, ManualClock
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.executors import LocalExecutor
 from execflow.metrics import Metrics
+from execflow.outbound import Resolver, parse_networks
 from execflow.records import ExecutionRecord, Principal
 from execflow.service import Service
 from execflow.store import Store
@@ -67,16 +68,30 @@ async def harness(
     node_id: str = "test-node",
     http: httpx.AsyncClient | None = None,
     claim_batch: int = 500,
+    resolve: Resolver | None = None,
+    http_allowed_networks: str = "",
 ) -> AsyncIterator[Harness]:
     clock = clock or ManualClock()
     now = clock.now()
     project = store.ensure_project("default", now)
     _, secret = store.create_token(project, "admin", now)
     definitions = DefinitionCache(store)
-    settings = EngineSettings(node_id=node_id, poll_seconds=3600, claim_batch=claim_batch)
+    settings = EngineSettings(
+        node_id=node_id,
+        poll_seconds=3600,
+        claim_batch=claim_batch,
+        http_allowed_networks=parse_networks(http_allowed_networks),
+    )
     metrics = Metrics()
     engine = Engine(
-        store, LocalExecutor(workers), definitions, settings, clock, http=http, metrics=metrics
+        store,
+        LocalExecutor(workers),
+        definitions,
+        settings,
+        clock,
+        http=http,
+        metrics=metrics,
+        resolve=resolve,
     )
     service = Service(store, definitions, engine, clock, metrics=metrics)
     admin = await service.authenticate(secret)

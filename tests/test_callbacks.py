@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,24 +19,23 @@ from execflow.callbacks import (
     CallbackPolicy,
     CallbackRefused,
     DeliveryResult,
-    Resolver,
     check_url,
     deliver,
     give_up,
     new_client,
     next_attempt_at,
     next_delay,
-    parse_networks,
-    resolve_public,
     sign,
     verify,
 )
 from execflow.errors import InvalidInput
+from execflow.outbound import Refused, Resolver, parse_networks, resolve_allowed
 
 SECRET = b"project-secret"
 BODY = b'{"id":"ex_1","name":"nightly","state":"COMPLETED"}'
 PUBLIC_ONLY = "callbacks go to public addresses only"
 LOCAL = CallbackPolicy.from_config(["127.0.0.0/8"])
+ANYWHERE_PUBLIC = CallbackPolicy().outbound
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
@@ -182,7 +179,7 @@ def test_policy_from_config_parses_networks() -> None:
 
 @pytest.mark.parametrize("value", ["10.0.0.1/8", "nonsense", "", "10.0.0.0/33"])
 def test_invalid_networks_are_named(value: str) -> None:
-    with pytest.raises(ValueError, match=f"allowed callback network '{value}' is not valid: "):
+    with pytest.raises(ValueError, match=f"allowed network '{value}' is not valid: "):
         parse_networks([value])
 
 
@@ -195,37 +192,37 @@ def test_inconsistent_timing_is_refused(settings: dict[str, float]) -> None:
         CallbackPolicy.from_config((), **settings)
 
 
-# -- resolving at send time ------------------------------------------------------------------
+# -- resolving at send time (the outbound guard, with the callbacks' policy) ------------------
 
 
 async def test_resolution_returns_every_address_once_in_order() -> None:
     resolve = names({"hooks.example": ["93.184.216.34", "2606:2800:220:1::", "93.184.216.34"]})
-    addresses = await resolve_public("hooks.example", 443, CallbackPolicy(), resolve=resolve)
+    addresses = await resolve_allowed("hooks.example", 443, ANYWHERE_PUBLIC, resolve=resolve)
     assert addresses == ["93.184.216.34", "2606:2800:220:1::"]
 
 
 async def test_one_internal_address_among_public_ones_refuses_the_host() -> None:
     resolve = names({"hooks.example": ["93.184.216.34", "10.0.0.7"]})
-    with pytest.raises(CallbackRefused) as caught:
-        await resolve_public("hooks.example", 443, CallbackPolicy(), resolve=resolve)
+    with pytest.raises(Refused) as caught:
+        await resolve_allowed("hooks.example", 443, ANYWHERE_PUBLIC, resolve=resolve)
     assert caught.value.reason == f"the address 10.0.0.7 is private; {PUBLIC_ONLY}"
 
 
 async def test_literal_addresses_are_not_resolved() -> None:
-    assert await resolve_public("127.1", 80, LOCAL, resolve=no_dns) == ["127.0.0.1"]
+    assert await resolve_allowed("127.1", 80, LOCAL.outbound, resolve=no_dns) == ["127.0.0.1"]
 
 
 async def test_a_name_without_addresses_is_an_os_error() -> None:
     resolve = names({"empty.example": []})
     with pytest.raises(OSError, match=r"^empty\.example has no addresses$"):
-        await resolve_public("empty.example", 80, CallbackPolicy(), resolve=resolve)
+        await resolve_allowed("empty.example", 80, ANYWHERE_PUBLIC, resolve=resolve)
 
 
 async def test_the_system_resolver_is_checked_too() -> None:
-    with pytest.raises(CallbackRefused, match="is loopback"):
-        await resolve_public("localhost", 80, CallbackPolicy())
+    with pytest.raises(Refused, match="is loopback"):
+        await resolve_allowed("localhost", 80, ANYWHERE_PUBLIC)
     loopback = CallbackPolicy.from_config(["127.0.0.0/8", "::1/128"])
-    assert "127.0.0.1" in await resolve_public("localhost", 80, loopback)
+    assert "127.0.0.1" in await resolve_allowed("localhost", 80, loopback.outbound)
 
 
 # -- signatures and back-off -----------------------------------------------------------------
@@ -479,27 +476,6 @@ async def test_the_client_keeps_no_cookies(receiver: Receiver, client: httpx.Asy
 
 
 # -- https: the address is pinned, the certificate is still checked against the host name -----
-
-
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for callback.test (made by the openssl command, ~10 ms)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=callback.test"),
-            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-addext", "subjectAltName=DNS:callback.test"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 @dataclass

@@ -20,6 +20,7 @@ from execflow.store import Store
 from tests.harness import Harness, harness
 
 STUB_URL = "http://stub.test/healthz"
+STUB_ADDRESS = "93.184.216.34"  # public, so the http action may go there; never connected to
 # What each example is started with; an example missing here fails the coverage test.
 INPUTS: dict[str, dict[str, Any]] = {
     "daily-sales-report": {"day": "2024-03-01"},
@@ -43,12 +44,17 @@ def healthy(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"status": "ok"})
 
 
+async def stub_dns(host: str, port: int) -> list[str]:
+    assert host == "stub.test", host
+    return [STUB_ADDRESS]
+
+
 @asynccontextmanager
 async def examples(store: Store, handler: Handler = healthy) -> AsyncIterator[Harness]:
     """A harness whose engine makes HTTP calls to `handler`, with the examples loaded."""
     async with (
         httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http,
-        harness(store, http=http) as h,
+        harness(store, http=http, resolve=stub_dns) as h,
     ):
         assert sorted(load_examples(store, h.clock.now())) == sorted(INPUTS)
         yield h
@@ -152,7 +158,9 @@ async def test_health_check_calls_the_url(store: Store) -> None:
         ex = await h.run("service-health-check", {"url": STUB_URL})
     assert ex.state == ExecutionState.COMPLETED, ex.error
     assert ex.outputs == {"healthy": True, "status": 200}
-    assert [(r.method, str(r.url)) for r in seen] == [("GET", STUB_URL)]
+    # to the address the name resolved to, under the name
+    assert [(r.method, str(r.url)) for r in seen] == [("GET", f"http://{STUB_ADDRESS}/healthz")]
+    assert seen[0].headers["host"] == "stub.test"
     assert seen[0].headers["accept"] == "application/json"
 
 

@@ -21,12 +21,11 @@ from execflow.callbacks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     CallbackPolicy,
-    Resolver,
-    parse_networks,
     verify,
 )
 from execflow.clock import ManualClock
 from execflow.levels import ERROR, NOTICE, WARNING
+from execflow.outbound import Resolver, parse_networks
 from execflow.outbox import Deliverer
 from execflow.records import CallbackStatus, EventRecord
 from execflow.runtime import Runtime

@@ -3,12 +3,11 @@
 The engine owns the outbox (what is owed to whom, and when to try again); this module holds the
 rules it applies and performs one delivery at a time. Nothing here touches the store.
 
-A callback URL is checked twice. `check_url` refuses at start whatever the URL alone gives away (a
-scheme, credentials, a literal address or `localhost`). `deliver` resolves the host again at send
-time, refuses if any of its addresses is not public, and connects to an address it checked, so a
-DNS answer that changes between the check and the connection (rebinding) cannot turn a delivery
-towards an internal service. The Host header and, for https, the TLS server name and certificate
-check stay on the URL's host name.
+A callback URL is checked twice, by the outbound guard every request of the server goes
+through (`outbound.py`). `check_url` refuses at start whatever the URL alone gives away (a
+scheme, credentials, a literal address or `localhost`). `deliver` resolves the host again at
+send time, refuses if any of its addresses is not public, and connects to an address it
+checked (`outbound.send`), so DNS rebinding cannot turn a delivery towards an internal service.
 """
 
 from __future__ import annotations
@@ -16,42 +15,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
-import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import TypeAlias
 
 import httpx
 
+from execflow import outbound
 from execflow.errors import Detail, InvalidInput
-
-Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver: TypeAlias = Callable[[str, int], Awaitable[Sequence[str]]]
-"""Host name and port to IP address strings; `system_resolve` unless a test injects one."""
+from execflow.outbound import Network, OutboundPolicy, Refused, Resolver
 
 EVENT_ID_HEADER = "X-Execflow-Event-Id"
 SIGNATURE_HEADER = "X-Execflow-Signature"
 
-# Instance metadata services hand credentials to any process on the host that asks; they are
-# named on their own so a refusal says what was at stake (AWS/GCP/Azure, AWS over IPv6, Alibaba).
-METADATA_ADDRESSES: frozenset[Address] = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
-)
-# On an IPv6-only host behind DNS64, IPv4-only names resolve into this prefix and the gateway
-# connects to the embedded IPv4 address, so that address is the one to judge.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_LOOPBACKS = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 _PUBLIC_ONLY = "callbacks go to public addresses only"
-_NO_COOKIES = DefaultCookiePolicy(allowed_domains=[])
 
 
-class CallbackRefused(InvalidInput, ValueError):
+class CallbackRefused(InvalidInput, Refused):
     """The callback URL is not allowed."""
 
     code = "callback_refused"
@@ -59,22 +41,6 @@ class CallbackRefused(InvalidInput, ValueError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason, [Detail("/callback", reason)])
-
-
-def parse_networks(values: str | Iterable[str]) -> tuple[Network, ...]:
-    """Parse allowed networks from strings (or one comma-separated string, as in a variable)."""
-    items = values.split(",") if isinstance(values, str) else list(values)
-    networks: list[Network] = []
-    for item in items:
-        text = item.strip()
-        if not text and isinstance(values, str):
-            continue
-        try:
-            # strict: "10.0.0.1/8" is more likely a typo than a wish to allow all of 10/8
-            networks.append(ipaddress.ip_network(text, strict=True))
-        except ValueError as exc:
-            raise ValueError(f"allowed callback network {item!r} is not valid: {exc}") from exc
-    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -103,11 +69,13 @@ class CallbackPolicy:
         cls, allowed_networks: str | Iterable[str] = (), **settings: float
     ) -> CallbackPolicy:
         """A policy from configuration values, networks given as strings."""
-        return replace(cls(), allowed_networks=parse_networks(allowed_networks), **settings)
+        networks = outbound.parse_networks(allowed_networks)
+        return replace(cls(), allowed_networks=networks, **settings)
 
-    def allows(self, address: Address) -> bool:
-        """Whether configuration explicitly allows `address` (whatever range it is in)."""
-        return any(address in network for network in self.allowed_networks)
+    @property
+    def outbound(self) -> OutboundPolicy:
+        """Where deliveries may go, for the outbound guard."""
+        return OutboundPolicy(self.allowed_networks, _PUBLIC_ONLY)
 
 
 def check_url(url: str, policy: CallbackPolicy) -> None:
@@ -128,123 +96,15 @@ def _checked(url: str, policy: CallbackPolicy) -> httpx.URL:
         # they would be stored with the execution and shown to everyone who can read it; the
         # signature is how a receiver authenticates deliveries
         raise CallbackRefused("the callback URL must not carry credentials")
-    host = _host(parsed)
-    if not host:
+    if not outbound.host_of(parsed):
         raise CallbackRefused("the callback URL has no host")
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise CallbackRefused(f"the callback port {parsed.port} is out of range")
-    name = host.rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        # resolvers answer these with loopback without asking DNS (RFC 6761)
-        if not any(policy.allows(a) for a in _LOOPBACKS):
-            raise CallbackRefused(f"the host {host} is loopback; {_PUBLIC_ONLY}")
-    elif (literal := _literal(host)) is not None:
-        _check_address(literal, policy)
+    try:
+        outbound.check_host(outbound.host_of(parsed), policy.outbound)
+    except Refused as exc:
+        raise CallbackRefused(exc.reason) from exc
     return parsed
-
-
-def _host(url: httpx.URL) -> str:
-    # the ASCII (IDNA) form is what resolvers, TLS and the Host header use
-    return url.raw_host.decode("ascii")
-
-
-def _literal(host: str) -> Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    try:
-        # "127.1", "0x7f.0.0.1" and "2130706433" are not dotted quads, but the system resolver
-        # reads them as IPv4 addresses all the same
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except (OSError, ValueError):
-        return None
-
-
-def _check_address(address: Address, policy: CallbackPolicy) -> None:
-    if policy.allows(address):
-        return
-    for target in _reached(address):
-        if policy.allows(target):
-            continue
-        kind = _kind(target)
-        if kind is None:
-            continue
-        if target == address:
-            raise CallbackRefused(f"the address {address} is {kind}; {_PUBLIC_ONLY}")
-        raise CallbackRefused(
-            f"the address {_shown(address)} reaches {target}, which is {kind}; {_PUBLIC_ONLY}"
-        )
-
-
-def _shown(address: Address) -> str:
-    # Python before 3.13 prints ::ffff:127.0.0.1 as ::ffff:7f00:1, which hides the point
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return f"::ffff:{address.ipv4_mapped}"
-    return str(address)
-
-
-def _reached(address: Address) -> list[Address]:
-    """The addresses a connection to `address` may end up at."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return [address]
-    if address.ipv4_mapped is not None:
-        return [address.ipv4_mapped]
-    if address in _NAT64:
-        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
-    if address.sixtofour is not None:
-        return [address, address.sixtofour]
-    return [address]
-
-
-def _kind(address: Address) -> str | None:
-    """Why `address` is not public, or None if it is."""
-    if address in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if address.is_loopback:
-        return "loopback"
-    if address.is_unspecified:
-        return "unspecified"
-    if address.is_link_local:
-        return "link-local"
-    if address.is_multicast:
-        return "multicast"
-    if address.is_reserved:  # before is_private, which also covers 240.0.0.0/4
-        return "reserved"
-    if address.is_private:
-        return "private"
-    if not address.is_global:
-        return "not public"
-    return None
-
-
-async def system_resolve(host: str, port: int) -> list[str]:
-    """Resolve with the event loop's getaddrinfo (in its executor, so the loop never blocks)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    return [str(info[4][0]) for info in infos]
-
-
-async def resolve_public(
-    host: str, port: int, policy: CallbackPolicy, *, resolve: Resolver | None = None
-) -> list[str]:
-    """The addresses of `host`, in the resolver's order; refused if any of them is not allowed.
-
-    One bad address is enough: a name that answers with a public and an internal address could
-    otherwise be steered to the internal one. Resolution failures raise `OSError`.
-    """
-    literal = _literal(host)
-    if literal is not None:
-        addresses = [str(literal)]
-    else:
-        answer = await (resolve or system_resolve)(host, port)
-        addresses = list(dict.fromkeys(answer))
-    if not addresses:
-        raise OSError(f"{host} has no addresses")
-    for address in addresses:
-        _check_address(ipaddress.ip_address(address), policy)
-    return addresses
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -303,22 +163,9 @@ class DeliveryResult:
 def new_client(
     policy: CallbackPolicy, *, ssl_context: ssl.SSLContext | None = None
 ) -> httpx.AsyncClient:
-    """An HTTP client for `deliver` alone; `ssl_context` replaces the default trust store.
-
-    It keeps no cookies (receivers would otherwise grow its jar without bound and see each
-    other's), ignores proxy variables (a proxy would connect on its own, and for https through a
-    proxy httpx checks the certificate against the pinned IP rather than the host name) and does
-    not pool connections with other traffic: a pooled connection is keyed by IP address and port
-    only, so it could carry a request for a host name its certificate was never checked against.
-    """
-    return httpx.AsyncClient(
-        # an explicit transport is what keeps httpx from mounting proxies from the environment;
-        # SSL_CERT_FILE and SSL_CERT_DIR are still honoured
-        transport=httpx.AsyncHTTPTransport(verify=ssl_context or True),
-        cookies=CookieJar(policy=_NO_COOKIES),
-        timeout=policy.timeout,
-        follow_redirects=False,
-    )
+    """An HTTP client for `deliver` alone (`outbound.new_client`: no cookies, no proxies from
+    the environment, no redirects); `ssl_context` replaces the default trust store."""
+    return outbound.new_client(timeout=policy.timeout, ssl_context=ssl_context)
 
 
 async def deliver(
@@ -355,61 +202,34 @@ async def _deliver(
         "User-Agent": "execflow",
         EVENT_ID_HEADER: event_id,
         SIGNATURE_HEADER: sign(secret, body),
-        # a connection verified for one host name is never reused for another at the same IP
-        "Connection": "close",
     }
     try:
         parsed = _checked(url, policy)
-        host = _host(parsed)
-        headers["Host"] = parsed.netloc.decode("ascii")
+        host = outbound.host_of(parsed)
         async with asyncio.timeout(policy.timeout):
             try:
-                addresses = await resolve_public(host, _port(parsed), policy, resolve=resolve)
-            except OSError as exc:
+                async with outbound.send(
+                    client,
+                    "POST",
+                    parsed,
+                    policy.outbound,
+                    timeout=policy.timeout,
+                    resolve=resolve,
+                    headers=headers,
+                    content=body,
+                ) as sent:
+                    # the body is never read: only the status matters, and it could be any size
+                    return _judged(sent.response, sent.address)
+            except TimeoutError:
+                raise
+            except OSError as exc:  # the host name did not resolve
                 return _failed(f"could not resolve {host}: {exc.strerror or exc}")
-            return await _post(client, parsed, host, addresses, headers, body, policy)
-    except CallbackRefused as exc:
+    except Refused as exc:
         return _failed(f"refused: {exc.reason}", retryable=False)
     except (TimeoutError, httpx.TimeoutException):
         return _failed("timed out")
     except httpx.HTTPError as exc:
         return _failed(_describe(exc))
-
-
-def _port(url: httpx.URL) -> int:
-    return url.port or (443 if url.scheme == "https" else 80)
-
-
-async def _post(
-    client: httpx.AsyncClient,
-    url: httpx.URL,
-    host: str,
-    addresses: list[str],
-    headers: dict[str, str],
-    body: bytes,
-    policy: CallbackPolicy,
-) -> DeliveryResult:
-    # httpcore hands "sni_hostname" to TLS as server_hostname, which sets SNI and is also the
-    # name the certificate is checked against, so pinning the IP keeps https verification intact
-    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
-    failure: httpx.ConnectError | None = None
-    for address in addresses:
-        try:
-            async with client.stream(
-                "POST",
-                url.copy_with(host=address),
-                content=body,
-                headers=headers,
-                extensions=extensions,
-                follow_redirects=False,
-                timeout=policy.timeout,
-            ) as response:
-                # the body is never read: only the status matters, and it could be any size
-                return _judged(response, address)
-        except httpx.ConnectError as exc:
-            failure = exc  # nothing was sent, so the next address may be tried safely
-    assert failure is not None
-    raise failure
 
 
 def _judged(response: httpx.Response, address: str) -> DeliveryResult:

@@ -29,7 +29,6 @@ from execflow.auth import Privilege, require, require_visible
 from execflow.callbacks import (
     CallbackPolicy,
     DeliveryResult,
-    Resolver,
     deliver,
     new_client,
     next_attempt_at,
@@ -40,6 +39,7 @@ from execflow.durations import format_duration
 from execflow.engine import DefinitionCache
 from execflow.errors import InvalidDefinition, NotFound
 from execflow.levels import ERROR, NOTICE, WARNING
+from execflow.outbound import Resolver
 from execflow.records import EventRecord, ExecutionRecord, Principal
 from execflow.store import Store
 from execflow.store import outbox as sql

@@ -71,6 +71,7 @@ class Runtime:
             shutdown_grace=settings.shutdown_grace,
             max_items=settings.limits.max_items,
             max_lost_attempts=settings.max_lost_attempts,
+            http_allowed_networks=settings.http_allowed_networks,
         )
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock, metrics=metrics)

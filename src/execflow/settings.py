@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from execflow.callbacks import Network, parse_networks
 from execflow.limits import Limits, limits_from_env
+from execflow.outbound import Network, parse_networks
 
 
 def default_data_dir() -> Path:
@@ -64,8 +64,8 @@ def _lease(text: str) -> float:
     return value
 
 
-# numeric settings: (variable, field, parser)
-_NUMBERS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
+# settings read from one variable each: (variable, field, parser)
+_PARSED: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_WORKERS", "workers", int),
     ("EXECFLOW_SHUTDOWN_GRACE", "shutdown_grace", float),
     ("EXECFLOW_CALLBACK_RETRY_FOR", "callback_retry_for", float),
@@ -73,6 +73,9 @@ _NUMBERS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_LEASE_SECONDS", "lease_seconds", _lease),
     ("EXECFLOW_HEARTBEAT_SECONDS", "heartbeat_seconds", _lease),
     ("EXECFLOW_SPREAD_SECONDS", "spread_seconds", float),
+    # networks the server's own requests may reach although they are not public
+    ("EXECFLOW_CALLBACK_ALLOWED_NETWORKS", "callback_allowed_networks", parse_networks),
+    ("EXECFLOW_HTTP_ALLOWED_NETWORKS", "http_allowed_networks", parse_networks),
 )
 
 
@@ -127,6 +130,8 @@ class Settings:
     # non-public networks callbacks may go to anyway (loopback, private, ...): none by default
     callback_allowed_networks: tuple[Network, ...] = ()
     callback_retry_for: float = 86400.0  # seconds a failing callback is retried after the end
+    # non-public networks `http` tasks may reach anyway: none by default
+    http_allowed_networks: tuple[Network, ...] = ()
     # keys that seal secret values, newest first (comma-separated Fernet keys); when empty,
     # those of `secret_key_file`, which is made on first start
     secret_keys: str = field(default="", repr=False)
@@ -142,7 +147,7 @@ class Settings:
         values: dict[str, Any] = {}
         if "EXECFLOW_DATABASE_URL" in env:
             values["database_url"] = env["EXECFLOW_DATABASE_URL"]
-        for name, key, kind in _NUMBERS:
+        for name, key, kind in _PARSED:
             if name in env:
                 try:
                     values[key] = kind(env[name])
@@ -152,12 +157,6 @@ class Settings:
             values["node_id"] = env["EXECFLOW_NODE_ID"]
         if "EXECFLOW_SCHEDULES" in env:
             values["schedules"] = parse_switch("EXECFLOW_SCHEDULES", env["EXECFLOW_SCHEDULES"])
-        if "EXECFLOW_CALLBACK_ALLOWED_NETWORKS" in env:
-            try:
-                networks = parse_networks(env["EXECFLOW_CALLBACK_ALLOWED_NETWORKS"])
-            except ValueError as exc:
-                raise ValueError(f"EXECFLOW_CALLBACK_ALLOWED_NETWORKS: {exc}") from exc
-            values["callback_allowed_networks"] = networks
         if "EXECFLOW_SECRET_KEYS" in env:
             values["secret_keys"] = env["EXECFLOW_SECRET_KEYS"]
         if "EXECFLOW_SECRET_KEY_FILE" in env:

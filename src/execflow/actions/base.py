@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from execflow.outbound import OutboundPolicy, Resolver
+
 
 class Placement(enum.StrEnum):
     INLINE = "inline"
@@ -36,9 +38,12 @@ class Args(BaseModel):
 
 @dataclass(frozen=True)
 class Resources:
-    """What the engine lends to inline actions (injected, so tests can swap transports)."""
+    """What the engine lends to inline actions (injected, so tests can swap transports and
+    stand in for DNS): a client, where its requests may go, and how names are resolved."""
 
     http: httpx.AsyncClient
+    outbound: OutboundPolicy
+    resolve: Resolver | None = None  # None: the system resolver
 
 
 InlineRun = Callable[[Any, Resources], Awaitable[Any]]

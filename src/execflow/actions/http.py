@@ -1,4 +1,10 @@
-"""`http`: make one HTTP request from the engine's event loop; the response is the output."""
+"""`http`: make one HTTP request from the engine's event loop; the response is the output.
+
+The request goes through the outbound guard (`outbound.send`): public addresses only unless
+`EXECFLOW_HTTP_ALLOWED_NETWORKS` allows a network, the connection pinned to a checked address,
+no proxy, no redirect followed (a 3xx is the answer). The body is read up to `response_limit`
+bytes and no further; an output cut there says `truncated: true`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
+from execflow import outbound
 from execflow.actions.base import Action, Args, Placement, Resources
+from execflow.bodies import read_limited
 from execflow.durations import parse_duration
 from execflow.errors import TaskFailure
 
@@ -49,20 +57,34 @@ class HttpArgs(Args):
 
 
 async def run(args: HttpArgs, resources: Resources) -> Any:
-    request: dict[str, Any] = {"headers": args.headers, "params": args.params}
-    if args.json_body is not None:
-        request["json"] = args.json_body
-    elif args.body is not None:
-        request["content"] = args.body.encode()
+    url = httpx.URL(str(args.url))
+    body = args.body.encode() if args.body is not None else None
+    what = f"{args.method} {args.url}"
     try:
-        response = await resources.http.request(
-            args.method, str(args.url), timeout=args.timeout, follow_redirects=False, **request
-        )
-    except httpx.TimeoutException as exc:
-        raise TaskFailure(f"{args.method} {args.url} timed out", "http_timeout") from exc
+        async with outbound.send(
+            resources.http,
+            args.method,
+            url,
+            resources.outbound,
+            timeout=args.timeout,
+            resolve=resources.resolve,
+            headers=args.headers,
+            params=args.params,
+            content=body,
+            json=args.json_body,
+        ) as sent:
+            response = sent.response
+            content, truncated = await read_limited(response, args.response_limit)
+    except outbound.Refused as exc:
+        raise TaskFailure(f"{what} refused: {exc.reason}", "http_refused", retryable=False) from exc
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise TaskFailure(f"{what} timed out", "http_timeout") from exc
+    except OSError as exc:  # from resolving the host name
+        reason = f"could not resolve {outbound.host_of(url)}: {exc.strerror or exc}"
+        raise TaskFailure(f"{what} failed: {reason}", "http_error") from exc
     except httpx.HTTPError as exc:
-        raise TaskFailure(f"{args.method} {args.url} failed: {exc}", "http_error") from exc
-    output = _output(response, args.response_limit)
+        raise TaskFailure(f"{what} failed: {exc}", "http_error") from exc
+    output = _output(response, content, truncated)
     ok = (
         response.status_code in args.expected_status
         if args.expected_status is not None
@@ -70,7 +92,7 @@ async def run(args: HttpArgs, resources: Resources) -> Any:
     )
     if not ok:
         raise TaskFailure(
-            f"{args.method} {args.url} answered {response.status_code}",
+            f"{what} answered {response.status_code}",
             "http_status",
             retryable=response.status_code >= 500 or response.status_code in (408, 429),
             data={"response": output},
@@ -78,9 +100,10 @@ async def run(args: HttpArgs, resources: Resources) -> Any:
     return output
 
 
-def _output(response: httpx.Response, limit: int) -> dict[str, Any]:
+def _output(response: httpx.Response, content: bytes, truncated: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"status": response.status_code, "headers": dict(response.headers)}
-    content = response.content[:limit]
+    if truncated:
+        out["truncated"] = True  # the body is its first `response_limit` bytes
     if "json" in response.headers.get("content-type", ""):
         try:
             out["json"] = json.loads(content)
@@ -89,6 +112,14 @@ def _output(response: httpx.Response, limit: int) -> dict[str, Any]:
             pass
     out["body"] = content.decode(response.encoding or "utf-8", errors="replace")
     return out
+
+
+RULE = "the http action goes to public addresses only"
+
+
+def policy(allowed_networks: tuple[outbound.Network, ...] = ()) -> outbound.OutboundPolicy:
+    """Where `http` tasks may go: public addresses, and the networks configuration allows."""
+    return outbound.OutboundPolicy(allowed_networks, RULE)
 
 
 ACTION = Action("http", HttpArgs, Placement.INLINE, "Make an HTTP request", inline=run)

@@ -18,6 +18,7 @@ import httpx
 from pydantic import ValidationError
 
 from execflow.actions import ACTIONS, Action, Placement, Resources
+from execflow.actions import http as http_action
 from execflow.actions.subworkflow import WorkflowArgs
 from execflow.clock import Clock, SystemClock
 from execflow.definition import Definition, redact
@@ -26,6 +27,7 @@ from execflow.engine.run import Attempt, FanOut, Run
 from execflow.errors import TaskFailure
 from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.metrics import Metrics
+from execflow.outbound import Network, Resolver, new_client
 from execflow.records import CommandRecord, EventRecord, ExecutionRecord
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
@@ -58,6 +60,8 @@ class EngineSettings:
     # attempts of one task lost to a crash, a worker's death or a takeover that are run
     # again whatever its retry policy (EXECFLOW_MAX_LOST_ATTEMPTS); one more fails it
     max_lost_attempts: int = 3
+    # non-public networks `http` tasks may reach anyway (EXECFLOW_HTTP_ALLOWED_NETWORKS)
+    http_allowed_networks: tuple[Network, ...] = ()
 
     def resolved_node_id(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -86,6 +90,7 @@ class EngineBase:
         clock: Clock | None = None,
         http: httpx.AsyncClient | None = None,
         metrics: Metrics | None = None,
+        resolve: Resolver | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -94,7 +99,11 @@ class EngineBase:
         self.node_id = self.settings.resolved_node_id()
         self.clock = clock or SystemClock()
         self._own_http = http is None
-        self.resources = Resources(http=http or httpx.AsyncClient())
+        self.resources = Resources(
+            http=http or new_client(),
+            outbound=http_action.policy(self.settings.http_allowed_networks),
+            resolve=resolve,
+        )
         self.runs: dict[str, Run] = {}
         self._secretive: set[str] = set()  # runs with secret inputs
         self._inflight: dict[Key, asyncio.Task[None]] = {}
