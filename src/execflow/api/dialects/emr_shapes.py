@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 from fastapi import Request, Response
 
 from execflow.api.dialects.base import Failure, loads, timestamp_ms
+from execflow.api.dialects.coercion import scalar
 from execflow.api.errors import request_id
 from execflow.definition import Definition, redact, secret_values
 from execflow.errors import Detail, InvalidInput
@@ -257,20 +258,13 @@ def conf_of(text: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], date
 
 def typed(value: str, kind: str) -> Any:
     """`value` read as a parameter of type `kind` when it reads exactly, else as it is."""
-    if kind == "integer" and re.fullmatch(r"-?\d{1,18}", value):
-        return int(value)
-    if kind == "number" and re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", value):
-        return float(value)
-    if kind == "boolean" and value.lower() in ("true", "false"):
-        return value.lower() == "true"
     if kind in ("object", "array"):
         try:
             parsed = loads(value)
         except ValueError:
             return value
-        if isinstance(parsed, dict if kind == "object" else list):
-            return parsed
-    return value
+        return parsed if isinstance(parsed, dict if kind == "object" else list) else value
+    return scalar(value, kind)
 
 
 def time_range(text: str) -> tuple[float, float]:
