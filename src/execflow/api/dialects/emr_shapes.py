@@ -18,6 +18,7 @@ from execflow.api.errors import request_id
 from execflow.definition import Definition, redact, secret_values
 from execflow.errors import Detail, InvalidInput
 from execflow.records import ExecutionRecord, TaskRunRecord
+from execflow.signing import acs_string_to_sign
 from execflow.states import ExecutionState, TaskRunState
 
 VERSION = "2016-04-08"
@@ -186,14 +187,33 @@ def alibaba_request_id(request: Request) -> str:
     return rid
 
 
+# Alibaba's message for a wrong signature, followed by the string it signed. The SDK splits
+# the message on ":" and compares the rest with its own string to sign: the same string
+# means the parameters were signed right, with the wrong secret (it then raises
+# InvalidAccessKeySecret). The string is percent-encoded, so it holds no ":" itself.
+SIGNATURE_MISMATCH = (
+    "Specified signature is not matched with our calculation. server string to sign is:"
+)
+
+
+def signature_message(request: Request) -> str | None:
+    """Alibaba's message for a request signed in its RPC style whose signature is wrong:
+    the string the server signed (the request's own parameters, no secret)."""
+    pairs: list[tuple[str, str]] | None = getattr(request.state, "emr_params", None)
+    if not pairs or not {"Signature", "AccessKeyId"} <= {k for k, _ in pairs}:
+        return None
+    return SIGNATURE_MISMATCH + acs_string_to_sign(request.method, pairs)
+
+
 def render(request: Request, failure: Failure) -> Response:
     """Any failure as Alibaba's error document, in the format the request asked for."""
     status, code, recommend = vendor_error(failure)
+    message = signature_message(request) if code == "SignatureDoesNotMatch" else None
     body = {
         "RequestId": alibaba_request_id(request),
         "HostId": request.url.hostname or "",
         "Code": code,
-        "Message": describe(failure),
+        "Message": message or describe(failure),
         "Recommend": recommend,
     }
     return document(request, "Error", body, status, failure.headers())
