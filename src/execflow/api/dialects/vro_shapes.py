@@ -25,7 +25,8 @@ from execflow.states import ExecutionState, TaskRunState
 
 
 class VroState(NamedTuple):
-    """A state as vRO's reference names it, and the word its servers also write for it."""
+    """A state as vRO's reference names it, and the word its servers write for it: the
+    word is what execflow answers (as `state` and `…/state`); both are taken in filters."""
 
     name: str
     word: str
@@ -176,9 +177,9 @@ def execution(rec: ExecutionRecord, definition: Definition, href: str) -> dict[s
             ]
         },
         "id": vro_id(rec.id),
-        "state": STATES[rec.state].name,
+        "state": STATES[rec.state].word,
         "name": rec.workflow_name,
-        "inputParameters": [
+        "input-parameters": [
             parameter(
                 n,
                 v,
@@ -187,7 +188,7 @@ def execution(rec: ExecutionRecord, definition: Definition, href: str) -> dict[s
             )
             for n, v in inputs.items()
         ],
-        "outputParameters": [
+        "output-parameters": [
             parameter(n, v, None, False) for n, v in (redact(rec.outputs, secrets) or {}).items()
         ],
         "start-date": vro_time(rec.started_at),
@@ -208,7 +209,7 @@ def summary(rec: ExecutionRecord, href: str) -> dict[str, Any]:
     attributes = {
         "id": vro_id(rec.id),
         "name": rec.workflow_name,
-        "state": STATES[rec.state].name,
+        "state": STATES[rec.state].word,
         "startedBy": rec.started_by,
         "StartDate": vro_time(rec.started_at),
         "EndDate": vro_time(rec.ended_at),
@@ -299,7 +300,7 @@ def interaction(pending: PendingSignal, execution_id: str, href: str) -> dict[st
         "href": href,
         "id": f"{vro_id(execution_id)}:{pending.name}",
         "name": pending.description or pending.name,
-        "state": "WAITING",
+        "state": "waiting",
         "assignee": [],
         "timeout-date": vro_time(deadline),
         "parameter": inputs,
