@@ -480,6 +480,45 @@ async def test_numbers_and_booleans_sent_as_text_are_read_as_vro_reads_them(api:
         assert_vro_error(await start(api, "provision", {"parameter": [host, entry]}), 400, *words)
 
 
+async def test_a_workflow_is_described_with_its_typed_parameters(api: Api) -> None:
+    workflow_id = await put(api, {**PROVISION, "description": "Provision a host"})
+    for ref in (workflow_id, uuid.UUID(workflow_id).hex, "provision"):
+        r = await api.client.get(f"{BASE}/{ref}", headers=api.auth())
+        assert r.status_code == 200, r.text
+        wf = r.json()
+        assert (wf["id"], wf["name"], wf["version"]) == (workflow_id, "provision", "1.0.0")
+        assert wf["href"] == f"http://test{BASE}/{workflow_id}/"
+        assert wf["description"] == "Provision a host"
+    inputs = params(wf, "input-parameters")
+    assert {n: p["type"] for n, p in inputs.items()} == {
+        "host": "string",
+        "cpus": "number",
+        "ratio": "number",
+        "dry": "boolean",
+        "tags": "Array/Any",
+        "meta": "Properties",
+        "when": "string",
+        "password": "SecureString",
+    }
+    assert inputs["cpus"]["value"] == {"number": {"value": 1}}  # the default
+    assert "value" not in inputs["host"] and "value" not in inputs["password"]
+    outputs = params(wf, "output-parameters")
+    assert sorted(outputs) == ["cpus", "dry", "host", "meta", "tags"]
+    assert {p["type"] for p in outputs.values()} == {"Any"}
+    # the links lead to its runs, where a start by the workflow's own id works
+    (add,) = [link for link in wf["relations"]["link"] if link["rel"] == "add"]
+    body = {"parameter": [typed("host", "string", {"string": {"value": "db1"}})]}
+    r = await api.client.post(add["href"], json=body, headers=api.auth())
+    assert r.status_code == 202, r.text
+    r = await api.client.get(f"{BASE}/{wf['id']}/", headers=api.auth())
+    assert r.json()["version"] == "1.0.0"
+    definition = {**PROVISION, "description": "v2"}
+    r = await api.client.put("/api/v1/workflows/provision", json=definition, headers=api.auth())
+    r = await api.client.get(f"{BASE}/{wf['id']}", headers=api.auth())
+    assert (r.json()["version"], r.json()["description"]) == ("2.0.0", "v2")
+    assert_vro_error(await api.client.get(f"{BASE}/nope", headers=api.auth()), 404, "'nope'")
+
+
 # errors ---------------------------------------------------------------------------------
 
 
@@ -567,6 +606,7 @@ async def test_bad_credentials_get_vro_401(api: Api) -> None:
 # who may do what --------------------------------------------------------------------------
 
 NEEDS = {
+    ("GET", ""): "view",
     ("POST", "/executions"): "schedule_executions",
     ("GET", "/executions"): "view",
     ("GET", "/executions/{execution_id}"): "view",

@@ -1,7 +1,8 @@
 """VMware vRealize / Aria Orchestrator (vRO): its workflow-run service over `Service`.
 
-`/vco/api/workflows/{workflowId}/executions…`: start a run with typed parameters, list,
-show, its state, cancel, logs and user interactions. Ids are execflow's own as dashed
+`/vco/api/workflows/{workflowId}` (the workflow and its typed parameters) and its
+`/executions…`: start a run with typed parameters, list, show, its state, cancel, logs
+and user interactions. Ids are execflow's own as dashed
 UUIDs; a workflow is also found by its name. Every path answers with and without the
 trailing slash vRO writes in its links. The translations are in `vro_shapes.py`.
 """
@@ -218,6 +219,16 @@ async def _start_request(
 
 
 # -- routes ------------------------------------------------------------------------------
+
+
+@_route("GET", WORKFLOW)
+async def get_workflow(request: Request, workflow_id: str) -> Response:
+    """The workflow (its latest revision): id, name, version, and its input and output
+    parameters with their vRO types."""
+    service, who = service_of(request), await caller(request)
+    wf = await _workflow(service, who, workflow_id)
+    definition = await service.definitions.get(wf.id, wf.latest_revision)
+    return JSONResponse(shapes.workflow(wf, definition, _workflow_href(request, wf)))
 
 
 @_route("POST", EXECUTIONS)

@@ -1,5 +1,5 @@
 """VMware vRealize / Aria Orchestrator's shapes: execution states, typed parameters,
-the error body, executions, log entries and user interactions.
+the error body, workflows, executions, log entries and user interactions.
 
 Pure translations, no I/O: `vro.py` parses requests with these and renders records with
 them. docs/dialects.md (the vRO section) explains each mapping.
@@ -16,7 +16,7 @@ from execflow import levels
 from execflow.api.dialects.vro_values import parameter, vro_type
 from execflow.definition import Definition, ParamType, mask_secrets, redact, secret_values
 from execflow.errors import Detail
-from execflow.records import EventRecord, ExecutionRecord
+from execflow.records import EventRecord, ExecutionRecord, WorkflowRecord
 from execflow.sealing import SECRET_MASK
 from execflow.service import PendingSignal
 from execflow.states import ExecutionState, TaskRunState
@@ -202,6 +202,39 @@ def execution(rec: ExecutionRecord, definition: Definition, href: str) -> dict[s
     if rec.labels.get(PROFILER_LABEL) == "on":
         out["statistic"] = statistic(rec)
     return {k: v for k, v in out.items() if v is not None}
+
+
+# -- workflows ---------------------------------------------------------------------------
+
+
+def workflow(wf: WorkflowRecord, definition: Definition, href: str) -> dict[str, Any]:
+    """A workflow as vRO describes one: id, name, version (`<revision>.0.0`), and its input
+    parameters typed (a default shown as their value, a secret's masked) and its outputs,
+    whose type is known only once they have a value (`Any`)."""
+    inputs = []
+    for name, param in definition.parameters.items():
+        item = parameter(name, param.default, param.type, param.secret)
+        inputs.append({**item, "description": param.description})
+    outputs = [
+        {"name": name, "type": "Any", "scope": "local", "updated": False, "description": ""}
+        for name in definition.outputs
+    ]
+    return {
+        "href": href,
+        "relations": {
+            "link": [
+                {"rel": "down", "href": href + "executions/"},
+                {"rel": "add", "href": href + "executions/"},
+            ]
+        },
+        "id": vro_id(wf.id),
+        "name": wf.name,
+        "version": f"{wf.latest_revision}.0.0",
+        "description": definition.description or wf.description,
+        "customized-icon": False,
+        "input-parameters": inputs,
+        "output-parameters": outputs,
+    }
 
 
 def summary(rec: ExecutionRecord, href: str) -> dict[str, Any]:
