@@ -463,6 +463,46 @@ async def test_bad_credentials_get_alibabas_errors(api: Api) -> None:
     assert len(r.json()["items"]) == 1
 
 
+MISMATCH = "Specified signature is not matched with our calculation. server string to sign is:"
+
+
+async def test_a_wrong_signature_is_told_as_alibaba_tells_it(api: Api) -> None:
+    """`Specified signature is not matched with our calculation. server string to sign
+    is:<string>`: the SDK splits it on ':' and compares the string with its own, to tell a
+    wrong secret (InvalidAccessKeySecret) from parameters that changed after signing."""
+    flow, project = await ids(api, DAILY)
+    key = await new_key(api, "default", "operator")
+    sdk = AcsClient(key["id"], key["secret"], "cn-hangzhou")
+    params = {"Action": "SubmitFlow", "FlowId": flow, "ProjectId": project, **COMMON}
+    url, signed = get_signed_url(params, key["id"], "not-the-secret", "JSON", "GET", {})
+    r = await api.client.get(str(url))
+    assert error(r, 400, "SignatureDoesNotMatch")["Message"] == MISMATCH + signed
+    # the SDK's own reading of the answer: the same string, so the secret is wrong
+    raised = sdk._get_server_exception(400, r.content, "127.0.0.1", signed)
+    assert isinstance(raised, ServerException)
+    assert (raised.get_error_code(), raised.get_http_status()) == ("InvalidAccessKeySecret", 400)
+    assert raised.get_request_id() == r.json()["RequestId"]
+    # a parameter changed after signing: the strings differ, and the SDK says so
+    url, signed = get_signed_url(params, key["id"], key["secret"], "JSON", "GET", {})
+    r = await api.client.get(str(url).replace("cn-hangzhou", "cn-beijing"))
+    message = error(r, 400, "SignatureDoesNotMatch")["Message"]
+    assert message == MISMATCH + signed.replace("cn-hangzhou", "cn-beijing")
+    raised = sdk._get_server_exception(400, r.content, "127.0.0.1", signed)
+    assert (raised.get_error_code(), raised.get_error_msg()) == ("SignatureDoesNotMatch", message)
+    # in XML too
+    params["Format"] = "XML"
+    url, signed = get_signed_url(params, key["id"], "not-the-secret", "XML", "GET", {})
+    r = await api.client.get(str(url))
+    assert r.status_code == 400, r.text
+    doc = ET.fromstring(r.text)
+    assert (doc.findtext("Code"), doc.findtext("Message")) == (
+        "SignatureDoesNotMatch",
+        MISMATCH + signed,
+    )
+    r = await api.client.get("/api/v1/executions", headers=api.auth())
+    assert r.json()["items"] == []  # nothing was started
+
+
 def test_every_state_and_error_is_mapped() -> None:
     assert set(STATUS) == set(ExecutionState)
     assert len({row[:2] for row in ERRORS}) == len(ERRORS)
@@ -569,12 +609,12 @@ def test_the_aliyun_sdk_unmodified_submits_and_steers_flows(tmp_path: Path) -> N
             ).is_success
         client = AcsClient(key["id"], key["secret"], "cn-hangzhou")
 
-        def call(request: RpcRequest, **params: Any) -> dict[str, Any]:
+        def call(request: RpcRequest, sdk: AcsClient = client, **params: Any) -> dict[str, Any]:
             request.set_endpoint(f"127.0.0.1:{live.port}")
             request.set_protocol_type("http")
             for name, value in params.items():
                 getattr(request, f"set_{name}")(value)
-            answer: dict[str, Any] = json.loads(client.do_action_with_exception(request))
+            answer: dict[str, Any] = json.loads(sdk.do_action_with_exception(request))
             return answer
 
         (project,) = call(ListFlowProjectRequest.ListFlowProjectRequest())["Projects"]["Project"]
@@ -665,6 +705,22 @@ def test_the_aliyun_sdk_unmodified_submits_and_steers_flows(tmp_path: Path) -> N
         assert (caught.value.get_http_status(), caught.value.get_error_code()) == (
             404,
             "EntityNotExist",
+        )
+        # a wrong secret: the SDK reads Alibaba's message and tells it apart
+        wrong = AcsClient(key["id"], "not-the-secret", "cn-hangzhou")
+        try:
+            with pytest.raises(ServerException) as caught:
+                call(
+                    SubmitFlowRequest.SubmitFlowRequest(),
+                    wrong,
+                    FlowId="daily",
+                    ProjectId="default",
+                )
+        finally:
+            wrong.session.close()
+        assert (caught.value.get_http_status(), caught.value.get_error_code()) == (
+            400,
+            "InvalidAccessKeySecret",
         )
     finally:
         live.stop()

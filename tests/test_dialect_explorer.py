@@ -372,6 +372,48 @@ async def test_the_same_value_for_a_parameter_from_two_tasks_is_one_input(api: A
     assert (await execution(api, api.token, job))["inputs"]["name"] == "a"
 
 
+KINDS: dict[str, Any] = {
+    "name": "kinds",
+    "parameters": {
+        "limit": {"type": "integer", "default": 1},
+        "ratio": {"type": "number", "default": 0.5},
+        "dry": {"type": "boolean", "default": False},
+        "label": {"type": "string", "default": "x"},
+    },
+    "tasks": {
+        "query_1": {"action": "echo", "with": {"limit": "${{ params.limit }}"}},
+        "query_2": {"action": "echo", "with": {"ratio": "${{ params.ratio }}"}},
+    },
+}
+
+
+async def test_a_value_given_as_a_string_or_a_number_is_read_as_its_parameters_type(
+    api: Api,
+) -> None:
+    """The page's param_value is "string or number": "3" for an integer parameter is 3."""
+    workflow = await put_workflow(api, api.token, KINDS)
+    body = {
+        "input": {
+            "query_1": {"limit": "3", "ratio": "2.5", "dry": "true", "label": "007"},
+            "query_2": {"limit": 3.0, "ratio": 2.5},  # the same values, as numbers
+        }
+    }
+    job = await started(api, api.token, workflow, body)
+    inputs = (await execution(api, api.token, job))["inputs"]
+    assert inputs == {"limit": 3, "ratio": 2.5, "dry": True, "label": "007"}
+    assert isinstance(inputs["limit"], int)
+    for task, name, value in [
+        ("query_1", "limit", "3.5"),
+        ("query_1", "limit", 3.5),
+        ("query_1", "limit", " 3"),
+        ("query_2", "ratio", "NaN"),
+        ("query_2", "dry", "yes"),
+    ]:
+        r = await add_job(api, api.token, workflow, {"input": {task: {name: value}}})
+        message = explorer_error(r, 400, 40004001)
+        assert f"/input/{task}/{name}: expected " in message, message
+
+
 async def test_a_body_that_is_not_json_is_a_bad_parameter(api: Api) -> None:
     workflow = await put_workflow(api, api.token, NBA)
     # (a body sent as application/json is parsed, and refused, before any route sees it)

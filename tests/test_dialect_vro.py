@@ -160,16 +160,16 @@ async def test_the_documented_sample_starts_a_run_that_completes(api: Api) -> No
     assert location == f"http://test{BASE}/{workflow_id}/executions/{run['id']}/"
     assert run["href"] == location
     assert str(uuid.UUID(run["id"])) == run["id"]
-    assert (run["state"], run["name"]) == ("INITIALIZING", "defaults")
+    assert (run["state"], run["name"]) == ("initializing", "defaults")
     await api.idle()
     r = await api.client.get(location, headers=api.auth())
     assert r.status_code == 200, r.text
     done = r.json()
-    assert done["state"] == "COMPLETED"
+    assert done["state"] == "completed"
     assert done["end-date"] >= done["start-date"]
     assert "statistic" not in done  # only a profiled run keeps one
-    assert params(done, "inputParameters")["who"]["value"] == {"string": {"value": "world"}}
-    text = params(done, "outputParameters")["text"]
+    assert params(done, "input-parameters")["who"]["value"] == {"string": {"value": "world"}}
+    text = params(done, "output-parameters")["text"]
     assert text == {
         "name": "text",
         "type": "string",
@@ -222,9 +222,9 @@ async def test_the_documented_body_with_every_type_runs_with_those_values(api: A
     await api.idle()
     r = await api.client.get(r.headers["location"], headers=api.auth())
     run = r.json()
-    assert run["state"] == "COMPLETED", run
+    assert run["state"] == "completed", run
     assert password not in r.text
-    inputs = params(run, "inputParameters")
+    inputs = params(run, "input-parameters")
     assert inputs["cpus"]["value"] == {"number": {"value": 4}}
     assert inputs["tags"]["type"] == "Array/string"
     assert inputs["meta"]["value"]["properties"]["property"][0] == {
@@ -234,7 +234,7 @@ async def test_the_documented_body_with_every_type_runs_with_those_values(api: A
     assert inputs["when"]["value"] == {"string": {"value": "2026-01-02T03:04:05.000Z"}}
     assert inputs["password"]["type"] == "SecureString"
     assert inputs["password"]["value"] == {"secure-string": {"value": "******"}}
-    outputs = params(run, "outputParameters")
+    outputs = params(run, "output-parameters")
     assert outputs["host"]["value"] == {"string": {"value": "db1"}}
     assert outputs["cpus"]["value"] == {"number": {"value": 4}}
     assert outputs["dry"]["value"] == {"boolean": {"value": True}}
@@ -290,7 +290,7 @@ async def test_list_state_logs_and_delete_of_a_finished_run(api: Api) -> None:
     first = listed["link"][0]
     attributes = {a["name"]: a["value"] for a in first["attributes"]}
     assert attributes["id"] == ids[-1]  # newest first
-    assert attributes["state"] == "COMPLETED" and attributes["name"] == "defaults"
+    assert attributes["state"] == "completed" and attributes["name"] == "defaults"
     assert {"startedBy", "StartDate", "EndDate"} <= set(attributes)
     assert first["href"] == f"http://test{url}/{ids[-1]}/"
     r = await api.client.get(url + "/?maxResult=1&startIndex=1", headers=api.auth())
@@ -308,10 +308,10 @@ async def test_list_state_logs_and_delete_of_a_finished_run(api: Api) -> None:
 
     one = f"{url}/{ids[0]}"
     r = await api.client.get(one + "/state", headers=api.auth())
-    assert r.json() == {"value": "COMPLETED"}
+    assert r.json() == {"value": "completed"}
     # an id without dashes and a path without the trailing slash name the same run
     r = await api.client.get(f"{url}/{uuid.UUID(ids[0]).hex}/state/", headers=api.auth())
-    assert r.json() == {"value": "COMPLETED"}
+    assert r.json() == {"value": "completed"}
     r = await api.client.get(one + "/logs", headers=api.auth())
     entries = [e["entry"] for e in r.json()["logs"]]
     assert entries and {e["severity"] for e in entries} <= {"error", "warning", "info", "debug"}
@@ -329,7 +329,7 @@ async def test_a_failed_run_shows_its_exception(api: Api) -> None:
     r = await start(api, "fails", {})
     await api.idle()
     run = (await api.client.get(r.headers["location"], headers=api.auth())).json()
-    assert run["state"] == "FAILED"
+    assert run["state"] == "failed"
     assert "disk full" in run["content-exception"]
     assert run["current-item-display-name"] == "boom"
 
@@ -340,12 +340,12 @@ async def test_a_run_waiting_on_an_interaction_is_answered_with_typed_parameters
     location = r.headers["location"]
     await api.idle()
     run = (await api.client.get(location, headers=api.auth())).json()
-    assert run["state"] == "WAITING"
+    assert run["state"] == "waiting"
     assert run["current-item-display-name"] == "ask"
     r = await api.client.get(location + "interaction", headers=api.auth())
     assert r.status_code == 200, r.text
     asked = r.json()
-    assert (asked["state"], asked["name"]) == ("WAITING", "Approve the change")
+    assert (asked["state"], asked["name"]) == ("waiting", "Approve the change")
     fields = params(asked, "parameter")
     assert fields["approved"]["type"] == "boolean" and fields["comment"]["type"] == "string"
     assert fields["approved"]["description"] == "Go ahead?"
@@ -367,8 +367,8 @@ async def test_a_run_waiting_on_an_interaction_is_answered_with_typed_parameters
     assert r.status_code == 204, r.text
     await api.idle()
     run = (await api.client.get(location, headers=api.auth())).json()
-    assert run["state"] == "COMPLETED"
-    assert params(run, "outputParameters")["approved"]["value"] == {"boolean": {"value": True}}
+    assert run["state"] == "completed"
+    assert params(run, "output-parameters")["approved"]["value"] == {"boolean": {"value": True}}
     assert_vro_error(await api.client.get(answer, headers=api.auth()), 404, "no pending")
     assert_vro_error(await api.client.post(answer, json=good, headers=api.auth()), 409)
 
@@ -382,7 +382,7 @@ async def test_cancel_stops_a_waiting_run(api: Api) -> None:
     assert r.status_code == 204, r.text
     await api.idle()
     r = await api.client.get(location + "state", headers=api.auth())
-    assert r.json() == {"value": "CANCELED"}
+    assert r.json() == {"value": "canceled"}
 
 
 def test_one_state_table_speaks_the_documented_vocabulary() -> None:
@@ -398,6 +398,125 @@ def test_one_state_table_speaks_the_documented_vocabulary() -> None:
         "INITIALIZING",
     }
     assert STATES[ExecutionState.WAITING_ON_SIGNAL].name == "WAITING"  # an interaction
+    # what vRO servers write (and VMware's build tools, PowervRO, vmwvro and vmwvro2 read)
+    assert {s.word for s in STATES.values()} == {
+        "canceled",
+        "completed",
+        "running",
+        "suspended",
+        "waiting",
+        "waiting-signal",
+        "failed",
+        "initializing",
+    }
+    assert STATES[ExecutionState.WAITING_ON_SIGNAL].word == "waiting"
+
+
+async def test_states_and_fields_are_written_as_vro_servers_write_them(api: Api) -> None:
+    """Lower-case state words and hyphenated field names, as vRO puts them on the wire
+    (its reference's upper-case names and camelCase fields are what its Java model calls
+    them); the reference's names are still taken in a list's conditions."""
+    workflow_id = await put(api, APPROVAL)
+    r = await start(api, workflow_id, {})
+    started = r.json()
+    assert started["state"] == "initializing"
+    assert {"input-parameters", "output-parameters", "start-date"} <= set(started)
+    assert not {"inputParameters", "outputParameters"} & set(started)
+    location = r.headers["location"]
+    await api.idle()
+    ident = uuid.UUID(started["id"]).hex
+    url = f"{BASE}/{workflow_id}/executions"
+    seen = []
+    for native in ("suspend", "resume"):
+        r = await api.client.post(f"/api/v1/executions/{ident}/{native}", headers=api.auth())
+        assert r.status_code in (200, 202), r.text
+        await api.idle()
+        state = (await api.client.get(location + "state", headers=api.auth())).json()["value"]
+        run = (await api.client.get(location, headers=api.auth())).json()
+        assert run["state"] == state
+        link = (await api.client.get(url, headers=api.auth())).json()["relations"]["link"][0]
+        assert {"name": "state", "value": state} in link["attributes"]
+        for word in (state, state.upper()):
+            r = await api.client.get(
+                url, params={"conditions": f"state={word}"}, headers=api.auth()
+            )
+            assert r.json()["total"] == 1, (word, r.text)
+        seen.append(state)
+    assert seen == ["suspended", "waiting"]
+    r = await api.client.get(
+        url, params={"conditions": "state=STATE_WAITING_ON_SIGNAL"}, headers=api.auth()
+    )
+    assert r.json()["total"] == 0
+    r = await api.client.get(url, params={"conditions": "state=waiting-signal"}, headers=api.auth())
+    assert r.json()["total"] == 0
+    bad = await api.client.get(url, params={"conditions": "state=paused"}, headers=api.auth())
+    assert "waiting-signal" in assert_vro_error(bad, 400, "conditions")["message"]
+
+
+async def test_numbers_and_booleans_sent_as_text_are_read_as_vro_reads_them(api: Api) -> None:
+    """vmwvro, PowervRO and VMware's build tools send `{"number": {"value": "4"}}`."""
+    await put(api, PROVISION)
+    body = {
+        "parameters": [
+            typed("host", "string", {"string": {"value": "db1"}}),
+            typed("cpus", "number", {"number": {"value": "4"}}),
+            typed("ratio", "number", {"number": {"value": "0.25"}}),
+            typed("dry", "boolean", {"boolean": {"value": "True"}}),
+        ]
+    }
+    r = await start(api, "provision", body)
+    assert r.status_code == 202, r.text
+    inputs = params(r.json(), "input-parameters")
+    assert inputs["cpus"]["value"] == {"number": {"value": 4}}
+    assert inputs["ratio"]["value"] == {"number": {"value": 0.25}}
+    assert inputs["dry"]["value"] == {"boolean": {"value": True}}
+    for entry, words in [
+        (typed("cpus", "number", {"number": {"value": "4.5"}}), ["'cpus'", "integer"]),
+        (typed("cpus", "number", {"number": {"value": "four"}}), ["'cpus'", "finite number"]),
+        (typed("ratio", "number", {"number": {"value": "1e999"}}), ["'ratio'", "finite"]),
+        (typed("dry", "boolean", {"boolean": {"value": "yes"}}), ["'dry'", "true or false"]),
+    ]:
+        host = typed("host", "string", {"string": {"value": "db1"}})
+        assert_vro_error(await start(api, "provision", {"parameter": [host, entry]}), 400, *words)
+
+
+async def test_a_workflow_is_described_with_its_typed_parameters(api: Api) -> None:
+    workflow_id = await put(api, {**PROVISION, "description": "Provision a host"})
+    for ref in (workflow_id, uuid.UUID(workflow_id).hex, "provision"):
+        r = await api.client.get(f"{BASE}/{ref}", headers=api.auth())
+        assert r.status_code == 200, r.text
+        wf = r.json()
+        assert (wf["id"], wf["name"], wf["version"]) == (workflow_id, "provision", "1.0.0")
+        assert wf["href"] == f"http://test{BASE}/{workflow_id}/"
+        assert wf["description"] == "Provision a host"
+    inputs = params(wf, "input-parameters")
+    assert {n: p["type"] for n, p in inputs.items()} == {
+        "host": "string",
+        "cpus": "number",
+        "ratio": "number",
+        "dry": "boolean",
+        "tags": "Array/Any",
+        "meta": "Properties",
+        "when": "string",
+        "password": "SecureString",
+    }
+    assert inputs["cpus"]["value"] == {"number": {"value": 1}}  # the default
+    assert "value" not in inputs["host"] and "value" not in inputs["password"]
+    outputs = params(wf, "output-parameters")
+    assert sorted(outputs) == ["cpus", "dry", "host", "meta", "tags"]
+    assert {p["type"] for p in outputs.values()} == {"Any"}
+    # the links lead to its runs, where a start by the workflow's own id works
+    (add,) = [link for link in wf["relations"]["link"] if link["rel"] == "add"]
+    body = {"parameter": [typed("host", "string", {"string": {"value": "db1"}})]}
+    r = await api.client.post(add["href"], json=body, headers=api.auth())
+    assert r.status_code == 202, r.text
+    r = await api.client.get(f"{BASE}/{wf['id']}/", headers=api.auth())
+    assert r.json()["version"] == "1.0.0"
+    definition = {**PROVISION, "description": "v2"}
+    r = await api.client.put("/api/v1/workflows/provision", json=definition, headers=api.auth())
+    r = await api.client.get(f"{BASE}/{wf['id']}", headers=api.auth())
+    assert (r.json()["version"], r.json()["description"]) == ("2.0.0", "v2")
+    assert_vro_error(await api.client.get(f"{BASE}/nope", headers=api.auth()), 404, "'nope'")
 
 
 # errors ---------------------------------------------------------------------------------
@@ -487,6 +606,7 @@ async def test_bad_credentials_get_vro_401(api: Api) -> None:
 # who may do what --------------------------------------------------------------------------
 
 NEEDS = {
+    ("GET", ""): "view",
     ("POST", "/executions"): "schedule_executions",
     ("GET", "/executions"): "view",
     ("GET", "/executions/{execution_id}"): "view",
@@ -581,7 +701,7 @@ async def test_a_secret_parameter_also_takes_a_plain_string_and_stays_masked(api
     assert r.status_code == 202, r.text
     await api.idle()
     r = await api.client.get(r.headers["location"], headers=api.auth())
-    shown = params(r.json(), "inputParameters")["password"]
+    shown = params(r.json(), "input-parameters")["password"]
     assert shown["value"] == {"secure-string": {"value": "******"}}
     assert password not in r.text
 

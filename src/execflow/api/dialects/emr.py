@@ -36,6 +36,7 @@ async def rpc(request: Request) -> Response:
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         pairs += [(k, str(v)) for k, v in (await request.form()).multi_items()]
     params = dict(pairs)
+    request.state.emr_params = pairs  # what a signature covers, for its error message
     request.state.emr_format = params.get("Format", "")
     if params.get("Format", "JSON").upper() not in ("JSON", "XML"):
         raise invalid("Format", "JSON or XML")

@@ -13,10 +13,12 @@ from xml.sax.saxutils import escape
 from fastapi import Request, Response
 
 from execflow.api.dialects.base import Failure, loads, timestamp_ms
+from execflow.api.dialects.coercion import scalar
 from execflow.api.errors import request_id
 from execflow.definition import Definition, redact, secret_values
 from execflow.errors import Detail, InvalidInput
 from execflow.records import ExecutionRecord, TaskRunRecord
+from execflow.signing import acs_string_to_sign
 from execflow.states import ExecutionState, TaskRunState
 
 VERSION = "2016-04-08"
@@ -185,14 +187,33 @@ def alibaba_request_id(request: Request) -> str:
     return rid
 
 
+# Alibaba's message for a wrong signature, followed by the string it signed. The SDK splits
+# the message on ":" and compares the rest with its own string to sign: the same string
+# means the parameters were signed right, with the wrong secret (it then raises
+# InvalidAccessKeySecret). The string is percent-encoded, so it holds no ":" itself.
+SIGNATURE_MISMATCH = (
+    "Specified signature is not matched with our calculation. server string to sign is:"
+)
+
+
+def signature_message(request: Request) -> str | None:
+    """Alibaba's message for a request signed in its RPC style whose signature is wrong:
+    the string the server signed (the request's own parameters, no secret)."""
+    pairs: list[tuple[str, str]] | None = getattr(request.state, "emr_params", None)
+    if not pairs or not {"Signature", "AccessKeyId"} <= {k for k, _ in pairs}:
+        return None
+    return SIGNATURE_MISMATCH + acs_string_to_sign(request.method, pairs)
+
+
 def render(request: Request, failure: Failure) -> Response:
     """Any failure as Alibaba's error document, in the format the request asked for."""
     status, code, recommend = vendor_error(failure)
+    message = signature_message(request) if code == "SignatureDoesNotMatch" else None
     body = {
         "RequestId": alibaba_request_id(request),
         "HostId": request.url.hostname or "",
         "Code": code,
-        "Message": describe(failure),
+        "Message": message or describe(failure),
         "Recommend": recommend,
     }
     return document(request, "Error", body, status, failure.headers())
@@ -257,20 +278,13 @@ def conf_of(text: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], date
 
 def typed(value: str, kind: str) -> Any:
     """`value` read as a parameter of type `kind` when it reads exactly, else as it is."""
-    if kind == "integer" and re.fullmatch(r"-?\d{1,18}", value):
-        return int(value)
-    if kind == "number" and re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", value):
-        return float(value)
-    if kind == "boolean" and value.lower() in ("true", "false"):
-        return value.lower() == "true"
     if kind in ("object", "array"):
         try:
             parsed = loads(value)
         except ValueError:
             return value
-        if isinstance(parsed, dict if kind == "object" else list):
-            return parsed
-    return value
+        return parsed if isinstance(parsed, dict if kind == "object" else list) else value
+    return scalar(value, kind)
 
 
 def time_range(text: str) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from execflow.api.dialects.base import Failure, loads, number_of, timestamp_ms
+from execflow.api.dialects.coercion import scalar
 from execflow.definition import Definition, redact, secret_values
 from execflow.errors import Detail, InvalidInput
 from execflow.records import ExecutionRecord, TaskRunRecord, WorkflowRecord
@@ -135,11 +136,14 @@ def task_inputs(body: Any, definition: Definition) -> TaskInputs:
         if not isinstance(values, dict):
             problems.append(Detail(f"/input/{task}", "must be an object of parameters"))
             continue
-        for name, value in values.items():
+        for name, given_value in values.items():
             where = f"/input/{task}/{name}"
             if name not in definition.parameters:
                 problems.append(Detail(where, f"unknown parameter (parameters: {params})"))
-            elif name in inputs and inputs[name] != value:
+                continue
+            # Explorer takes "string or number" for any parameter: "3" is 3 for an integer
+            value = scalar(given_value, definition.parameters[name].type)
+            if name in inputs and inputs[name] != value:
                 first = f"/input/{source[name]}/{name}"
                 problems.append(Detail(where, f"differs from {first}: one value per parameter"))
             else:

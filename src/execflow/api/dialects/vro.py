@@ -1,7 +1,8 @@
 """VMware vRealize / Aria Orchestrator (vRO): its workflow-run service over `Service`.
 
-`/vco/api/workflows/{workflowId}/executions…`: start a run with typed parameters, list,
-show, its state, cancel, logs and user interactions. Ids are execflow's own as dashed
+`/vco/api/workflows/{workflowId}` (the workflow and its typed parameters) and its
+`/executions…`: start a run with typed parameters, list, show, its state, cancel, logs
+and user interactions. Ids are execflow's own as dashed
 UUIDs; a workflow is also found by its name. Every path answers with and without the
 trailing slash vRO writes in its links. The translations are in `vro_shapes.py`.
 """
@@ -37,7 +38,8 @@ def render(request: Request, failure: Failure) -> Response:
 
 router = APIRouter(route_class=dialect_route(render), include_in_schema=False)
 
-EXECUTIONS = "/vco/api/workflows/{workflow_id}/executions"
+WORKFLOW = "/vco/api/workflows/{workflow_id}"
+EXECUTIONS = WORKFLOW + "/executions"
 EXECUTION = EXECUTIONS + "/{execution_id}"
 MAX_START = 1_000_000_000  # the largest `startIndex` (an offset the database can take)
 # a list answers at most this many executions; `startIndex` pages on
@@ -95,10 +97,14 @@ async def _execution(
     return wf, record
 
 
+def _workflow_href(request: Request, wf: WorkflowRecord) -> str:
+    """The absolute URL of a workflow, as vRO writes it (with its trailing slash)."""
+    return f"{str(request.base_url).rstrip('/')}/vco/api/workflows/{shapes.vro_id(wf.id)}/"
+
+
 def _href(request: Request, wf: WorkflowRecord, record: ExecutionRecord | None = None) -> str:
     """The absolute URL of a workflow's runs, or of one run, as vRO writes them."""
-    base = str(request.base_url).rstrip("/")
-    href = f"{base}/vco/api/workflows/{shapes.vro_id(wf.id)}/executions/"
+    href = _workflow_href(request, wf) + "executions/"
     return href if record is None else f"{href}{shapes.vro_id(record.id)}/"
 
 
@@ -215,6 +221,16 @@ async def _start_request(
 # -- routes ------------------------------------------------------------------------------
 
 
+@_route("GET", WORKFLOW)
+async def get_workflow(request: Request, workflow_id: str) -> Response:
+    """The workflow (its latest revision): id, name, version, and its input and output
+    parameters with their vRO types."""
+    service, who = service_of(request), await caller(request)
+    wf = await _workflow(service, who, workflow_id)
+    definition = await service.definitions.get(wf.id, wf.latest_revision)
+    return JSONResponse(shapes.workflow(wf, definition, _workflow_href(request, wf)))
+
+
 @_route("POST", EXECUTIONS)
 async def start_execution(request: Request, workflow_id: str) -> Response:
     """202 once the run is committed, with its `Location` and the run itself; the same
@@ -241,8 +257,8 @@ def _state_filter(conditions: list[str]) -> str | None:
         key, sep, value = condition.partition("=")
         found = shapes.state_of(value) if sep and key.strip() == "state" else None
         if found is None:
-            known = ", ".join(s.name for s in shapes.STATES.values())
-            why = f"{condition!r}: only state=<{known}> is supported"
+            known = ", ".join(s.word for s in shapes.STATES.values())
+            why = f"{condition!r}: only state=<{known}> (or its upper-case name) is supported"
             raise InvalidInput("the list request is not valid", [Detail("query:conditions", why)])
         state = found.value
     return state
@@ -306,7 +322,7 @@ async def get_state(request: Request, workflow_id: str, execution_id: str) -> Re
     """`{"value": <state>}` in vRO's vocabulary."""
     service, who = service_of(request), await caller(request)
     _, record = await _execution(service, who, workflow_id, execution_id)
-    return JSONResponse({"value": shapes.STATES[record.state].name})
+    return JSONResponse({"value": shapes.STATES[record.state].word})
 
 
 @_route("DELETE", EXECUTION + "/state")

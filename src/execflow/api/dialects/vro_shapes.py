@@ -1,5 +1,5 @@
 """VMware vRealize / Aria Orchestrator's shapes: execution states, typed parameters,
-the error body, executions, log entries and user interactions.
+the error body, workflows, executions, log entries and user interactions.
 
 Pure translations, no I/O: `vro.py` parses requests with these and renders records with
 them. docs/dialects.md (the vRO section) explains each mapping.
@@ -16,7 +16,7 @@ from execflow import levels
 from execflow.api.dialects.vro_values import parameter, vro_type
 from execflow.definition import Definition, ParamType, mask_secrets, redact, secret_values
 from execflow.errors import Detail
-from execflow.records import EventRecord, ExecutionRecord
+from execflow.records import EventRecord, ExecutionRecord, WorkflowRecord
 from execflow.sealing import SECRET_MASK
 from execflow.service import PendingSignal
 from execflow.states import ExecutionState, TaskRunState
@@ -25,7 +25,8 @@ from execflow.states import ExecutionState, TaskRunState
 
 
 class VroState(NamedTuple):
-    """A state as vRO's reference names it, and the word its servers also write for it."""
+    """A state as vRO's reference names it, and the word its servers write for it: the
+    word is what execflow answers (as `state` and `…/state`); both are taken in filters."""
 
     name: str
     word: str
@@ -176,9 +177,9 @@ def execution(rec: ExecutionRecord, definition: Definition, href: str) -> dict[s
             ]
         },
         "id": vro_id(rec.id),
-        "state": STATES[rec.state].name,
+        "state": STATES[rec.state].word,
         "name": rec.workflow_name,
-        "inputParameters": [
+        "input-parameters": [
             parameter(
                 n,
                 v,
@@ -187,7 +188,7 @@ def execution(rec: ExecutionRecord, definition: Definition, href: str) -> dict[s
             )
             for n, v in inputs.items()
         ],
-        "outputParameters": [
+        "output-parameters": [
             parameter(n, v, None, False) for n, v in (redact(rec.outputs, secrets) or {}).items()
         ],
         "start-date": vro_time(rec.started_at),
@@ -203,12 +204,45 @@ def execution(rec: ExecutionRecord, definition: Definition, href: str) -> dict[s
     return {k: v for k, v in out.items() if v is not None}
 
 
+# -- workflows ---------------------------------------------------------------------------
+
+
+def workflow(wf: WorkflowRecord, definition: Definition, href: str) -> dict[str, Any]:
+    """A workflow as vRO describes one: id, name, version (`<revision>.0.0`), and its input
+    parameters typed (a default shown as their value, a secret's masked) and its outputs,
+    whose type is known only once they have a value (`Any`)."""
+    inputs = []
+    for name, param in definition.parameters.items():
+        item = parameter(name, param.default, param.type, param.secret)
+        inputs.append({**item, "description": param.description})
+    outputs = [
+        {"name": name, "type": "Any", "scope": "local", "updated": False, "description": ""}
+        for name in definition.outputs
+    ]
+    return {
+        "href": href,
+        "relations": {
+            "link": [
+                {"rel": "down", "href": href + "executions/"},
+                {"rel": "add", "href": href + "executions/"},
+            ]
+        },
+        "id": vro_id(wf.id),
+        "name": wf.name,
+        "version": f"{wf.latest_revision}.0.0",
+        "description": definition.description or wf.description,
+        "customized-icon": False,
+        "input-parameters": inputs,
+        "output-parameters": outputs,
+    }
+
+
 def summary(rec: ExecutionRecord, href: str) -> dict[str, Any]:
     """One execution of a list: a link with its attributes."""
     attributes = {
         "id": vro_id(rec.id),
         "name": rec.workflow_name,
-        "state": STATES[rec.state].name,
+        "state": STATES[rec.state].word,
         "startedBy": rec.started_by,
         "StartDate": vro_time(rec.started_at),
         "EndDate": vro_time(rec.ended_at),
@@ -299,7 +333,7 @@ def interaction(pending: PendingSignal, execution_id: str, href: str) -> dict[st
         "href": href,
         "id": f"{vro_id(execution_id)}:{pending.name}",
         "name": pending.description or pending.name,
-        "state": "WAITING",
+        "state": "waiting",
         "assignee": [],
         "timeout-date": vro_time(deadline),
         "parameter": inputs,

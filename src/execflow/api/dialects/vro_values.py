@@ -13,6 +13,7 @@ import math
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from execflow.api.dialects.coercion import boolean_of_text, number_of_text
 from execflow.definition import ParamType
 from execflow.sealing import SECRET_MASK
 
@@ -87,7 +88,12 @@ def read_value(wrapped: Any, at: str = "value") -> tuple[Any, ParamType, bool]:
         return items, kind, False
     if kind is ParamType.OBJECT:
         return _read_entries(key, inner, at), kind, False
-    value = inner.get("value")
+    return _read_scalar(key, kind, inner.get("value"), at)
+
+
+def _read_scalar(key: str, kind: ParamType, value: Any, at: str) -> tuple[Any, ParamType, bool]:
+    """A string, date, secure string, number or boolean's value: ValueProblem if it is not
+    one."""
     if kind is ParamType.STRING:
         if not isinstance(value, str):
             raise ValueProblem(f"{at}.{key}.value must be a string")
@@ -97,13 +103,17 @@ def read_value(wrapped: Any, at: str = "value") -> tuple[Any, ParamType, bool]:
             except ValueError:
                 raise ValueProblem(f"{at}.date.value is not an ISO 8601 date") from None
         return value, kind, key in _SECURE
+    # vRO's clients (vmwvro, PowervRO, VMware's build tools) send numbers and booleans as
+    # text, `{"number": {"value": "3"}}`, which vRO reads: so does execflow, exactly
+    if isinstance(value, str):
+        value = number_of_text(value) if kind is ParamType.NUMBER else boolean_of_text(value)
     if kind is ParamType.NUMBER:
         if (
             not isinstance(value, int | float)
             or isinstance(value, bool)
             or not math.isfinite(value)
         ):
-            raise ValueProblem(f"{at}.number.value must be a finite number")
+            raise ValueProblem(f"{at}.number.value must be a finite number (or its digits)")
         return value, kind, False
     if not isinstance(value, bool):
         raise ValueProblem(f"{at}.boolean.value must be true or false")
