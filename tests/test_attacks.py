@@ -47,6 +47,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects"): Privilege.VIEW,
     ("POST", "/api/v1/projects"): "system",
     ("GET", "/api/v1/projects/{project}"): Privilege.VIEW,
+    ("PATCH", "/api/v1/projects/{project}"): "system",
     ("GET", "/api/v1/projects/{project}/callback-secret"): Privilege.ADMIN,
     ("POST", "/api/v1/projects/{project}/tokens"): Privilege.ADMIN,
     ("GET", "/api/v1/projects/{project}/tokens"): Privilege.ADMIN,
@@ -63,7 +64,7 @@ OPEN = {("GET", "/livez"), ("GET", "/readyz"), ("GET", "/healthz")}
 
 # Requests in the order the matrix sends them: reads first, then what changes things, the
 # destructive last, so that each role's request finds what it names.
-ORDER = ["GET", "POST", "PUT", "DELETE"]
+ORDER = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @dataclass
@@ -90,6 +91,8 @@ def body_for(method: str, path: str, values: dict[str, str], role: str) -> Any:
         return {"approved": True, "by": role}
     if (method, path) == ("POST", "/api/v1/projects"):
         return {"name": f"gamma-{role}"}
+    if (method, path) == ("PATCH", "/api/v1/projects/{project}"):
+        return {"actions": None}
     if (method, path) == ("POST", "/api/v1/projects/{project}/access-keys"):
         return {"role": "viewer", "description": f"made by {role}"}
     if (method, path) == ("POST", "/api/v1/projects/{project}/tokens"):
