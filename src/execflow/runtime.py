@@ -71,6 +71,7 @@ class Runtime:
             shutdown_grace=settings.shutdown_grace,
             max_items=settings.limits.max_items,
             max_lost_attempts=settings.max_lost_attempts,
+            pool_share=settings.project_pool_share,
         )
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock, metrics=metrics)

@@ -11,7 +11,7 @@ from execflow.actions.signal import SignalArgs, waiting
 from execflow.actions.subworkflow import WorkflowArgs
 from execflow.definition import Task, redact
 from execflow.engine.base import E, Key, T, log
-from execflow.engine.queue import QUEUED, Queueing, is_queued
+from execflow.engine.queue import Queueing, is_queued
 from execflow.engine.run import Attempt, Run, item_key, split_key
 from execflow.errors import TaskFailure
 from execflow.executors import Outcome
@@ -266,16 +266,12 @@ class Advancing(Queueing):
                 run, attempt, now, ops, scheduled, started_at=now, waiting=attempt.waiting
             )
             return
-        elif action.placement is Placement.POOL and not self._worker_free():
-            # no worker is free: it waits, and a later tick's write starts it (queue.py)
-            attempt.waiting = dict(QUEUED)
-            self._queue(key, args)
-            self._persist(run, attempt, now, ops, scheduled, waiting=attempt.waiting)
+        elif action.placement is Placement.POOL:
+            # written at the end of the tick: started if it gets a slot, else queued (queue.py)
+            self._offer(run, attempt, args, scheduled)
             return
         else:
             starts.append((run, attempt, args))
-            if action.placement is Placement.POOL:
-                self._reserved += 1
             if deadline is not None:
                 self._add_timer(deadline, "timeout", key)
         self._persist(run, attempt, now, ops, scheduled, started_at=now, wake_at=attempt.wake_at)
