@@ -45,6 +45,7 @@ from execflow.errors import (
 from execflow.limits import Limits, RateLimiter, document_problem, json_size
 from execflow.metrics import Metrics
 from execflow.records import (
+    Admission,
     CallbackStatus,
     EventRecord,
     ExecutionRecord,
@@ -63,6 +64,7 @@ from execflow.signing import (
 )
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
+from execflow.store.admissions import admission
 from execflow.store.store import new_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
@@ -648,6 +650,15 @@ class Service:
 
     async def definition_of(self, record: ExecutionRecord) -> Definition:
         return await self.definitions.get(record.workflow_id, record.revision)
+
+    async def admission_of(
+        self, record: ExecutionRecord, definition: Definition
+    ) -> Admission | None:
+        """Where an active execution under its workflow's `concurrency` stands in the line
+        for a slot (None: no limit, it ended, or its engine has not asked yet)."""
+        if definition.concurrency is None or record.state.terminal:
+            return None
+        return await self.store.read(admission, self.store, record.id)
 
     async def list_executions(
         self,

@@ -149,7 +149,7 @@ class Advancing(Queueing):
         if run.cancel_requested:
             self._cancel(run, now, ops)
             return
-        if self._not_yet(run, now, ops):
+        if self._not_yet(run, now, ops) or self._await_slot(run, now, ops):
             return
         for task_id, fan in list(run.fanouts.items()):
             self._feed(run, task_id, fan, now, ops, starts)
@@ -392,6 +392,9 @@ class Advancing(Queueing):
                 text += f": {error.get('message', '')}"
             data = {"from": run.state.value, "to": state.value}
             self._log(run, ops, now, level, "state", text, data=data)
+        if state.terminal and run.definition.concurrency is not None:
+            self._admission_wanted = True  # its slot frees: the next in line may start
+            self._wake.set()
         if state.terminal and run.parent_id is not None:
             payload = {
                 "child": run.id,

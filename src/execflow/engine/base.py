@@ -143,6 +143,10 @@ class EngineBase:
         # and the attempts offered to it in the tick in progress
         self._pool: PoolShares[Waiter] = PoolShares(executor.size, self.settings.pool_share)
         self._offers: list[Waiter] = []
+        # executions here that wait for a slot of their workflow's `concurrency`, and
+        # whether to ask for slots at the next tick rather than the next poll (admission.py)
+        self._unadmitted: set[str] = set()
+        self._admission_wanted = False
         # audit entries for results of attempts this node no longer holds (written as is)
         self._stale_results: list[EventRecord] = []
         # attempts a worker was free for when this node could not vouch for its leases
@@ -233,6 +237,20 @@ class EngineBase:
             self._inflight.pop(key).cancel()
 
     # implemented by the parts (see Engine) ------------------------------------------
+
+    def _set_state(
+        self,
+        run: Run,
+        state: ExecutionState,
+        now: datetime,
+        ops: list[Op],
+        outputs: Any = None,
+        error: Any = None,
+    ) -> None:
+        raise NotImplementedError  # Advancing
+
+    def _await_slot(self, run: Run, now: datetime, ops: list[Op]) -> bool:
+        raise NotImplementedError  # Admitting
 
     def _begin(
         self,

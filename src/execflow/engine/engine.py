@@ -28,6 +28,7 @@ from typing import Any
 from execflow.actions import ACTIONS, Placement
 from execflow.clock import ManualClock
 from execflow.definition import Definition
+from execflow.engine.admission import Admitting
 from execflow.engine.advance import Advancing
 from execflow.engine.base import EngineSettings, Key, T, log
 from execflow.engine.cache import DefinitionCache
@@ -46,7 +47,7 @@ from execflow.store.ops import InsertEvent, Op
 __all__ = ["DefinitionCache", "Engine", "EngineSettings"]
 
 
-class Engine(Commands, FanOuts, Advancing, Writing):
+class Engine(Commands, FanOuts, Advancing, Admitting, Writing):
     """One node's scheduler loop over the executions it holds a lease on."""
 
     async def start(self, loop: bool = True) -> None:
@@ -215,6 +216,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             self._next_spread = now + timedelta(seconds=spread)
             await self._spread(now)
         await self._take_over(now)
+        await self._admit(now, polling)
         if self._commands_wanted or polling:
             self._commands_wanted = False
             self._commands = await self.store.read(self.store.pending_commands, self.node_id)
@@ -389,6 +391,9 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         self.runs[run.id] = run
         if run.hidden:
             self._secretive.add(run.id)
+        if not run.admitted:  # it asks for a slot of its workflow's before anything starts
+            self._unadmitted.add(run.id)
+            self._admission_wanted = True
         self._touched.add(run.id)
         for a in list(run.attempts.values()):
             if a.task_id in run.fanouts:
@@ -586,6 +591,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 or self._touched
                 or self._commands_wanted
                 or self._task_logs
+                or (self._admission_wanted and self._unadmitted)
             ):
                 continue
             due = self._timers and (until is None or self._timers[0][0] <= until)
