@@ -6,6 +6,7 @@ order, visibly, across nodes and takeovers; a bad limit is refused at the door."
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -236,3 +237,20 @@ async def test_an_execution_shows_where_it_stands_in_the_line(api: Api) -> None:
     r = await api.client.get(f"/api/v1/executions/{ids[0]}", headers=api.auth())
     assert r.json()["state"] == "COMPLETED"
     assert r.json()["concurrency"] == {"limit": 1, "waiting": False, "ahead": None, "since": None}
+
+
+async def test_nodes_asking_at_the_same_moment_admit_no_more_than_the_limit(
+    store: Store,
+) -> None:
+    """Ten nodes, each holding one waiting execution, ask at once (threads, one
+    transaction each): two slots, two admitted."""
+    async with harness(store) as h:
+        await h.apply({**GATE, "concurrency": 2})
+        ids = await _start(h, "gate", 10)
+        wid = (await _get(h, ids[0])).workflow_id
+        now = h.clock.now()
+        with ThreadPoolExecutor(len(ids)) as pool:
+            answers = list(
+                pool.map(lambda eid: admit(store, wid, [Waiting(eid, 0, 2, now)], now), ids)
+            )
+        assert sum(len(a) for a in answers) == 2
