@@ -30,9 +30,6 @@ def is_queued(attempt: Attempt) -> bool:
 class Queueing(EngineBase):
     """The engine's queue of attempts waiting for a worker of the local pool."""
 
-    def _worker_free(self) -> bool:
-        return self._pool.free() > 0
-
     def _offer(self, run: Run, attempt: Attempt, args: Any, scheduled: bool) -> None:
         """A pool attempt that begins now: it gets a slot at the end of the tick, or waits."""
         key = (run.id, attempt.task_id, attempt.attempt)
