@@ -434,3 +434,62 @@ def test_a_second_node_gets_its_share_of_waiting_executions(
         assert r.status_code == 202, r.text
     for execution_id in ids:
         assert b.wait_state(execution_id, {"COMPLETED", "FAILED"}, 30)["state"] == "COMPLETED"
+
+
+def _project_token(server: Server, project: str) -> dict[str, str]:
+    """A new project and the header of an admin token of it."""
+    r = server.client.post("/api/v1/projects", json={"name": project})
+    assert r.status_code == 201, r.text
+    r = server.client.post(f"/api/v1/projects/{project}/tokens", json={"role": "admin"})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def test_one_projects_backlog_does_not_starve_another_projects_command(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """The finding, at small scale: beta's six `sleep 1.5` commands hold both workers and
+    queue; alpha's one-line command starts when the first of beta's ends (about 1.5 s), not
+    behind beta's backlog (4.5 s)."""
+    server = start_server(tmp_path / "data", free_port(), env={"EXECFLOW_SHUTDOWN_GRACE": "0"})
+    servers.append(server)
+    alpha, beta = _project_token(server, "alpha"), _project_token(server, "beta")
+    for who, argv in ((beta, ["sleep", "1.5"]), (alpha, ["echo", "hello"])):
+        body = {"name": "cmd", "tasks": {"run": {"action": "command", "with": {"argv": argv}}}}
+        r = server.client.put("/api/v1/workflows/cmd", json=body, headers=who)
+        assert r.status_code == 201, r.text
+
+    def start(who: dict[str, str]) -> str:
+        r = server.client.post("/api/v1/workflows/cmd/executions", json={}, headers=who)
+        assert r.status_code == 202, r.text
+        execution_id: str = r.json()["id"]
+        return execution_id
+
+    def task(execution_id: str, who: dict[str, str]) -> Any:
+        r = server.client.get(f"/api/v1/executions/{execution_id}", headers=who)
+        assert r.status_code == 200, r.text
+        tasks = r.json()["tasks"]
+        return tasks[0] if tasks else None
+
+    betas = [start(beta) for _ in range(6)]
+    poll(
+        "two of beta's commands to run",
+        lambda: sum(1 for b in betas if (t := task(b, beta)) and t["started_at"]) == 2,
+    )
+    asked = time.monotonic()
+    alpha_id = start(alpha)
+    done = poll(
+        "alpha's command to end",
+        lambda: (t := task(alpha_id, alpha)) and t["state"] == "COMPLETED" and t,
+        timeout=15,
+    )
+    waited = time.monotonic() - asked
+    assert done["output"]["stdout"].strip() == "hello", done
+    assert waited < 3.5, f"alpha's command waited {waited:.1f} s behind beta's"
+    # it took the first worker beta's tasks freed: four of beta's were still queued
+    later = [
+        b
+        for b in betas
+        if (t := task(b, beta)) is None or (t["started_at"] or "~") > done["started_at"]
+    ]
+    assert len(later) >= 3, later

@@ -142,6 +142,8 @@ class ItemFailure(enum.StrEnum):
 
 
 MAX_ITEMS = 100_000
+# executions of one workflow that may run at once, at most (`concurrency` of a definition)
+MAX_CONCURRENCY = 10_000
 
 
 class Task(_Model):
@@ -176,6 +178,9 @@ class _Shape(_Model):
     outputs: dict[str, Any] = Field(default_factory=dict)
     schedules: list[Any] = Field(default_factory=list, max_length=64)
     stores: dict[str, Any] = Field(default_factory=dict)
+    # executions of this workflow that run at once; the others wait in order (strict: a
+    # string or a boolean is no count)
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY, strict=True)
 
 
 # the action arguments that are durations
@@ -216,6 +221,8 @@ class Definition:
     source: dict[str, Any]
     schedules: tuple[Schedule, ...] = ()
     stores: dict[str, StoreSpec] = field(default_factory=dict)
+    # how many executions of the workflow run at once (None: no limit); see engine/admission.py
+    concurrency: int | None = None
 
     @cached_property
     def digest(self) -> str:
@@ -430,6 +437,7 @@ def parse_definition(raw: Any, name: str | None = None) -> Definition:
         source,
         schedules,
         stores,
+        shape.concurrency,
     )
     # Every expression compiled above; building the renderers here means the engine finds
     # nothing at run time that the door could have found.
@@ -483,6 +491,7 @@ def _shape(raw: dict[str, Any], problems: list[Detail]) -> _Shape:
         outputs=part("outputs"),
         schedules=raw["schedules"] if isinstance(raw.get("schedules"), list) else [],
         stores=part("stores"),
+        concurrency=None,
     )
 
 

@@ -190,6 +190,15 @@ class ExecutionRecord:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """Where an execution stands in the line for its workflow's `concurrency` slots."""
+
+    waiting: bool
+    ahead: int  # executions of its workflow in the line before it (0 once it holds a slot)
+    since: datetime  # when it joined the line, or was admitted
+
+
+@dataclass(frozen=True)
 class CallbackStatus:
     """An execution's end-of-execution callback and how its delivery goes."""
 

@@ -72,6 +72,7 @@ class Runtime:
             max_items=settings.limits.max_items,
             max_lost_attempts=settings.max_lost_attempts,
             http_allowed_networks=settings.http_allowed_networks,
+            pool_share=settings.project_pool_share,
         )
         executor = LocalExecutor(settings.workers or None)
         engine = Engine(store, executor, definitions, engine_settings, clock, metrics=metrics)

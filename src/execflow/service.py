@@ -47,6 +47,7 @@ from execflow.limits import Limits, RateLimiter, document_problem, json_size
 from execflow.metrics import Metrics
 from execflow.project_actions import require_actions
 from execflow.records import (
+    Admission,
     CallbackStatus,
     EventRecord,
     ExecutionRecord,
@@ -65,6 +66,7 @@ from execflow.signing import (
 )
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
+from execflow.store.admissions import admission
 from execflow.store.base import new_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
@@ -678,6 +680,15 @@ class Service:
 
     async def definition_of(self, record: ExecutionRecord) -> Definition:
         return await self.definitions.get(record.workflow_id, record.revision)
+
+    async def admission_of(
+        self, record: ExecutionRecord, definition: Definition
+    ) -> Admission | None:
+        """Where an active execution under its workflow's `concurrency` stands in the line
+        for a slot (None: no limit, it ended, or its engine has not asked yet)."""
+        if definition.concurrency is None or record.state.terminal:
+            return None
+        return await self.store.read(admission, self.store, record.id)
 
     async def list_executions(
         self,

@@ -64,6 +64,13 @@ def _lease(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:  # also refuses nan
+        raise ValueError("must be more than 0 and at most 1 (a fraction of the pool)")
+    return value
+
+
 # settings read from one variable each: (variable, field, parser)
 _PARSED: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_WORKERS", "workers", int),
@@ -76,6 +83,7 @@ _PARSED: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     # networks the server's own requests may reach although they are not public
     ("EXECFLOW_CALLBACK_ALLOWED_NETWORKS", "callback_allowed_networks", parse_networks),
     ("EXECFLOW_HTTP_ALLOWED_NETWORKS", "http_allowed_networks", parse_networks),
+    ("EXECFLOW_PROJECT_POOL_SHARE", "project_pool_share", _share),
 )
 
 
@@ -110,6 +118,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 0  # worker processes; 0 means one per core
+    # the most of the workers one project holds while another project uses them (or waits
+    # for one); alone, a project may use them all (see engine/shares.py)
+    project_pool_share: float = 0.5
     node_id: str = ""
     # how long an execution stays a node's without a renewal (every third of it): a crashed
     # node's executions are taken over within this and a poll. Shorter costs the database:

@@ -129,7 +129,9 @@ async def get_execution(
     execution_id: str, service: ServiceDep, who: PrincipalDep
 ) -> ExecutionPublic:
     record = await service.get_execution(who, execution_id)
-    return ExecutionPublic.of_detail(record, await service.definition_of(record))
+    definition = await service.definition_of(record)
+    admission = await service.admission_of(record, definition)
+    return ExecutionPublic.of_detail(record, definition, admission)
 
 
 @router.get(

@@ -12,6 +12,7 @@ from execflow.auth import ROLES
 from execflow.definition import Definition, mask_secrets, redact, secret_values
 from execflow.project_actions import DEFAULT_ACTIONS
 from execflow.records import (
+    Admission,
     CallbackStatus,
     EventRecord,
     ExecutionRecord,
@@ -230,6 +231,34 @@ class CallbackPublic(_Out):
         )
 
 
+class ConcurrencyPublic(_Out):
+    limit: int = Field(description="How many executions of the workflow run at once")
+    waiting: bool = Field(
+        description="Whether it waits (WAITING) for one of those slots; they go oldest first"
+    )
+    ahead: int | None = Field(
+        description="Executions of the workflow in the line before it (null: not known yet)"
+    )
+    since: datetime | None = Field(description="When it joined the line, or was admitted")
+
+    @classmethod
+    def of(cls, ex: ExecutionRecord, limit: int, admission: Admission | None) -> ConcurrencyPublic:
+        if admission is not None:
+            return cls(
+                limit=limit,
+                waiting=admission.waiting,
+                ahead=admission.ahead,
+                since=admission.since,
+            )
+        # its engine has not asked for a slot yet (it just started), or it ended
+        return cls(
+            limit=limit,
+            waiting=ex.state is ExecutionState.INITIALIZING,
+            ahead=None,
+            since=None,
+        )
+
+
 class ExecutionPublic(ExecutionSummary):
     inputs: dict[str, Any] = Field(description="Secret parameters are masked")
     outputs: dict[str, Any] | None
@@ -248,11 +277,18 @@ class ExecutionPublic(ExecutionSummary):
         description="Signals the execution waits for, with the schema of their payload"
     )
     tasks: list[TaskRunPublic] = Field(description="Every attempt of every task, oldest first")
+    concurrency: ConcurrencyPublic | None = Field(
+        default=None,
+        description="Where it stands under its workflow's `concurrency` (null: no limit)",
+    )
 
     @classmethod
-    def of_detail(cls, ex: ExecutionRecord, definition: Definition) -> ExecutionPublic:
+    def of_detail(
+        cls, ex: ExecutionRecord, definition: Definition, admission: Admission | None = None
+    ) -> ExecutionPublic:
         """Secret inputs are masked here and wherever their values reappear (outputs, errors)."""
         secrets = secret_values(definition, ex.inputs)
+        limit = definition.concurrency
         return cls(
             **ExecutionSummary.of(ex).model_dump(),
             inputs=mask_secrets(definition, ex.inputs),
@@ -270,6 +306,7 @@ class ExecutionPublic(ExecutionSummary):
             callback=CallbackPublic.of(ex.callback) if ex.callback else None,
             pending_signals=[SignalPublic.of(p) for p in pending_signals(ex)],
             tasks=[TaskRunPublic.of(t, secrets) for t in ex.task_runs],
+            concurrency=None if limit is None else ConcurrencyPublic.of(ex, limit, admission),
         )
 
 

@@ -11,7 +11,7 @@ from execflow.actions.signal import SignalArgs, waiting
 from execflow.actions.subworkflow import WorkflowArgs
 from execflow.definition import Task, redact
 from execflow.engine.base import E, Key, T, log
-from execflow.engine.queue import QUEUED, Queueing, is_queued
+from execflow.engine.queue import Queueing, is_queued
 from execflow.engine.run import Attempt, Run, item_key, split_key
 from execflow.errors import TaskFailure
 from execflow.executors import Outcome
@@ -149,7 +149,7 @@ class Advancing(Queueing):
         if run.cancel_requested:
             self._cancel(run, now, ops)
             return
-        if self._not_yet(run, now, ops):
+        if self._not_yet(run, now, ops) or self._await_slot(run, now, ops):
             return
         for task_id, fan in list(run.fanouts.items()):
             self._feed(run, task_id, fan, now, ops, starts)
@@ -266,16 +266,12 @@ class Advancing(Queueing):
                 run, attempt, now, ops, scheduled, started_at=now, waiting=attempt.waiting
             )
             return
-        elif action.placement is Placement.POOL and not self._worker_free():
-            # no worker is free: it waits, and a later tick's write starts it (queue.py)
-            attempt.waiting = dict(QUEUED)
-            self._queue(key, args)
-            self._persist(run, attempt, now, ops, scheduled, waiting=attempt.waiting)
+        elif action.placement is Placement.POOL:
+            # written at the end of the tick: started if it gets a slot, else queued (queue.py)
+            self._offer(run, attempt, args, scheduled)
             return
         else:
             starts.append((run, attempt, args))
-            if action.placement is Placement.POOL:
-                self._reserved += 1
             if deadline is not None:
                 self._add_timer(deadline, "timeout", key)
         self._persist(run, attempt, now, ops, scheduled, started_at=now, wake_at=attempt.wake_at)
@@ -396,6 +392,9 @@ class Advancing(Queueing):
                 text += f": {error.get('message', '')}"
             data = {"from": run.state.value, "to": state.value}
             self._log(run, ops, now, level, "state", text, data=data)
+        if state.terminal and run.definition.concurrency is not None:
+            self._admission_wanted = True  # its slot frees: the next in line may start
+            self._wake.set()
         if state.terminal and run.parent_id is not None:
             payload = {
                 "child": run.id,

@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from execflow.clock import Clock, SystemClock
 from execflow.definition import Definition, redact
 from execflow.engine.cache import DefinitionCache
 from execflow.engine.run import Attempt, FanOut, Run
+from execflow.engine.shares import PoolShares
 from execflow.errors import TaskFailure
 from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.metrics import Metrics
@@ -62,9 +62,23 @@ class EngineSettings:
     max_lost_attempts: int = 3
     # non-public networks `http` tasks may reach anyway (EXECFLOW_HTTP_ALLOWED_NETWORKS)
     http_allowed_networks: tuple[Network, ...] = ()
+    # the most of the pool's slots one project holds while another project uses the pool
+    # (EXECFLOW_PROJECT_POOL_SHARE; see shares.py)
+    pool_share: float = 0.5
 
     def resolved_node_id(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Waiter:
+    """An attempt waiting for a slot of the pool (see queue.py). A `fresh` one began in this
+    tick and its row is not written yet: it is written started if it gets a slot, else queued."""
+
+    key: Key
+    args: Any
+    fresh: bool = False
+    scheduled: bool = False  # its row is a SCHEDULED one (a retry), not a new one
 
 
 @dataclass(frozen=True)
@@ -133,11 +147,15 @@ class EngineBase:
         # row have failed since
         self.last_tick = time.monotonic()
         self.failed_ticks = 0
-        # pool attempts waiting for a worker (see queue.py); workers taken by attempts
-        # handed over, and those promised to attempts of the tick in progress
-        self._queued: deque[tuple[Key, Any]] = deque()
-        self._pool_busy = 0
-        self._reserved = 0
+        # the pool's slots: held by attempts handed over, promised to those of the tick in
+        # progress, and the attempts waiting for one, by project (see queue.py, shares.py);
+        # and the attempts offered to it in the tick in progress
+        self._pool: PoolShares[Waiter] = PoolShares(executor.size, self.settings.pool_share)
+        self._offers: list[Waiter] = []
+        # executions here that wait for a slot of their workflow's `concurrency`, and
+        # whether to ask for slots at the next tick rather than the next poll (admission.py)
+        self._unadmitted: set[str] = set()
+        self._admission_wanted = False
         # audit entries for results of attempts this node no longer holds (written as is)
         self._stale_results: list[EventRecord] = []
         # attempts a worker was free for when this node could not vouch for its leases
@@ -228,6 +246,20 @@ class EngineBase:
             self._inflight.pop(key).cancel()
 
     # implemented by the parts (see Engine) ------------------------------------------
+
+    def _set_state(
+        self,
+        run: Run,
+        state: ExecutionState,
+        now: datetime,
+        ops: list[Op],
+        outputs: Any = None,
+        error: Any = None,
+    ) -> None:
+        raise NotImplementedError  # Advancing
+
+    def _await_slot(self, run: Run, now: datetime, ops: list[Op]) -> bool:
+        raise NotImplementedError  # Admitting
 
     def _begin(
         self,

@@ -28,6 +28,7 @@ from typing import Any
 from execflow.actions import ACTIONS, Placement
 from execflow.clock import ManualClock
 from execflow.definition import Definition
+from execflow.engine.admission import Admitting
 from execflow.engine.advance import Advancing
 from execflow.engine.base import EngineSettings, Key, T, log
 from execflow.engine.cache import DefinitionCache
@@ -46,7 +47,7 @@ from execflow.store.ops import InsertEvent, Op
 __all__ = ["DefinitionCache", "Engine", "EngineSettings"]
 
 
-class Engine(Commands, FanOuts, Advancing, Writing):
+class Engine(Commands, FanOuts, Advancing, Admitting, Writing):
     """One node's scheduler loop over the executions it holds a lease on."""
 
     async def start(self, loop: bool = True) -> None:
@@ -153,7 +154,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         await self._gather(now)
         ops: list[Op] = []
         starts: list[tuple[Run, Attempt, Any]] = []
-        self._reserved = 0
+        self._pool.forget_promises()
         try:
             self._drain(now, ops, starts)
             for run_id in list(self._touched):
@@ -165,13 +166,17 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 except Exception as exc:
                     self._fault(run_id, exc, "advancing it")
             self._touched.clear()
+            # after every execution's attempts of this tick were offered: fair shares
+            self._allot(now, ops, starts)
             spawned = await self._spawn_children(now, ops, starts)
             if ops or self._faults:
                 await self._flush(now, ops, starts)
         except Exception:
             # The store did not take (all of) this tick: forget what it changed in memory and
             # give the leases back, so these executions are rebuilt from what the store holds.
-            for run_id in {op.execution_id for op in ops} | set(self._faults):
+            offered = {w.key[0] for w in self._offers if w.fresh}  # begun, not written
+            self._offers.clear()
+            for run_id in {op.execution_id for op in ops} | set(self._faults) | offered:
                 self._drop(run_id)
             self._faults.clear()
             self._claim_wanted = True  # claim them back (or others will) once it answers
@@ -211,6 +216,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             self._next_spread = now + timedelta(seconds=spread)
             await self._spread(now)
         await self._take_over(now)
+        await self._admit(now, polling)
         if self._commands_wanted or polling:
             self._commands_wanted = False
             self._commands = await self.store.read(self.store.pending_commands, self.node_id)
@@ -311,7 +317,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             run, attempt = self._current(key)
             if run is not None and attempt is not None and attempt.state is T.RUNNING:
                 if ACTIONS[action_name].placement is Placement.POOL:
-                    self._pool_busy += 1
+                    self._pool.hold(key, run.project_id)
                 self._inflight[key] = asyncio.create_task(self._execute(key, action_name, args))
 
     async def _spread(self, now: datetime) -> None:
@@ -334,7 +340,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
     def _hand_over(self, count: int) -> None:
         """Give back the leases of up to `count` idle executions (nothing in flight, no
         attempt waiting for a worker, no cancel under way), for other nodes to claim."""
-        busy = {key[0] for key in self._inflight} | {key[0] for key, _ in self._queued}
+        busy = {key[0] for key in self._inflight} | {w.key[0] for w in self._pool}
         idle = [
             run.id
             for run in self.runs.values()
@@ -385,6 +391,9 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         self.runs[run.id] = run
         if run.hidden:
             self._secretive.add(run.id)
+        if not run.admitted:  # it asks for a slot of its workflow's before anything starts
+            self._unadmitted.add(run.id)
+            self._admission_wanted = True
         self._touched.add(run.id)
         for a in list(run.attempts.values()):
             if a.task_id in run.fanouts:
@@ -447,8 +456,6 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 self._record_result(key, outcome, now, ops, starts)
             except Exception as exc:
                 self._fault(key[0], exc, f"recording the result of task {key[1]}")
-        if self._queued:
-            self._start_queued(now, ops, starts)  # before new attempts: first come, first run
 
     def _fire(
         self,
@@ -490,7 +497,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
         key = (run.id, attempt.task_id, attempt.attempt)
         action = ACTIONS[run.task(attempt.task_id).action]
         if action.placement is Placement.POOL:
-            self._pool_busy += 1  # given back when `_execute` ends, however it ends
+            self._pool.hold(key, run.project_id)  # given back when `_execute` ends
         task = asyncio.create_task(self._execute(key, action.name, args))
         self._inflight[key] = task
 
@@ -524,8 +531,8 @@ class Engine(Commands, FanOuts, Advancing, Writing):
             outcome = Outcome(False, error={"type": "exception", "message": f"{exc!r}"})
         finally:
             if action.placement is Placement.POOL:
-                self._pool_busy -= 1
-                if self._queued:
+                self._pool.release(key)
+                if self._pool.waiting():
                     self._wake.set()  # a queued attempt may start
         self._results.append((key, outcome))
         self._wake.set()
@@ -584,6 +591,7 @@ class Engine(Commands, FanOuts, Advancing, Writing):
                 or self._touched
                 or self._commands_wanted
                 or self._task_logs
+                or (self._admission_wanted and self._unadmitted)
             ):
                 continue
             due = self._timers and (until is None or self._timers[0][0] <= until)

@@ -104,6 +104,12 @@ class Run:
     hidden: list[str] = field(default_factory=list)
     # per task, its attempts of this round lost to a crash, a worker's death or a takeover
     lost: dict[str, int] = field(default_factory=dict)
+    workflow_id: str = ""
+    # under its workflow's `concurrency`: whether it holds a slot (see admission.py), and
+    # whether it was seen waiting for one
+    admitted: bool = True
+    in_line: bool = False
+    since: datetime | None = None  # its place in that line
 
     @classmethod
     def from_record(cls, rec: ExecutionRecord, definition: Definition, sealer: Sealer) -> Run:
@@ -127,6 +133,8 @@ class Run:
             has_callback=rec.callback is not None,
             parent_id=rec.parent_id,
             depth=_depth(rec.labels),
+            workflow_id=rec.workflow_id,
+            admitted=definition.concurrency is None,
         )
         # inputs stored before they were sealed are still secret by their parameter
         hidden = {*opened, *secret_values(definition, inputs)}

@@ -201,6 +201,27 @@ task_runs = Table(
     UniqueConstraint("execution_id", "task_id", "attempt"),
 )
 
+# Executions of workflows that declare `concurrency`, in the line for a slot (`admitted_at`
+# null) or holding one for their round (a retried execution queues again). Each waits under
+# the limit of the revision it runs; engines admit the oldest first (engine/admission.py).
+# Rows go with their execution.
+admissions = Table(
+    "admissions",
+    metadata,
+    Column(
+        "execution_id",
+        String(32),
+        ForeignKey("executions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("workflow_id", String(32), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("queued_at", UTCDateTime, nullable=False),
+    Column("admitted_at", UTCDateTime),
+    Index("ix_admissions_workflow_queued", "workflow_id", "queued_at"),
+)
+
 # Requests for an execution that its engine carries out (cancel, suspend, resume, a
 # signal): committed before they are acknowledged, done in the engine's tick transaction.
 commands = Table(
