@@ -486,6 +486,70 @@ async def test_bad_requests_get_onedata_errors_naming_the_field_and_start_nothin
     assert r.json()["items"] == []
 
 
+# The context the seed page's error example carries (execflow adds `requestId`).
+SEED_CTX = {
+    "timestamp",
+    "serviceReleaseVersion",
+    "serviceId",
+    "serviceDomain",
+    "serviceBuildVersion",
+    "service",
+    "onedataErrorsRevision",
+    "module",
+    "line",
+}
+
+
+async def test_a_body_that_is_not_json_is_malformed_data_and_errors_carry_the_seeds_context(
+    api: Api,
+) -> None:
+    await put(api, NEEDY)
+    json_headers = {**headers(api.token), "Content-Type": "application/json"}
+    for body, says in (
+        (b"{bad", "line 1 column 2"),
+        (b'{"spaceId": "default",}', "line 1 column 23"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"n": NaN}', "NaN"),
+        (b"[" * 200 + b"]" * 200, "nested deeper"),
+    ):
+        r = await api.client.post(EXECUTIONS, content=body, headers=json_headers)
+        error = assert_error(r, 400, "malformedData")
+        assert "details" not in error, error
+        description = error["description"]
+        assert description.startswith("Provided data could not be understood by the server")
+        assert says in description and ": :" not in description, description
+    # the same body sent as another media type reaches the route, which says the same
+    r = await api.client.post(EXECUTIONS, content=b"{bad", headers=headers(api.token))
+    assert "details" not in assert_error(r, 400, "malformedData")
+
+    space, schema = ids(api, workflow="needy")
+    good = {"spaceId": space, "atmWorkflowSchemaId": schema, "atmWorkflowSchemaRevisionNumber": 1}
+    answers = [
+        await api.client.post(EXECUTIONS, content=b"{bad", headers=json_headers),
+        await api.client.post(EXECUTIONS, json=good),
+        await schedule(api, {**good, "storeInitialContentOverlay": {"who": 7}}),
+        await schedule(api, {**good, "spaceId": "elsewhere"}),
+        await api.client.get(f"{EXECUTIONS}/{'0' * 32}", headers=headers(api.token)),
+        await api.client.get(f"{BASE}/nothing/here", headers=headers(api.token)),
+    ]
+    service_ids = set()
+    for r in answers:
+        ctx = r.json()["error"]["ctx"]
+        assert set(ctx) >= SEED_CTX, (r.text, SEED_CTX - set(ctx))
+        assert isinstance(ctx["timestamp"], int) and isinstance(ctx["line"], int), ctx
+        assert ctx["line"] > 0 and ctx["module"], ctx
+        assert ctx["service"] == "execflow"
+        assert len(ctx["onedataErrorsRevision"]) == 8
+        int(ctx["onedataErrorsRevision"], 16)
+        service_ids.add(ctx["serviceId"])
+    # one service answered them all, named by an opaque id (not the host name)
+    [service_id] = service_ids
+    assert len(service_id) == 32 and int(service_id, 16) >= 0
+    # where the refusal was made: the service's check of inputs, the space check of the route
+    assert answers[2].json()["error"]["ctx"]["module"] == "execflow.service"
+    assert answers[3].json()["error"]["ctx"]["module"] == "execflow.api.dialects.onedata"
+
+
 # who may call what -----------------------------------------------------------------------------
 
 # Every route of the dialect and the privilege it needs; a route missing here fails the test.

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from execflow.api.dialects.base import Failure, Render
+from execflow.api.dialects.base import Failure, Render, here
 from execflow.api.errors import error_response
 from execflow.errors import Detail
 from execflow.limits import Limits, parse_json
@@ -86,6 +86,7 @@ class BodyGuard:
         await self.app(scope, _replay(body, receive), send)
 
     async def _refuse(self, scope: Scope, send: Send, status: int, detail: Detail) -> None:
+        origin = here()  # the line of __call__ that refused
         request = Request(scope)
         if status == 413:
             code, text = "too_large", "the request body is too large"
@@ -97,7 +98,10 @@ class BodyGuard:
             code, text = "invalid_input", "the request body is not acceptable JSON"
         render = self.render_for(scope["path"])
         if render is not None:
-            response = render(request, Failure(status, code, text, (detail,)))
+            # a 422 here is a body that is no document execflow can read, not a bad value
+            unreadable = status == 422
+            failure = Failure(status, code, text, (detail,), unreadable=unreadable, origin=origin)
+            response = render(request, failure)
         else:
             response = error_response(request, status, code, text, [detail.as_dict()])
         if status == 413:

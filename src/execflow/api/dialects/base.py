@@ -13,9 +13,11 @@ import binascii
 import logging
 import math
 import re
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from fastapi import Request, Response
@@ -44,13 +46,20 @@ log = logging.getLogger("execflow.api")
 class Failure:
     """Any error, as every dialect sees it: the status execflow gives it, its native id
     (`invalid_input`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
-    `too_many_requests`, `unavailable`, `internal_error`, …), a message and the fields at fault."""
+    `too_many_requests`, `unavailable`, `internal_error`, …), a message and the fields at fault.
+
+    `unreadable` says the request's body could not be read as a document at all (not JSON,
+    not UTF-8, or JSON execflow refuses to hold), as opposed to a document with a bad value;
+    `origin` is the module and line of execflow that refused the request, for envelopes that
+    say where an error was raised (Onedata's)."""
 
     status: int
     code: str
     message: str
     details: tuple[Detail, ...] = ()
     retry_after: float | None = None
+    unreadable: bool = False
+    origin: tuple[str, int] | None = None
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -66,17 +75,40 @@ class Failure:
 
 def failure_of(request: Request, exc: Exception) -> Failure:
     """The failure an exception stands for; unexpected ones are logged and hidden."""
+    origin = raised_at(exc.__traceback__)
     if isinstance(exc, ExecflowError):
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
         warn_unavailable(request, exc)
-        return Failure(status, exc.code, exc.message, tuple(exc.details), retry_after(exc))
+        details = tuple(exc.details)
+        return Failure(status, exc.code, exc.message, details, retry_after(exc), origin=origin)
     if isinstance(exc, RequestValidationError):
         details = tuple(Detail(pointer(tuple(e["loc"])), e["msg"]) for e in exc.errors())
-        return Failure(422, "invalid_input", "the request is not valid", details)
+        return Failure(422, "invalid_input", "the request is not valid", details, origin=origin)
     if isinstance(exc, HTTPException):
-        return Failure(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), exc.detail)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return Failure(exc.status_code, code, exc.detail, origin=origin)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return Failure(500, "internal_error", "an internal error occurred")
+    return Failure(500, "internal_error", "an internal error occurred", origin=origin)
+
+
+def raised_at(tb: TracebackType | None) -> tuple[str, int] | None:
+    """The module and line where an exception was raised: the innermost frame of execflow's
+    own code (else the innermost frame at all, as for a route that no path matched)."""
+    own: tuple[str, int] | None = None
+    last: tuple[str, int] | None = None
+    while tb is not None:
+        last = (str(tb.tb_frame.f_globals.get("__name__", "")), tb.tb_lineno)
+        if last[0].startswith("execflow."):
+            own = last
+        tb = tb.tb_next
+    return own or last
+
+
+def here() -> tuple[str, int]:
+    """The module and line of the caller's caller: where a failure made without an
+    exception (the body guard's refusals) was decided."""
+    frame = sys._getframe(2)
+    return str(frame.f_globals.get("__name__", "")), frame.f_lineno
 
 
 Render = Callable[[Request, Failure], Response]

@@ -211,10 +211,12 @@ async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         body = loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        raise Refused("malformedData", "the request body is not valid JSON") from None
+    except UnicodeDecodeError as exc:
+        raise shapes.malformed(f"the body is not UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
+        raise shapes.malformed(str(exc)) from None
     if not isinstance(body, dict):
-        raise Refused("malformedData", "the request body must be a JSON object")
+        raise shapes.malformed("the request body must be a JSON object")
     return body
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -104,12 +105,27 @@ _KEYS = {
 }
 
 
+# Which revision of this vocabulary an answer follows (Onedata names the revision of its
+# error definitions): the ids this dialect answers with, so it changes when they change.
+ERRORS_REVISION = hashlib.sha256(
+    json.dumps(sorted({i for _, i in ERRORS.values()} | {i for _, i in _BAD_VALUE})).encode()
+).hexdigest()[:8]
+
+# Onedata's description of `malformedData`; execflow adds what it could not read, and where.
+MALFORMED = "Provided data could not be understood by the server"
+
+
 class Refused(InvalidInput):
     """A request Onedata refuses with an error id of its own (`badValueInteger`, …)."""
 
     def __init__(self, error_id: str, message: str, key: str | None = None) -> None:
         super().__init__(message, [Detail(key, message)] if key else None)
         self.code = error_id
+
+
+def malformed(why: str) -> Refused:
+    """`malformedData`: the body is no document the server can read (no field at fault)."""
+    return Refused("malformedData", f"{MALFORMED}: {why}")
 
 
 def key_of(pointer: str) -> str:
@@ -122,10 +138,14 @@ def key_of(pointer: str) -> str:
 def render(request: Request, failure: Failure) -> Response:
     """A failure in Onedata's envelope: the id, a description naming every field at fault,
     `details` with the field (`key`) when there is one, and the context of the answer."""
+    if failure.unreadable:  # no document to point into: the reason says what and where
+        parts = [f"{d.pointer}: {d.reason}" if d.pointer else d.reason for d in failure.details]
+        why = "; ".join(parts)
+        failure = Failure(400, "malformedData", f"{MALFORMED}: {why}", origin=failure.origin)
     # a code not in the table is an Onedata id already (Refused)
     status, error_id = ERRORS.get(failure.code, (400, failure.code))
     details: dict[str, Any] = {}
-    if failure.details:
+    if failure.details and failure.details[0].pointer:
         first = failure.details[0]
         details["key"] = key_of(first.pointer) if first.pointer.startswith("/") else first.pointer
         if failure.code == "invalid_input":
@@ -135,14 +155,35 @@ def render(request: Request, failure: Failure) -> Response:
     error: dict[str, Any] = {"id": error_id, "description": _describe(failure)}
     if details:
         error["details"] = details
-    error["ctx"] = {
+    error["ctx"] = context(request, failure)
+    return JSONResponse({"error": error}, status_code=status, headers=failure.headers())
+
+
+def context(request: Request, failure: Failure) -> dict[str, Any]:
+    """The `ctx` of an error, with the fields of the page's example: when, which service
+    and version answered, the revision of the error vocabulary, and the module and line
+    that refused the request."""
+    module, line = failure.origin or ("", 0)
+    return {
         "timestamp": int(time.time() * 1000),
         "service": "execflow",
+        "serviceId": _service_id(request),
         "serviceReleaseVersion": __version__,
+        "serviceBuildVersion": __version__,
         "serviceDomain": request.url.hostname or "",
+        "onedataErrorsRevision": ERRORS_REVISION,
+        "module": module,
+        "line": line,
         "requestId": str(request.scope.get("state", {}).get("request_id", "")),
     }
-    return JSONResponse({"error": error}, status_code=status, headers=failure.headers())
+
+
+def _service_id(request: Request) -> str:
+    """The answering node, by an opaque id: a digest of its node id (which holds its host
+    name), stable across its restarts."""
+    state = getattr(request.scope.get("app"), "state", None)
+    node = getattr(getattr(getattr(state, "runtime", None), "engine", None), "node_id", "")
+    return hashlib.sha256(f"execflow node {node}".encode()).hexdigest()[:32]
 
 
 def _credential_given(request: Request) -> bool:
@@ -154,6 +195,8 @@ def _describe(failure: Failure) -> str:
         return failure.message
     parts = [
         f"{key_of(d.pointer) if d.pointer.startswith('/') else d.pointer}: {d.reason}"
+        if d.pointer
+        else d.reason
         for d in failure.details
     ]
     if len(parts) == 1 and parts[0].endswith(failure.message):
