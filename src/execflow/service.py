@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,9 @@ MAX_CANCEL_GRACE = 3600.0
 MAX_SESSION_SECONDS = 7 * 86400.0
 # how often a live follower looks for entries other nodes wrote
 FOLLOW_POLL_SECONDS = 1.0
+# how often a steering call looks whether another node carried its command out (this
+# node's commits wake it at once)
+STEER_POLL_SECONDS = 0.05
 
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -919,7 +923,36 @@ class Service:
         )
         if self.engine is not None:
             self.engine.notify()
+        if await self._carried_out(execution_id, kind):
+            record = await self.store.read(self.store.get_execution, execution_id, who.project_id)
         return record
+
+    async def _carried_out(self, execution_id: str, kind: str) -> bool:
+        """Wait until the engine holding the execution has carried out the `kind` command
+        just recorded (committed it with its effects), so that the answer to a steering
+        call, and every read after it, shows the state it asked for, never the one before.
+
+        This node's commits wake the wait at once; a command another node carries out (it
+        looks at each poll) is seen by polling. The wait is bounded by the time in which
+        a live node takes over the executions of one that died (a heartbeat and two polls):
+        beyond it no node can reach the database, and the answer goes out with the command
+        recorded, to be carried out by whoever next holds the execution (so too when the
+        database goes away meanwhile). Without a running engine loop here (tests drive
+        theirs tick by tick) nothing is awaited."""
+        engine = self.engine
+        if engine is None or not engine.running:
+            return False
+        settings = engine.settings
+        deadline = time.monotonic() + settings.heartbeat_seconds + 2 * settings.poll_seconds
+        try:
+            while await self.store.read(self.store.command_pending, execution_id, kind):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                await engine.changed(min(left, STEER_POLL_SECONDS))
+        except Unavailable:  # the command is recorded: an outage now must not deny it
+            return False
+        return True
 
 
 def _downstream(definition: Definition, task_id: str) -> set[str]:

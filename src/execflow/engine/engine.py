@@ -121,6 +121,12 @@ class Engine(Commands, FanOuts, Advancing, Admitting, Writing):
             deadline = min(deadline, self._timers[0][0])
         return max(0.0, (deadline - now).total_seconds())
 
+    @property
+    def running(self) -> bool:
+        """Whether the loop ticks on its own (not stopping, not driven tick by tick)."""
+        task = self._loop_task
+        return task is not None and not task.done() and not self._stopping
+
     def submit(self, record: ExecutionRecord, definition: Definition | None = None) -> None:
         """Take over an execution this node has just created and leased."""
         self._adopt.append((record, definition))

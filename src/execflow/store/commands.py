@@ -26,6 +26,16 @@ from execflow.store.rows import (
     to_task_run,
 )
 
+_PENDING = (
+    sa.select(s.commands.c.id)
+    .where(
+        s.commands.c.done_at.is_(None),
+        s.commands.c.execution_id == sa.bindparam("id"),
+        s.commands.c.kind == sa.bindparam("kind"),
+    )
+    .limit(1)
+)
+
 
 class Commands(StoreBase):
     """Commands for executions, retries and audit entries outside a lease."""
@@ -134,6 +144,14 @@ class Commands(StoreBase):
         )
         with self._reader() as conn:
             return [to_command(r) for r in conn.execute(q).mappings()]
+
+    def command_pending(self, execution_id: str, kind: str) -> bool:
+        """Whether a `kind` command of the execution waits to be carried out: what a
+        steering call waits on before it answers (`Service._carried_out`), one query on
+        the pending-commands index."""
+        with self._reader() as conn:
+            found = conn.execute(_PENDING, {"id": execution_id, "kind": kind}).first()
+        return found is not None
 
     def add_events(self, events: Sequence[EventRecord]) -> None:
         """Add audit entries outside any lease: what a node saw of an execution another
