@@ -493,6 +493,7 @@ async def test_bad_credentials_get_obs_errors(api: Api) -> None:
 # who may call what ---------------------------------------------------------------------------
 
 START, CREATE = "start", "create from template"
+OUTSIDE = ("GET", "HEAD", "PUT", "POST", "DELETE")
 GET, LIST = "get", "list by prefix"
 # Every route of the dialect and the privilege it needs; a route that answers two calls
 # (told apart by a query parameter) needs one privilege for each.
@@ -514,6 +515,8 @@ PRIVILEGES: dict[tuple[str, str], dict[str, Privilege]] = {
     ("GET", "/v2/workflowexecutions"): {LIST: Privilege.VIEW},
     ("GET", "/v2/workflowexecutions/{execution_name}"): {GET: Privilege.VIEW},
     ("PUT", "/v2/workflowexecutions/{execution_name}"): {"restore": Privilege.MANAGE_EXECUTIONS},
+    # calls outside Data+ (trigger policies, other OBS calls): refused alike for everyone
+    **{(method, path): {} for method in OUTSIDE for path in ("/", "/{bucket}")},
 }
 
 
@@ -708,3 +711,30 @@ def test_the_obs_sdk_drives_workflows_and_executions(live: Live, tmp_path: Path)
         assert refused.errorCode == "InvalidArgument" and "colour" in refused.errorMessage
     finally:
         sdk.close()
+
+
+def test_the_obs_sdk_gets_obs_errors_for_trigger_policies_in_both_styles(live: Live) -> None:
+    """Path style (`/{bucket}?…`, what the SDK sends to an IP address) and the bucket in the
+    host name (`/?…`, here by `is_cname`): both are OBS's, not EMR's RPC at `/`."""
+    key = live.client.post("/api/v1/projects/default/access-keys", json={"role": "developer"})
+    assert key.status_code == 201, key.text
+    for cname in (False, True):
+        sdk = WorkflowClient(
+            access_key_id=key.json()["id"],
+            secret_access_key=key.json()["secret"],
+            server=live.url,
+            is_cname=cname,
+        )
+        try:
+            for resp in (
+                sdk.getTriggerPolicy("demo-bucket"),
+                sdk.putTriggerPolicy("demo-bucket", [{"event_source": "OBS"}]),
+                sdk.deleteTriggerPolicy("demo-bucket"),
+            ):
+                assert (resp.status, resp.errorCode) == (405, "MethodNotAllowed"), cname
+                assert "trigger policies are not supported" in resp.errorMessage
+                assert resp.requestId
+        finally:
+            sdk.close()
+    log = live.log.read_text()
+    assert "/demo-bucket?obsworkflowtriggerpolicy" in log and "/?obsworkflowtriggerpolicy" in log

@@ -224,6 +224,8 @@ async def test_malformed_bodies_on_every_dialect_route_get_its_4xx_and_change_no
     before = await snapshot(api)
     for name, method, path in with_bodies:
         url = re.sub(r"\{[^}]+\}", "1", path)
+        if name == "obs" and not path.startswith("/v2/"):
+            url += "?obsworkflowtriggerpolicy"  # what makes `/` OBS's (see root.py)
         expected = envelope_keys(name)
         for what, body, kind in MALFORMED:
             r = await api.client.request(

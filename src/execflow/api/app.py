@@ -78,7 +78,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
     envelope = dialects.envelopes(runtime.settings.dialects)
 
     def in_dialect(request: Request, exc: HTTPException) -> Response | None:
-        render = envelope(request.url.path)
+        render = envelope(request.scope)
         return None if render is None else render(request, failure_of(request, exc))
 
     errors.install(app, in_dialect)

@@ -31,11 +31,11 @@ class BodyGuard:
         self,
         app: ASGIApp,
         limits: Limits,
-        render_for: Callable[[str], Render | None] = lambda path: None,
+        render_for: Callable[[Scope], Render | None] = lambda scope: None,
     ) -> None:
         self.app = app
         self.limits = limits
-        self.render_for = render_for  # a dialect's path: its envelope, not the native one
+        self.render_for = render_for  # a dialect's request: its envelope, not the native one
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,7 +96,7 @@ class BodyGuard:
             code, text = "unsupported_media_type", "the body's media type is not accepted here"
         else:
             code, text = "invalid_input", "the request body is not acceptable JSON"
-        render = self.render_for(scope["path"])
+        render = self.render_for(scope)
         if render is not None:
             # a 422 here is a body that is no document execflow can read, not a bad value
             unreadable = status == 422

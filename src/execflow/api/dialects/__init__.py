@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import Scope
 
 from execflow.api.dialects import (
     emr,
@@ -20,6 +20,7 @@ from execflow.api.dialects import (
     obs_shapes,
     onedata,
     onedata_shapes,
+    root,
     vro,
 )
 from execflow.api.dialects.base import Render
@@ -33,23 +34,38 @@ ROUTERS: dict[str, APIRouter] = {
     "vro": vro.router,
 }
 
-# The paths each dialect answers, and how it writes an error: a request refused before
+Claim = Callable[[Scope], bool]
+
+
+def _prefix(prefix: str) -> Claim:
+    def claim(scope: Scope) -> bool:
+        return str(scope["path"]).startswith(prefix)
+
+    return claim
+
+
+def _obs(scope: Scope) -> bool:
+    return str(scope["path"]).startswith("/v2/") or root.kind_of(scope) == "obs"
+
+
+# The requests each dialect answers, and how it writes an error: a request refused before
 # routing (a body too large or not JSON, no such route) gets the vendor's envelope too.
-ENVELOPES: dict[str, tuple[re.Pattern[str], Render]] = {
-    "obs": (re.compile(r"/v2/"), obs_shapes.render),
-    "emr": (re.compile(r"/\Z"), emr_shapes.render),
-    "explorer": (re.compile(r"/api-open/"), explorer_shapes.render),
-    "onedata": (re.compile(r"/api/v3/oneprovider/"), onedata_shapes.render),
-    "vro": (re.compile(r"/vco/"), vro.render),
+# Where several APIs share a path (`/`), `root.kind_of` decides by what the request is.
+ENVELOPES: dict[str, tuple[Claim, Render]] = {
+    "obs": (_obs, obs_shapes.render),
+    "emr": (root.claims("emr"), emr_shapes.render),
+    "explorer": (_prefix("/api-open/"), explorer_shapes.render),
+    "onedata": (_prefix("/api/v3/oneprovider/"), onedata_shapes.render),
+    "vro": (_prefix("/vco/"), vro.render),
 }
 
 
-def envelopes(names: frozenset[str]) -> Callable[[str], Render | None]:
-    """For a request path, the error renderer of the dialect (among `names`) answering it."""
+def envelopes(names: frozenset[str]) -> Callable[[Scope], Render | None]:
+    """For a request, the error renderer of the dialect (among `names`) answering it."""
     chosen = [ENVELOPES[name] for name in sorted(names)]
 
-    def render_for(path: str) -> Render | None:
-        return next((render for paths, render in chosen if paths.match(path)), None)
+    def render_for(scope: Scope) -> Render | None:
+        return next((render for claim, render in chosen if claim(scope)), None)
 
     return render_for
 

@@ -24,6 +24,8 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from execflow.api.deps import get_principal
 from execflow.api.errors import (
@@ -114,11 +116,18 @@ def here() -> tuple[str, int]:
 Render = Callable[[Request, Failure], Response]
 
 
-def dialect_route(render: Render) -> type[APIRoute]:
+def dialect_route(render: Render, claim: Callable[[Scope], bool] | None = None) -> type[APIRoute]:
     """A route class whose every failure, from parsing the request to the service's
-    answer, is rendered by `render` in the vendor's own error envelope."""
+    answer, is rendered by `render` in the vendor's own error envelope. With `claim`, a
+    route answers only the requests it claims (see `root.py`: several APIs share `/`), and
+    leaves the others to the next route."""
 
     class DialectRoute(APIRoute):
+        def matches(self, scope: Scope) -> tuple[Match, Scope]:
+            if claim is not None and scope["type"] == "http" and not claim(scope):
+                return Match.NONE, {}
+            return super().matches(scope)
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 

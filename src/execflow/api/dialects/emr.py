@@ -23,10 +23,12 @@ from execflow.api.dialects.emr_shapes import (
     invalid,
     render,
 )
+from execflow.api.dialects.root import claims
 
 __all__ = ["ACTIONS", "router"]
 
-router = APIRouter(route_class=dialect_route(render), include_in_schema=False)
+# `/` is shared with other APIs: this router answers the requests `root.kind_of` says are EMR's
+router = APIRouter(route_class=dialect_route(render, claims("emr")), include_in_schema=False)
 
 
 @router.api_route("/", methods=["GET", "POST"])

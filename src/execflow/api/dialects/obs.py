@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from starlette.exceptions import HTTPException
 
 from execflow.api.dialects import obs_shapes as shapes
+from execflow.api.dialects import root
 from execflow.api.dialects.base import caller, dialect_route, iso_ms, service_of
 from execflow.auth import Privilege, require
 from execflow.errors import Conflict, Detail, InvalidInput, NotFound
@@ -367,3 +369,44 @@ async def restore_execution(execution_name: str, request: Request) -> Response:
         "restored_at": iso_ms(record.updated_at),
     }
     return shapes.ok(request, body)
+
+
+# calls outside Data+ -------------------------------------------------------------------------
+
+# The methods an OBS SDK uses on a bucket or at the root.
+_OBS_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
+
+
+async def outside(request: Request) -> Response:
+    """What an OBS SDK may call beside Data+'s workflow API: a bucket's trigger policy
+    (`putTriggerPolicy`, `getTriggerPolicy`, `deleteTriggerPolicy`, at `/{bucket}?…` or,
+    the bucket in the host name, `/?…`), or any other call signed OBS's way at `/`. Refused
+    in OBS's shape as a method the resource does not allow, whoever asks: the answer says
+    nothing of any project, so no credential is looked at."""
+    if root.obs_subresource(request.scope):
+        why = (
+            "bucket trigger policies are not supported: execflow has no buckets or object "
+            "events to trigger on; a workflow's `schedules` are its triggers"
+        )
+    else:
+        why = (
+            "execflow answers OBS's Data+ workflow calls only (/v2/workflows…, "
+            "/v2/workflowtemplates…, /v2/workflowexecutions…)"
+        )
+    raise HTTPException(405, why)
+
+
+# `/` and a bucket's path are shared with other APIs (see root.py): these routes answer
+# only the requests that are OBS's
+router.add_api_route(
+    "/",
+    outside,
+    methods=_OBS_METHODS,
+    route_class_override=dialect_route(shapes.render, root.claims("obs")),
+)
+router.add_api_route(
+    "/{bucket}",
+    outside,
+    methods=_OBS_METHODS,
+    route_class_override=dialect_route(shapes.render, root.obs_subresource),
+)
