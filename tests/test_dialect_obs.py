@@ -352,6 +352,163 @@ async def test_workflows_and_templates_map_onto_execflow_workflows(api: Api) -> 
     assert_obs_error(r, 404, "NoSuchResource")
 
 
+# A template in Data+'s own syntax: a chain of states from the start one along `next`, in
+# any order in the list; Operation states call a function (here Python functions of the
+# media example), a Delay waits, an End ends.
+DATA_PLUS: dict[str, Any] = {
+    "description": "probe an object, settle, then plan a thumbnail",
+    "states": [
+        {"name": "done", "type": "End"},
+        {
+            "name": "probe",
+            "type": "Operation",
+            "start": True,
+            "next": "settle",
+            "payload_filter_in": "$",
+            "action": {
+                "function": "execflow.examples.media:probe",
+                "parameters": {"bucket": "${{ params.bucket }}", "key": "${{ params.object }}"},
+            },
+        },
+        {"name": "settle", "type": "DELAY", "duration": 0, "next": "thumbnail"},
+        {
+            "name": "thumbnail",
+            "type": "Operation",
+            "next": "done",
+            "action": {
+                "function": "execflow.examples.media:rendition",
+                "parameters": {
+                    "width": "${{ tasks.probe.output.width }}",
+                    "height": "${{ tasks.probe.output.height }}",
+                    "size": "${{ params.size }}",
+                },
+            },
+        },
+    ],
+    "inputs": [
+        {"key": "bucket", "type": "string", "required": True},
+        {"key": "object", "type": "string", "required": True},
+        {"key": "size", "type": "integer", "value": 64, "description": "thumbnail size"},
+    ],
+}
+
+
+def with_state(index: int, **changes: Any) -> dict[str, Any]:
+    """DATA_PLUS with one state changed (a value of None drops the field)."""
+    states = [dict(s) for s in DATA_PLUS["states"]]
+    states[index] = {k: v for k, v in {**states[index], **changes}.items() if v is not None}
+    return {**DATA_PLUS, "states": states}
+
+
+async def test_data_plus_templates_and_graphs_in_their_own_syntax_run_to_their_end(
+    api: Api,
+) -> None:
+    r = await api.client.post("/v2/workflowtemplates/thumbs", json=DATA_PLUS, headers=api.auth())
+    assert r.status_code == 201 and r.json() == {"template_name": "thumbs"}, r.text
+    template = (await api.client.get("/v2/workflowtemplates/thumbs", headers=api.auth())).json()
+    assert [s["name"] for s in template["states"]] == ["probe", "settle", "thumbnail"]
+    assert template["description"] == DATA_PLUS["description"]
+    # a workflow from it, with another default, and one made directly from the document
+    r = await api.client.post(
+        url("/v2/workflows/thumbs-hd", {"x-workflow-template-name": "thumbs"}),
+        json={"agency": "x", "parameters": [{"name": "size", "value": 128}]},
+        headers=api.auth(),
+    )
+    assert r.status_code == 201, r.text
+    r = await api.client.post(
+        url("/v2/workflows/direct", {"x-workflow-create": None}), json=DATA_PLUS, headers=api.auth()
+    )
+    assert r.status_code == 201 and set(r.json()) == {"graph_name", "graph_urn", "created_at"}
+    assert r.json()["graph_name"] == "direct"
+    r = await api.client.post(
+        url("/v2/workflows/direct", {"x-workflow-create": None}), json=DATA_PLUS, headers=api.auth()
+    )
+    assert_obs_error(r, 409, "Conflict")
+    for graph, size in (("thumbs-hd", 128), ("direct", 64)):
+        started = await start(api, api.auth(), graph=graph, object="clip.mp4")
+        assert started.status_code == 200, started.text
+        await api.idle()
+        name = started.json()["execution_name"]
+        q: dict[str, str | None] = {"x-workflow-graph-name": graph}
+        info = await api.client.get(url(f"/v2/workflowexecutions/{name}", q), headers=api.auth())
+        info = info.json()["execution_info"]
+        assert info["execution_state"] == "SUCCESS", info
+        assert info["start_state"] == "probe"
+        assert {k: v["status"] for k, v in info["state_map"].items()} == {
+            "probe": "SUCCESS",
+            "settle": "SUCCESS",
+            "thumbnail": "SUCCESS",
+        }
+        assert json.loads(info["output"])["thumbnail"]["size"] == size
+
+
+async def test_a_data_plus_template_that_does_not_map_is_refused_at_its_own_paths(
+    api: Api,
+) -> None:
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        # the finding's case: Data+'s words, refused before at execflow's /tasks/…/type
+        (with_state(1, action={"function": "transcode"}), "/states/1/action/function", "Python"),
+        (
+            with_state(1, action={"function": "urn:fss:cn-north-4:p:function:default:f:latest"}),
+            "/states/1/action/function",
+            "FunctionGraph function cannot run",
+        ),
+        (with_state(2, type="Switch"), "/states/2/type", "no branching"),
+        (with_state(2, type="Event"), "/states/2/type", "not supported"),
+        (with_state(2, type="Parallel"), "/states/2/type", "one of Operation, Delay, Noop, End"),
+        (with_state(1, next="nowhere"), "/states/1/next", "no state named 'nowhere'"),
+        (with_state(3, next="probe"), "/states/3/next", "goes back to 'probe'"),
+        (with_state(2, next=None), "/states/3", "'thumbnail' is not reached"),
+        (with_state(2, start=True), "/states/2/start", "state 1 is the start"),
+        (with_state(0, next="probe"), "/states/0/next", "ends the workflow"),
+        (with_state(1, payload_filter_out="$.width"), "/states/1/payload_filter_out", "only `$`"),
+        (with_state(2, duration=None), "/states/2/duration", "how long to wait"),
+        (with_state(1, retry=3), "/states/1/retry", "not a field of a Operation state"),
+        (with_state(1, name="1probe"), "/states/1/name", "begins with a letter"),
+        (with_state(1, action={"function": "echo", "timeout": 3}), "/states/1/action/timeout", ""),
+        # found when the workflow is checked, still named at the request's path
+        (with_state(2, duration="soon"), "/states/2/duration", "not a duration"),
+        (
+            with_state(1, action={"function": "http", "parameters": {}}),
+            "/states/1/action/parameters/url",
+            "",
+        ),
+        (
+            with_state(1, action={"function": "echo", "parameters": {"x": "${{ params.nope }}"}}),
+            "/states/1/action/parameters/x",
+            "nope",
+        ),
+        (
+            {
+                **DATA_PLUS,
+                "inputs": [
+                    *DATA_PLUS["inputs"][:2],
+                    {"key": "size", "type": "integer", "value": "big"},
+                ],
+            },
+            "/inputs/2/value",
+            "",
+        ),
+        # execflow's own syntax is named at the request's paths too
+        ({"states": [{"name": "t", "action": "echo", "retries": 2}]}, "/states/0/retries", ""),
+    ]
+    for body, where, says in cases:
+        r = await api.client.post("/v2/workflowtemplates/bad", json=body, headers=api.auth())
+        message = assert_obs_error(r, 400, "InvalidArgument")
+        assert f"{where}:" in message and says in message, (where, message)
+        assert "/tasks/" not in message and ": /parameters/" not in message, message
+    r = await api.client.post(
+        url("/v2/workflows/bad", {"x-workflow-create": None}),
+        json=with_state(2, type="Switch"),
+        headers=api.auth(),
+    )
+    assert "/states/2/type" in assert_obs_error(r, 400, "InvalidArgument")
+    r = await api.client.get(
+        url("/v2/workflowtemplates/", {"x-workflow-prefix": None}), headers=api.auth()
+    )
+    assert r.json()["count"] == 0  # nothing was stored
+
+
 # errors ---------------------------------------------------------------------------------------
 
 
@@ -738,3 +895,44 @@ def test_the_obs_sdk_gets_obs_errors_for_trigger_policies_in_both_styles(live: L
             sdk.close()
     log = live.log.read_text()
     assert "/demo-bucket?obsworkflowtriggerpolicy" in log and "/?obsworkflowtriggerpolicy" in log
+
+
+def test_the_obs_sdk_runs_a_data_plus_template_to_its_end(live: Live) -> None:
+    """A template in Data+'s own syntax, created and used as a Data+ user does: template,
+    workflow from it, start, poll to the end, outputs; a state execflow cannot run is
+    refused at the request's own path."""
+    key = live.client.post("/api/v1/projects/default/access-keys", json={"role": "developer"})
+    assert key.status_code == 201, key.text
+    sdk = WorkflowClient(
+        access_key_id=key.json()["id"], secret_access_key=key.json()["secret"], server=live.url
+    )
+    try:
+        made = sdk.createWorkflowTemplate(
+            "thumbs",
+            description=DATA_PLUS["description"],
+            states=DATA_PLUS["states"],
+            inputs=DATA_PLUS["inputs"],
+        )
+        assert made.status == 201, (made.errorCode, made.errorMessage)
+        got = sdk.getWorkflowTemplate("thumbs")
+        assert [s["name"] for s in got.body.states] == ["probe", "settle", "thumbnail"]
+        graph = sdk.createWorkflow("thumbs", "thumbs-hd", "agency", parameters={"size": 96})
+        assert graph.status == 201, (graph.errorCode, graph.errorMessage)
+        started = sdk.asyncAPIStartWorkflow("thumbs-hd", "demo-bucket", "/mpc/demo.mp4")
+        assert started.status == 200, (started.errorCode, started.errorMessage)
+        name = started.body.executionName
+
+        def ended() -> dict[str, Any] | None:
+            info: dict[str, Any] = sdk.getWorkflowExecution(name, "thumbs-hd").body.executionInfo
+            return info if info["execution_state"] != "RUNNING" else None
+
+        info = poll("the execution to end", ended)
+        assert info["execution_state"] == "SUCCESS", info
+        assert json.loads(info["output"])["thumbnail"]["size"] == 96
+        refused = sdk.createWorkflowTemplate(
+            "branching", states=with_state(2, type="Switch")["states"]
+        )
+        assert (refused.status, refused.errorCode) == (400, "InvalidArgument")
+        assert "/states/2/type" in refused.errorMessage
+    finally:
+        sdk.close()

@@ -16,11 +16,12 @@ from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
 from execflow.api.dialects import obs_shapes as shapes
+from execflow.api.dialects import obs_templates as templates
 from execflow.api.dialects import root
 from execflow.api.dialects.base import caller, dialect_route, iso_ms, service_of
 from execflow.auth import Privilege, require
 from execflow.errors import Conflict, Detail, InvalidInput, NotFound
-from execflow.records import ExecutionRecord, Principal
+from execflow.records import ExecutionRecord, Principal, WorkflowRecord
 from execflow.service import Service, StartRequest
 from execflow.states import ExecutionState
 
@@ -28,6 +29,7 @@ router = APIRouter(route_class=dialect_route(shapes.render), include_in_schema=F
 
 GRAPH = "x-workflow-graph-name"
 TEMPLATE = "x-workflow-template-name"
+CREATE = "x-workflow-create"
 PREFIX = "x-workflow-prefix"
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
@@ -73,9 +75,18 @@ async def _absent(service: Service, who: Principal, name: str, kind: str) -> Non
 @router.post("/v2/workflows/{graph_name}")
 async def start_or_create(graph_name: str, request: Request) -> Response:
     """Start an execution of the workflow (Data+'s asynchronous API start), or, with
-    `x-workflow-template-name`, create the workflow from a template."""
+    `x-workflow-template-name`, create the workflow from a template, or with
+    `x-workflow-create`, from the document in the body."""
     if TEMPLATE in request.query_params:
         return await _create_graph(graph_name, request)
+    if CREATE in request.query_params:
+        wf, who = await _put_document(graph_name, request, "workflow")
+        made = {
+            "graph_name": wf.name,
+            "graph_urn": shapes.graph_urn(who, wf.name),
+            "created_at": iso_ms(wf.created_at),
+        }
+        return shapes.ok(request, made, 201)
     service, who = service_of(request), await caller(request)
     require(who, Privilege.SCHEDULE_EXECUTIONS)
     body = shapes.json_object(await request.body())
@@ -224,17 +235,28 @@ async def delete_graph(graph_name: str, request: Request) -> Response:
 
 @router.post("/v2/workflowtemplates/{template_name}")
 async def create_template(template_name: str, request: Request) -> Response:
-    """A new workflow whose tasks are the template's `states` and parameters its `inputs`."""
+    """A new workflow whose tasks are the template's `states` (in Data+'s syntax or
+    execflow's, see obs_templates.py) and parameters its `inputs`."""
+    wf, _ = await _put_document(template_name, request, "template")
+    return shapes.ok(request, {"template_name": wf.name}, 201)
+
+
+async def _put_document(name: str, request: Request, kind: str) -> tuple[WorkflowRecord, Principal]:
+    """Store a new workflow from a template's or a graph's document (and say who asked);
+    every problem is named at the request's own path."""
     service, who = service_of(request), await caller(request)
     require(who, Privilege.MANAGE_WORKFLOWS)
     body = shapes.json_object(await request.body())
     problems = shapes.check_fields(body, {"description", "states", "inputs", "tags"})
     if problems:
-        raise InvalidInput("the template request is not valid", problems)
-    doc = shapes.template_document(template_name, body)
-    await _absent(service, who, template_name, "template")
-    wf, _, _ = await service.put_workflow(who, template_name, doc)
-    return shapes.ok(request, {"template_name": wf.name}, 201)
+        raise InvalidInput(f"the {kind} request is not valid", problems)
+    found = templates.translate(name, body)
+    await _absent(service, who, name, kind)
+    try:
+        wf, _, _ = await service.put_workflow(who, name, found.doc)
+    except InvalidInput as exc:
+        raise found.refused(exc) from None
+    return wf, who
 
 
 @router.get("/v2/workflowtemplates/{template_name}")
