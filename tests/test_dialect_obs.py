@@ -509,6 +509,30 @@ async def test_a_data_plus_template_that_does_not_map_is_refused_at_its_own_path
     assert r.json()["count"] == 0  # nothing was stored
 
 
+async def test_a_default_that_does_not_fit_is_named_where_the_request_gave_it(api: Api) -> None:
+    await put(api, MEDIA)
+    for method, path, body, where in (
+        ("PUT", "/v2/workflows/media", {"parameters": {"copies": "three"}}, "/parameters/copies"),
+        (
+            "PUT",
+            "/v2/workflows/media",
+            {"parameters": [{"name": "preset", "value": "4k"}]},
+            "/parameters/0/value",
+        ),
+        (
+            "POST",
+            url("/v2/workflows/copy", {"x-workflow-template-name": "media"}),
+            {"parameters": [{"name": "preset", "value": "hd"}, {"name": "copies", "value": []}]},
+            "/parameters/1/value",
+        ),
+    ):
+        r = await api.client.request(method, path, json=body, headers=api.auth())
+        message = assert_obs_error(r, 400, "InvalidArgument")
+        assert f"is not valid: {where}: " in message, message
+    graph = (await api.client.get("/v2/workflows/media", headers=api.auth())).json()
+    assert graph["revision"] == 1
+
+
 # errors ---------------------------------------------------------------------------------------
 
 
@@ -649,7 +673,7 @@ async def test_bad_credentials_get_obs_errors(api: Api) -> None:
 
 # who may call what ---------------------------------------------------------------------------
 
-START, CREATE = "start", "create from template"
+START, CREATE, DOCUMENT = "start", "create from template", "create from a document"
 OUTSIDE = ("GET", "HEAD", "PUT", "POST", "DELETE")
 GET, LIST = "get", "list by prefix"
 # Every route of the dialect and the privilege it needs; a route that answers two calls
@@ -658,6 +682,7 @@ PRIVILEGES: dict[tuple[str, str], dict[str, Privilege]] = {
     ("POST", "/v2/workflows/{graph_name}"): {
         START: Privilege.SCHEDULE_EXECUTIONS,
         CREATE: Privilege.MANAGE_WORKFLOWS,
+        DOCUMENT: Privilege.MANAGE_WORKFLOWS,
     },
     ("GET", "/v2/workflows/{graph_name}"): {GET: Privilege.VIEW, LIST: Privilege.VIEW},
     ("GET", "/v2/workflows"): {LIST: Privilege.VIEW},
@@ -694,7 +719,7 @@ def call_for(
 ) -> tuple[str, dict[str, Any]]:
     """A request of this route's call, valid as far as it can be for a caller allowed it."""
     names = {
-        "{graph_name}": "media" if variant != CREATE else f"made-by-{role}",
+        "{graph_name}": "media" if variant not in (CREATE, DOCUMENT) else f"made-by-{role}",
         "{template_name}": f"template-of-{role}" if method == "POST" else "media",
         "{execution_name}": failed,
     }
@@ -715,6 +740,9 @@ def call_for(
     elif variant == CREATE:
         query["x-workflow-template-name"] = "media"
         body = {"agency": "x"}
+    elif variant == DOCUMENT:
+        query["x-workflow-create"] = None
+        body = {"states": states(MEDIA["tasks"])}
     elif method == "POST":
         body = {"states": states(MEDIA["tasks"])}
     elif variant == "update":

@@ -72,7 +72,10 @@ class Failure:
         """The message with every field at fault: for envelopes with one text field."""
         if not self.details:
             return self.message
-        return self.message + ": " + "; ".join(f"{d.pointer}: {d.reason}" for d in self.details)
+        fields = "; ".join(
+            f"{d.pointer}: {d.reason}" if d.pointer else d.reason for d in self.details
+        )
+        return self.message.rstrip(".") + ": " + fields
 
 
 def failure_of(request: Request, exc: Exception) -> Failure:

@@ -137,13 +137,26 @@ async def _create_graph(graph_name: str, request: Request) -> Response:
         raise InvalidInput("the workflow request is not valid", problems + bad)
     await _absent(service, who, graph_name, "workflow")
     doc = shapes.with_defaults(rev.definition, graph_name, description, values)
-    wf, _, _ = await service.put_workflow(who, graph_name, doc)
+    wf = await _put_defaults(service, who, graph_name, doc, body.get("parameters"))
     body = {
         "graph_name": wf.name,
         "graph_urn": shapes.graph_urn(who, wf.name),
         "created_at": iso_ms(wf.created_at),
     }
     return shapes.ok(request, body, 201)
+
+
+async def _put_defaults(
+    service: Service, who: Principal, name: str, doc: dict[str, Any], given: Any
+) -> WorkflowRecord:
+    """Store a graph with the parameter defaults `given`; a default that does not fit its
+    parameter is named where the request gave it."""
+    found = templates.with_defaults(doc, given)
+    try:
+        wf, _, _ = await service.put_workflow(who, name, found.doc)
+    except InvalidInput as exc:
+        raise found.refused(exc) from None
+    return wf
 
 
 @router.get("/v2/workflows/{graph_name}")
@@ -213,7 +226,7 @@ async def update_graph(graph_name: str, request: Request) -> Response:
     if problems or bad:
         raise InvalidInput("the workflow update is not valid", problems + bad)
     doc = shapes.with_defaults(rev.definition, graph_name, description, values)
-    wf, _, _ = await service.put_workflow(who, graph_name, doc)
+    wf = await _put_defaults(service, who, graph_name, doc, body.get("parameters"))
     body = {
         "graph_name": wf.name,
         "graph_urn": shapes.graph_urn(who, wf.name),

@@ -95,6 +95,20 @@ def translate(name: str, body: Mapping[str, Any]) -> Translation:
     return found
 
 
+def with_defaults(doc: dict[str, Any], given: Any) -> Translation:
+    """A graph's document with parameter defaults given as `[{"name", "value"}]` or
+    `{name: value}` (creating a graph from a template, updating one): where each came from."""
+    found = Translation(doc)
+    if isinstance(given, dict):
+        for name in given:
+            found.paths[f"/parameters/{name}/default"] = f"/parameters/{name}"
+    elif isinstance(given, list):
+        for i, item in enumerate(given):
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                found.paths[f"/parameters/{item['name']}/default"] = f"/parameters/{i}/value"
+    return found
+
+
 def _parameters(inputs: Any, found: Translation, problems: list[Detail]) -> dict[str, Any]:
     """Each input (with a `key`, and its `value` as the default) a parameter."""
     parameters: dict[str, Any] = {}
