@@ -105,7 +105,7 @@ async def test_onedata_pause_resume_and_cancel_are_seen_by_the_next_read(server:
     assert server.stale == {"pause": 0, "resume": 0, "cancel": 0}
 
 
-async def test_emr_vro_and_explorer_steering_is_seen_by_the_next_read(server: Server) -> None:
+async def test_emr_vro_explorer_and_obs_steering_is_seen_by_the_next_read(server: Server) -> None:
     c, auth = server.client, server.auth()
 
     async def emr(action: str, **params: str) -> httpx.Response:
@@ -134,6 +134,12 @@ async def test_emr_vro_and_explorer_steering_is_seen_by_the_next_read(server: Se
         r = await c.put(f"{job}/cancel", headers=auth)
         seen = (await c.get(job, headers=auth)).json()["data"]["status"]
         server.count("explorer cancel", r, seen, 4)  # Interrupted
+
+        # Data+ steers by restoring a failed (or cancelled) execution only
+        restore = f"/v2/workflowexecutions/{eid}?x-workflow-graph-name=approval"
+        r = await c.put(restore, headers=auth)
+        seen = (await c.get(restore, headers=auth)).json()["execution_info"]["execution_state"]
+        server.count("obs restore", r, seen, "RUNNING")
     assert set(server.stale.values()) == {0}, server.stale
 
 
