@@ -250,11 +250,12 @@ async def test_a_rerun_and_a_retry_hand_the_task_the_sealed_value_again(api: Api
     ).json()
     assert again["state"] == "COMPLETED"
     assert again["outputs"]["sha256"] == hashlib.sha256(password.encode()).hexdigest()
-    # overriding a secret on a rerun seals the new value
+    # overriding a secret on a rerun seals the new value (a rerun that changes inputs is
+    # given every secret again)
     other = "pw-" + secrets.token_hex(12)
     r = await api.client.post(
         f"/api/v1/executions/{execution_id}/rerun",
-        json={"from_task": "use", "inputs": {"password": other}},
+        json={"from_task": "use", "inputs": {"password": other, "pin": 7654321}},
         headers=api.auth(),
     )
     assert r.status_code == 202, r.text

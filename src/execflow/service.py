@@ -796,7 +796,8 @@ class Service:
     ) -> ExecutionRecord:
         """Start a new execution of the same revision, linked to this one, that runs
         `from_task` and everything after it and reuses the outputs of every other task
-        that completed here. `inputs` override the original inputs, key by key."""
+        that completed here. `inputs` override the original inputs, key by key; a rerun
+        that changes any of them is given the secret inputs again."""
         require(who, Privilege.MANAGE_EXECUTIONS)
         self._count_start(who)
         original = await self.store.read(self.store.get_execution, execution_id, who.project_id)
@@ -811,6 +812,8 @@ class Service:
             resolved = resolve_inputs(definition, {**original.inputs, **(inputs or {})})
         except InvalidInput as exc:
             problems.extend(exc.details)
+        else:
+            problems.extend(self._secrets_to_give_again(definition, original, inputs, resolved))
         if problems:
             raise InvalidInput("the rerun request is not valid", problems)
         if not original.state.terminal:
@@ -852,6 +855,41 @@ class Service:
         if self.engine is not None:
             self.engine.submit(record, definition)
         return record
+
+    def _secrets_to_give_again(
+        self,
+        definition: Definition,
+        original: ExecutionRecord,
+        given: dict[str, Any] | None,
+        resolved: dict[str, Any],
+    ) -> list[Detail]:
+        """A rerun that changes any input is given every secret again: the original's
+        secrets are never paired with inputs its caller never saw with them (an operator
+        could otherwise point the URL a secret is sent to at a server of theirs). A detail
+        per secret the rerun would reuse; none when the inputs are the original's."""
+        given = given or {}
+        sealer = self.store.sealer
+        secret = definition.secret_params
+        reused = sorted(
+            k
+            for k, v in original.inputs.items()
+            if k not in given and (isinstance(v, Sealed) or (k in secret and v is not None))
+        )
+        if not reused:
+            return []
+
+        def before(name: str) -> Any:
+            value = original.inputs.get(name)
+            return sealer.open(value) if isinstance(value, Sealed) else value
+
+        changed = sorted(k for k in given if resolved.get(k) != before(k))
+        if not changed:
+            return []
+        why = (
+            f"this rerun changes {', '.join(changed)}, so give this secret again"
+            " (null: its default); the original's is reused only with the original's inputs"
+        )
+        return [Detail(f"/inputs/{k}", why) for k in reused]
 
     async def suspend(self, who: Principal, execution_id: str) -> ExecutionRecord:
         """No new task run starts; running ones finish; the execution shows SUSPENDED."""

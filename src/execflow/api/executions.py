@@ -342,7 +342,8 @@ async def rerun_execution(
 ) -> ExecutionStarted:
     """A new execution of the same revision, linked by `rerun_of`: `from_task` and everything
     after it run again; every other task this one completed gives its output unchanged.
-    `inputs` override the original inputs key by key."""
+    `inputs` override the original inputs key by key; a rerun that changes any of them is
+    given every secret input again (422 naming each one otherwise)."""
     record = await service.rerun(who, execution_id, body.from_task, body.inputs)
     response.headers["Location"] = f"/api/v1/executions/{record.id}"
     return ExecutionStarted.of(record)

@@ -115,7 +115,9 @@ class RerunCreate(BaseModel):
 
     from_task: str = Field(description="This task and everything after it run again")
     inputs: dict[str, Any] | None = Field(
-        default=None, description="Overrides of the original inputs, key by key"
+        default=None,
+        description="Overrides of the original inputs, key by key; a rerun that changes"
+        " any input is given every secret input again",
     )
 
 

@@ -1,0 +1,219 @@
+"""Attacks on secrets and on the bounds of sub-workflows, as found against a running server:
+an operator pairing new inputs with sealed secrets, depth set by a label, secrets shown in
+workflow views and errors, and transformed secrets that masking missed."""
+
+# The `api` fixture is imported from test_api, so every test argument named `api` "redefines" it.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from execflow.api.dialects.emr_shapes import instance_id
+from tests.test_api import Api, api  # noqa: F401
+from tests.test_dialect_emr import ids, ok, rpc
+from tests.test_dialect_onedata import EXECUTIONS as ONEDATA_EXECUTIONS
+from tests.test_dialect_onedata import headers as onedata_headers
+
+TOKEN = "tk-3f9a1c0e5b7d42a8"
+SIGNING = "sk-default-signing-key"
+
+# An operator's way to a secret: the task sends the token to `url`, which a rerun may change.
+SENDER: dict[str, Any] = {
+    "name": "sender",
+    "parameters": {
+        "url": {"type": "string", "required": True},
+        "token": {"type": "string", "secret": True, "required": True},
+        "signing": {"type": "string", "secret": True, "default": SIGNING},
+        "note": {"type": "string", "default": "-"},
+    },
+    "tasks": {
+        "gate": {"action": "signal", "with": {"name": "go"}},
+        "send": {
+            "action": "python",
+            "needs": ["gate"],
+            "with": {
+                "function": "tests.fixtures.tasks:reveal",
+                "args": {"value": "${{ params.url }} ${{ params.token }} ${{ params.signing }}"},
+            },
+        },
+    },
+    "outputs": {"sha256": "${{ tasks.send.output.sha256 }}"},
+}
+
+
+def digest(url: str, token: str = TOKEN, signing: str = SIGNING) -> str:
+    """What `send` returns when it was handed these values."""
+    return hashlib.sha256(f"{url} {token} {signing}".encode()).hexdigest()
+
+
+async def native(api: Api, method: str, path: str, body: Any = None) -> Any:
+    r = await api.client.request(method, f"/api/v1{path}", json=body, headers=api.auth())
+    assert r.status_code < 300, r.text
+    return r.json() if r.content else None
+
+
+async def sender(api: Api, cancel: bool = False) -> str:
+    """An execution of SENDER sent to a partner's URL: completed, or cancelled at its gate."""
+    await native(api, "PUT", "/workflows/sender", SENDER)
+    started = await native(
+        api,
+        "POST",
+        "/workflows/sender/executions",
+        {"inputs": {"url": "https://partner.example/hook", "token": TOKEN}},
+    )
+    execution_id: str = started["id"]
+    await api.idle()
+    if cancel:
+        await native(api, "POST", f"/executions/{execution_id}/cancel")
+    else:
+        await native(api, "POST", f"/executions/{execution_id}/signals/go", {})
+    await api.idle()
+    return execution_id
+
+
+async def finished(api: Api, execution_id: str) -> dict[str, Any]:
+    """Let the execution past its gate and run to its end."""
+    await api.idle()
+    await native(api, "POST", f"/executions/{execution_id}/signals/go", {})
+    await api.idle()
+    detail: dict[str, Any] = await native(api, "GET", f"/executions/{execution_id}")
+    return detail
+
+
+async def executions(api: Api) -> int:
+    return len((await native(api, "GET", "/executions"))["items"])
+
+
+# 1. a rerun that changes inputs is given the secrets again -------------------------------------
+
+
+async def test_a_rerun_that_changes_an_input_must_be_given_every_secret_again(api: Api) -> None:
+    original = await sender(api)
+    path = f"/api/v1/executions/{original}/rerun"
+    before = await executions(api)
+    evil = "https://operator.example/collect"
+    for inputs, missing in (
+        # the URL the token goes to, pointed elsewhere
+        ({"url": evil}, {"/inputs/token", "/inputs/signing"}),
+        # a harmless-looking change is a change too
+        ({"note": "again"}, {"/inputs/token", "/inputs/signing"}),
+        # one secret given, the other still the original's
+        ({"url": evil, "token": "tk-mine"}, {"/inputs/signing"}),
+        # a secret changed, the other reused with it
+        ({"token": "tk-mine"}, {"/inputs/signing"}),
+    ):
+        body = {"from_task": "send", "inputs": inputs}
+        r = await api.client.post(path, json=body, headers=api.auth())
+        assert r.status_code == 422, (inputs, r.text)
+        details = {d["pointer"]: d["reason"] for d in r.json()["error"]["details"]}
+        assert set(details) == missing, (inputs, details)
+        assert all("give this secret again" in why for why in details.values())
+        assert TOKEN not in r.text and SIGNING not in r.text
+    assert await executions(api) == before  # nothing was started
+
+    # the same inputs (none given, or the original's given again) reuse the sealed secrets
+    for same in (None, {"url": "https://partner.example/hook", "note": "-"}):
+        r = await api.client.post(
+            path, json={"from_task": "send", "inputs": same}, headers=api.auth()
+        )
+        assert r.status_code == 202, r.text
+        await api.idle()
+        again = await native(api, "GET", f"/executions/{r.json()['id']}")
+        assert again["outputs"]["sha256"] == digest("https://partner.example/hook")
+
+    # given every secret again (null: the parameter's default), the new inputs run
+    body = {"from_task": "send", "inputs": {"url": evil, "token": "tk-mine", "signing": None}}
+    r = await api.client.post(path, json=body, headers=api.auth())
+    assert r.status_code == 202, r.text
+    await api.idle()
+    again = await native(api, "GET", f"/executions/{r.json()['id']}")
+    assert again["outputs"]["sha256"] == digest(evil, "tk-mine")
+
+
+async def retry_native(api: Api, execution_id: str) -> str:
+    await native(api, "POST", f"/executions/{execution_id}/retry")
+    return execution_id
+
+
+async def rerun_native(api: Api, execution_id: str) -> str:
+    body = {"from_task": "gate"}
+    found: str = (await native(api, "POST", f"/executions/{execution_id}/rerun", body))["id"]
+    return found
+
+
+async def retry_onedata(api: Api, execution_id: str) -> str:
+    lane = {"laneIndex": 1, "laneRunNumber": 1}
+    r = await api.client.post(
+        f"{ONEDATA_EXECUTIONS}/{execution_id}/retry", json=lane, headers=onedata_headers(api.token)
+    )
+    assert r.status_code == 204, r.text
+    return execution_id
+
+
+async def rerun_onedata(api: Api, execution_id: str) -> str:
+    lane = {"laneIndex": 1, "laneRunNumber": 1}
+    r = await api.client.post(
+        f"{ONEDATA_EXECUTIONS}/{execution_id}/rerun", json=lane, headers=onedata_headers(api.token)
+    )
+    assert r.status_code == 204, r.text
+    return r.headers["location"].rsplit("/", 1)[1]
+
+
+async def rerun_emr(api: Api, execution_id: str, fail: bool) -> str:
+    _, project = await ids(api, SENDER)
+    ident = instance_id(execution_id)
+    extra = {"ReRunFail": "true"} if fail else {}
+    body = ok(await rpc(api, "RerunFlow", FlowInstanceId=ident, ProjectId=project, **extra))
+    return execution_id if fail else str(body["Id"])[3:].lower()
+
+
+async def retry_emr(api: Api, execution_id: str) -> str:
+    return await rerun_emr(api, execution_id, True)
+
+
+async def rerun_emr_anew(api: Api, execution_id: str) -> str:
+    return await rerun_emr(api, execution_id, False)
+
+
+async def restore_obs(api: Api, execution_id: str) -> str:
+    r = await api.client.put(
+        f"/v2/workflowexecutions/{execution_id}",
+        params={"x-workflow-graph-name": "sender"},
+        headers=api.auth(),
+    )
+    assert r.status_code == 200, r.text
+    return execution_id
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        retry_native,
+        rerun_native,
+        retry_onedata,
+        rerun_onedata,
+        retry_emr,
+        rerun_emr_anew,
+        restore_obs,
+    ],
+)
+async def test_every_rerun_and_retry_reuses_the_secrets_only_with_the_original_inputs(
+    api: Api, again: Any
+) -> None:
+    """No dialect's rerun or retry takes new inputs, so each reuses the sealed secrets with
+    the inputs they were given with, and the task is handed them again."""
+    original = await sender(api, cancel=True)
+    execution_id = await again(api, original)
+    detail = await finished(api, execution_id)
+    assert detail["state"] == "COMPLETED", detail
+    assert detail["outputs"]["sha256"] == digest("https://partner.example/hook")
+    assert detail["inputs"] == {
+        "url": "https://partner.example/hook",
+        "token": "******",
+        "signing": "******",
+        "note": "-",
+    }
