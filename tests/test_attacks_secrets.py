@@ -7,12 +7,20 @@ workflow views and errors, and transformed secrets that masking missed."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import html
+import json
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from jinja2.utils import htmlsafe_json_dumps
 
 from execflow.api.dialects.emr_shapes import instance_id
+from execflow.masking import Secrets, redact
+from execflow.sealing import SECRET_MASK
 from tests.test_api import Api, api  # noqa: F401
 from tests.test_dialect_emr import ids, ok, rpc
 from tests.test_dialect_onedata import EXECUTIONS as ONEDATA_EXECUTIONS
@@ -217,3 +225,149 @@ async def test_every_rerun_and_retry_reuses_the_secrets_only_with_the_original_i
         "signing": "******",
         "note": "-",
     }
+
+
+# 4. masking catches a secret's common transforms -----------------------------------------------
+
+# quotes, HTML's characters, a slash, a plus and letters outside ASCII: each encoding differs
+CANARY = "Tk-9f3a\"<b>&'ünï/+ce"
+
+
+def html_markupsafe(text: str) -> str:
+    return html.escape(text, quote=False).replace('"', "&#34;").replace("'", "&#39;")
+
+
+TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "upper": str.upper,
+    "lower": str.lower,
+    "title": str.title,
+    "capitalize": str.capitalize,
+    "swapcase": str.swapcase,
+    "reversed": lambda t: t[::-1],
+    "reversed upper": lambda t: t[::-1].upper(),
+    "json": lambda t: json.dumps(t),
+    "json unicode": lambda t: json.dumps(t, ensure_ascii=False),
+    "tojson": lambda t: str(htmlsafe_json_dumps(t)),
+    "url quote": lambda t: urllib.parse.quote(t),
+    "url quote all": lambda t: urllib.parse.quote(t, safe=""),
+    "url quote plus": urllib.parse.quote_plus,
+    "html": html.escape,
+    "html markupsafe": html_markupsafe,
+    "hex": lambda t: t.encode().hex(),
+    "HEX": lambda t: t.encode().hex().upper(),
+    "base64": lambda t: base64.b64encode(t.encode()).decode(),
+    "base64 unpadded": lambda t: base64.b64encode(t.encode()).decode().rstrip("="),
+    "urlsafe base64": lambda t: base64.urlsafe_b64encode(t.encode()).decode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_masking_catches_the_common_transforms_of_a_secret(name: str) -> None:
+    transformed = TRANSFORMS[name](CANARY)
+    secrets = Secrets([CANARY])
+    text = f"before {transformed} after"
+    masked = redact({"k": [text], transformed: 1}, secrets)
+    assert masked["k"] == [masked["k"][0]] and transformed not in masked["k"][0], masked
+    assert masked["k"][0].startswith("before ") and masked["k"][0].endswith(" after")
+    assert SECRET_MASK in masked["k"][0] and transformed not in masked
+
+
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+@pytest.mark.parametrize(
+    ("before", "after"), [(b"ada:", b""), (b"bob1:", b":x"), (b"carl1:", b""), (b"", b"-tail")]
+)
+def test_base64_of_a_secret_inside_a_longer_text_keeps_at_most_two_bytes_at_each_end(
+    encode: Callable[[bytes], bytes], before: bytes, after: bytes
+) -> None:
+    """HTTP Basic sends `user:password` in base64: wherever the secret falls in the groups
+    of three bytes, only the (at most two) bytes it shares a group with stay readable."""
+    whole = encode(before + CANARY.encode() + after).decode()
+    masked = redact(f"Basic {whole}", Secrets([CANARY]))
+    head, _, tail = masked.removeprefix("Basic ").partition(SECRET_MASK)
+    assert whole.startswith(head) and whole.endswith(tail) and SECRET_MASK in masked
+    assert (
+        len(base64.urlsafe_b64decode(head.replace("+", "-").replace("/", "_"))) - len(before) <= 2
+    )
+    tail_bytes = base64.urlsafe_b64decode(
+        tail.replace("+", "-").replace("/", "_") + "=" * (-len(tail) % 4)
+    )
+    assert len(tail_bytes) - len(after) <= 2
+
+
+def test_short_secrets_are_masked_in_any_form_only_as_a_whole_value() -> None:
+    secrets = Secrets(["ab7"])
+    assert redact(["ab7", "AB7", "7ba", "YWI3", "ab7 and AB7", "cab7"], secrets) == [
+        SECRET_MASK,
+        SECRET_MASK,
+        SECRET_MASK,
+        SECRET_MASK,
+        "ab7 and AB7",
+        "cab7",
+    ]
+    assert "ab7" not in repr(secrets) and CANARY not in repr(Secrets([CANARY]))
+
+
+TRANSFORMING: dict[str, Any] = {
+    "name": "transforming",
+    "parameters": {"token": {"type": "string", "secret": True, "required": True}},
+    "tasks": {
+        "shout": {
+            "action": "echo",
+            "with": {
+                "upper": "${{ params.token | upper }}",
+                "lower": "${{ params.token | lower }}",
+                "title": "${{ params.token | title }}",
+                "capitalized": "${{ params.token | capitalize }}",
+                "reversed": "${{ params.token | reverse }}",
+                "url": "${{ params.token | urlencode }}",
+                "json": "${{ params.token | tojson }}",
+                "html": "${{ params.token | e }}",
+                "sentence": "the token is ${{ params.token | upper }}!",
+            },
+        },
+        "encode": {
+            "action": "python",
+            "with": {
+                "function": "tests.fixtures.tasks:encode",
+                "args": {"value": "${{ params.token }}"},
+            },
+        },
+        "fail": {
+            "action": "python",
+            "needs": ["shout", "encode"],
+            "with": {
+                "function": "tests.fixtures.tasks:boom",
+                "args": {"message": "${{ params.token | reverse | upper }}"},
+            },
+        },
+    },
+}
+
+
+def strings(value: Any) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*strings(k), *strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
+async def test_a_task_that_transforms_a_secret_shows_it_masked_everywhere(api: Api) -> None:
+    await native(api, "PUT", "/workflows/transforming", TRANSFORMING)
+    started = await native(
+        api, "POST", "/workflows/transforming/executions", {"inputs": {"token": CANARY}}
+    )
+    await api.idle()
+    detail = await native(api, "GET", f"/executions/{started['id']}")
+    assert detail["state"] == "FAILED"
+    logs = await native(api, "GET", f"/executions/{started['id']}/logs?limit=1000")
+    shown = strings(detail) + strings(logs)
+    forms = {name: transform(CANARY) for name, transform in TRANSFORMS.items()}
+    leaked = {name for name, form in forms.items() for text in shown if form in text}
+    assert not leaked, leaked
+    shout = next(t for t in detail["tasks"] if t["task"] == "shout")["output"]
+    assert shout["sentence"] == f"the token is {SECRET_MASK}!"
+    assert all(SECRET_MASK in v for v in shout.values()), shout

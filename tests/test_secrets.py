@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from execflow.definition import redact
+from execflow.masking import redact
 from execflow.runtime import Runtime, rotate_secret_keys
 from execflow.sealing import (
     SECRET_MASK,

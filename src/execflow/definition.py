@@ -25,6 +25,7 @@ from execflow import dag, expressions
 from execflow.actions import ACTIONS
 from execflow.durations import parse_duration
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
+from execflow.masking import Secrets
 from execflow.schedules import Schedule
 from execflow.sealing import SECRET_MASK, Sealed
 
@@ -777,36 +778,16 @@ def mask_secrets(definition: Definition, values: Mapping[str, Any]) -> dict[str,
     }
 
 
-def secret_values(definition: Definition, inputs: Mapping[str, Any]) -> list[str]:
-    """The text of every secret input, longest first (so overlapping values mask fully)."""
+def secret_texts(definition: Definition, inputs: Mapping[str, Any]) -> set[str]:
+    """The text of every secret input not sealed (sealed ones read as the mask)."""
     found = set()
     for name in definition.secret_params:
         value = inputs.get(name)
         if value is not None and value != "" and not isinstance(value, Sealed):
             found.add(value if isinstance(value, str) else json.dumps(value))
-    return sorted(found, key=len, reverse=True)
+    return found
 
 
-# Secrets this long or longer are masked wherever they occur in a text; shorter ones (a PIN
-# of 1 or 2 digits) only where they are the whole value, or every "5" in every text goes.
-MASKED_WITHIN = 4
-
-
-def redact(value: Any, secrets: list[str]) -> Any:
-    """A copy of a JSON value with every occurrence of a secret replaced by the mask."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            if len(secret) >= MASKED_WITHIN:
-                value = value.replace(secret, SECRET_MASK)
-            elif value == secret:
-                return SECRET_MASK
-        return value
-    if isinstance(value, dict):
-        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, secrets) for v in value]
-    if not isinstance(value, bool) and isinstance(value, int | float) and str(value) in secrets:
-        return SECRET_MASK
-    return value
+def secret_values(definition: Definition, inputs: Mapping[str, Any]) -> Secrets:
+    """What to mask of these inputs: every form of each secret's text, computed once."""
+    return Secrets(secret_texts(definition, inputs))

@@ -34,11 +34,12 @@ from execflow.callbacks import (
     next_attempt_at,
 )
 from execflow.clock import Clock, SystemClock
-from execflow.definition import Definition, mask_secrets, redact, secret_values
+from execflow.definition import Definition, mask_secrets, secret_values
 from execflow.durations import format_duration
 from execflow.engine import DefinitionCache
 from execflow.errors import InvalidDefinition, NotFound
 from execflow.levels import ERROR, NOTICE, WARNING
+from execflow.masking import redact
 from execflow.outbound import Resolver
 from execflow.records import EventRecord, ExecutionRecord, Principal
 from execflow.store import Store

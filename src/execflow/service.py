@@ -28,7 +28,6 @@ from execflow.definition import (
     StoreKind,
     mask_secrets,
     parse_definition,
-    redact,
     resolve_inputs,
     secret_values,
     store_content_error,
@@ -45,6 +44,7 @@ from execflow.errors import (
     Unavailable,
 )
 from execflow.limits import Limits, RateLimiter, document_problem, json_size
+from execflow.masking import Secrets, redact
 from execflow.metrics import Metrics
 from execflow.project_actions import require_actions
 from execflow.records import (
@@ -670,7 +670,7 @@ class Service:
 
     async def item_runs(
         self, who: Principal, execution_id: str, task: str, offset: int, limit: int
-    ) -> tuple[list[TaskRunRecord], list[str]]:
+    ) -> tuple[list[TaskRunRecord], Secrets]:
         """A page of a fan-out's item runs, and the secret values to mask in them."""
         require(who, Privilege.VIEW)
         record = await self.store.read(

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from execflow import levels
 from execflow.auth import ROLES
-from execflow.definition import Definition, mask_secrets, redact, secret_values
+from execflow.definition import Definition, mask_secrets, secret_values
+from execflow.masking import NO_SECRETS, Secrets, redact
 from execflow.project_actions import DEFAULT_ACTIONS
 from execflow.records import (
     Admission,
@@ -169,7 +170,7 @@ class TaskRunPublic(_Out):
     duration_ms: float | None = None
 
     @classmethod
-    def of(cls, tr: TaskRunRecord, secrets: list[str] | None = None) -> TaskRunPublic:
+    def of(cls, tr: TaskRunRecord, secrets: Secrets = NO_SECRETS) -> TaskRunPublic:
         duration = None
         if tr.started_at and tr.ended_at:
             duration = round((tr.ended_at - tr.started_at).total_seconds() * 1000, 3)
@@ -180,8 +181,8 @@ class TaskRunPublic(_Out):
             attempt=tr.attempt,
             round=tr.round,
             state=tr.state,
-            output=redact(tr.output, secrets or []),
-            error=redact(tr.error, secrets or []),
+            output=redact(tr.output, secrets),
+            error=redact(tr.error, secrets),
             queued_at=tr.queued_at,
             started_at=tr.started_at,
             ended_at=tr.ended_at,

@@ -9,13 +9,14 @@ from typing import Any
 from execflow.actions import ACTIONS, Action, Placement
 from execflow.actions.signal import SignalArgs, waiting
 from execflow.actions.subworkflow import WorkflowArgs
-from execflow.definition import Task, redact
+from execflow.definition import Task
 from execflow.engine.base import E, Key, T, log
 from execflow.engine.queue import Queueing, is_queued
 from execflow.engine.run import Attempt, Run, item_key, split_key
 from execflow.errors import TaskFailure
 from execflow.executors import Outcome
 from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
+from execflow.masking import redact
 from execflow.records import EventRecord, TaskRunRecord
 from execflow.states import ExecutionState, can_transition
 from execflow.store.ops import InsertCommand, InsertTaskRun, Op, UpdateExecution, UpdateTaskRun

@@ -20,12 +20,13 @@ from execflow.actions import ACTIONS, Action, Placement, Resources
 from execflow.actions import http as http_action
 from execflow.actions.subworkflow import WorkflowArgs
 from execflow.clock import Clock, SystemClock
-from execflow.definition import Definition, redact
+from execflow.definition import Definition
 from execflow.engine.cache import DefinitionCache
 from execflow.engine.run import Attempt, FanOut, Run
 from execflow.engine.shares import PoolShares
 from execflow.errors import TaskFailure
 from execflow.executors import LocalExecutor, Outcome, TaskLog
+from execflow.masking import Secrets, redact
 from execflow.metrics import Metrics
 from execflow.outbound import Network, Resolver, new_client
 from execflow.records import CommandRecord, EventRecord, ExecutionRecord
@@ -337,7 +338,7 @@ class EngineBase:
         raise NotImplementedError  # Commands
 
 
-def fault_text(fault: Fault, hidden: list[str]) -> str:
+def fault_text(fault: Fault, hidden: Secrets) -> str:
     """An internal fault as its execution's error: where and what, bounded, with no secret
     and nothing a database refuses (NUL, lone surrogates)."""
     exc = fault.error

@@ -7,12 +7,13 @@ from typing import Any
 
 from execflow.actions.signal import check_payload
 from execflow.actions.subworkflow import DEPTH_LABEL, MAX_DEPTH, WorkflowArgs
-from execflow.definition import Definition, redact, resolve_inputs
+from execflow.definition import Definition, resolve_inputs
 from execflow.engine.base import E, EngineBase, T
 from execflow.engine.run import Attempt, Run
 from execflow.errors import ExecflowError, InvalidInput, TaskFailure, Unavailable
 from execflow.executors import Outcome
 from execflow.levels import INFO, NOTICE, WARNING
+from execflow.masking import redact
 from execflow.records import CommandRecord, ExecutionRecord
 from execflow.store.base import new_id
 from execflow.store.ops import FinishCommand, InsertCommand, InsertExecution, Op, UpdateTaskRun

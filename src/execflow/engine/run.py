@@ -14,7 +14,8 @@ from functools import cached_property
 from typing import Any
 
 from execflow.dag import upstream
-from execflow.definition import Definition, StoreKind, Task, secret_values
+from execflow.definition import Definition, StoreKind, Task, secret_texts
+from execflow.masking import NO_SECRETS, Secrets
 from execflow.records import ExecutionRecord, StoreEntry, TaskRunRecord
 from execflow.sealing import Sealer
 from execflow.states import ExecutionState, TaskRunState
@@ -101,7 +102,7 @@ class Run:
     # children this execution already asked to stop (its failure, a timeout, a cancel)
     stopped_children: set[str] = field(default_factory=set)
     # the text of its secret inputs, longest first: masked wherever the engine writes
-    hidden: list[str] = field(default_factory=list)
+    hidden: Secrets = NO_SECRETS
     # per task, its attempts of this round lost to a crash, a worker's death or a takeover
     lost: dict[str, int] = field(default_factory=dict)
     workflow_id: str = ""
@@ -137,8 +138,7 @@ class Run:
             admitted=definition.concurrency is None,
         )
         # inputs stored before they were sealed are still secret by their parameter
-        hidden = {*opened, *secret_values(definition, inputs)}
-        run.hidden = sorted(hidden, key=len, reverse=True)
+        run.hidden = Secrets({*opened, *secret_texts(definition, inputs)})
         for tr in rec.task_runs:  # ordered by insertion, so the latest attempt wins
             if tr.round < rec.round and tr.state is not TaskRunState.COMPLETED:
                 # history of an earlier round: this task runs again

@@ -8,10 +8,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from execflow.definition import redact
 from execflow.engine.base import E, EngineBase, Fault, fault_text, log
 from execflow.engine.run import Attempt, Run
 from execflow.levels import ERROR
+from execflow.masking import NO_SECRETS, Secrets, redact
 from execflow.records import EventRecord
 from execflow.states import ExecutionState
 from execflow.store import LeaseLost
@@ -104,7 +104,7 @@ class Writing(EngineBase):
         """The ops that fail a faulted execution (error type `internal`), whatever its view
         in memory; what it was running is stopped."""
         run = self.runs.get(run_id)
-        hidden = run.hidden if run is not None else []
+        hidden = run.hidden if run is not None else NO_SECRETS
         message = fault_text(fault, hidden)
         error = {"type": "internal", "message": message}
         task_error = {"type": "internal", "message": f"the execution failed: {message}"}
@@ -156,7 +156,7 @@ class Writing(EngineBase):
                 waiter.set_result(None)
 
 
-def _masked(op: Op, hidden: list[str]) -> Op:
+def _masked(op: Op, hidden: Secrets) -> Op:
     """An op of an execution with secret inputs, their text masked wherever it appears."""
     if isinstance(op, InsertEvent):
         e = op.event

@@ -34,8 +34,9 @@ from execflow.api.dialects.emr_shapes import (
     time_range,
 )
 from execflow.auth import Privilege, require
-from execflow.definition import redact, secret_values
+from execflow.definition import secret_values
 from execflow.errors import Conflict, NotFound
+from execflow.masking import redact
 from execflow.records import ExecutionRecord, Principal
 from execflow.service import Service, StartRequest
 from execflow.states import ExecutionState, TaskRunState

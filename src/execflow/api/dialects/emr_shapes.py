@@ -15,8 +15,9 @@ from fastapi import Request, Response
 from execflow.api.dialects.base import Failure, loads, timestamp_ms
 from execflow.api.dialects.coercion import scalar
 from execflow.api.errors import request_id
-from execflow.definition import Definition, redact, secret_values
+from execflow.definition import Definition, secret_values
 from execflow.errors import Detail, InvalidInput
+from execflow.masking import redact
 from execflow.records import ExecutionRecord, TaskRunRecord
 from execflow.signing import acs_string_to_sign
 from execflow.states import ExecutionState, TaskRunState

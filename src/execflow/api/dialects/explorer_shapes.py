@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 
 from execflow.api.dialects.base import Failure, loads, number_of, timestamp_ms
 from execflow.api.dialects.coercion import scalar
-from execflow.definition import Definition, redact, secret_values
+from execflow.definition import Definition, secret_values
 from execflow.errors import Detail, InvalidInput
+from execflow.masking import redact
 from execflow.records import ExecutionRecord, TaskRunRecord, WorkflowRecord
 
 SUCCESS = "Success"

@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse, Response
 
 from execflow.api.dialects.base import Failure, iso_ms, loads
 from execflow.api.errors import request_id
-from execflow.definition import Definition, mask_secrets, redact, secret_values
+from execflow.definition import Definition, mask_secrets, secret_values
 from execflow.errors import Detail, InvalidInput
+from execflow.masking import redact
 from execflow.records import ExecutionRecord, Principal, RevisionRecord, WorkflowRecord
 from execflow.sealing import SECRET_MASK
 from execflow.states import ExecutionState, TaskRunState

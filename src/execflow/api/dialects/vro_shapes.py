@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 
 from execflow import levels
 from execflow.api.dialects.vro_values import parameter, vro_type
-from execflow.definition import Definition, ParamType, mask_secrets, redact, secret_values
+from execflow.definition import Definition, ParamType, mask_secrets, secret_values
 from execflow.errors import Detail
+from execflow.masking import redact
 from execflow.records import EventRecord, ExecutionRecord, WorkflowRecord
 from execflow.sealing import SECRET_MASK
 from execflow.service import PendingSignal
