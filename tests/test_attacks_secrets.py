@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from jinja2.utils import htmlsafe_json_dumps
 
@@ -371,3 +372,155 @@ async def test_a_task_that_transforms_a_secret_shows_it_masked_everywhere(api: A
     shout = next(t for t in detail["tasks"] if t["task"] == "shout")["output"]
     assert shout["sentence"] == f"the token is {SECRET_MASK}!"
     assert all(SECRET_MASK in v for v in shout.values()), shout
+
+
+# 3. a secret's default and choices are shown to nobody -----------------------------------------
+
+DEFAULT = "Dflt-Vault-Pass-7q2w"
+CHOICES = ["Choice-Alpha-k8v1", DEFAULT]
+CHOOSY: dict[str, Any] = {
+    "name": "choosy",
+    "parameters": {
+        "vault": {"type": "string", "secret": True, "default": DEFAULT, "enum": CHOICES},
+        "region": {"type": "string", "default": "eu", "enum": ["eu", "us"]},
+    },
+    "schedules": [
+        {
+            "name": "nightly",
+            "cron": "0 3 * * *",
+            "enabled": False,
+            "inputs": {"vault": CHOICES[0], "region": "us"},
+        }
+    ],
+    "tasks": {"use": {"action": "echo", "with": {"region": "${{ params.region }}"}}},
+}
+HIDDEN = [*CHOICES, *(c.lower() for c in CHOICES)]
+
+
+def shows_no_secret(r: httpx.Response) -> str:
+    assert r.status_code < 500, r.text
+    text = r.text.lower()
+    assert not [c for c in HIDDEN if c.lower() in text], r.text
+    return r.text
+
+
+async def test_a_secret_parameters_default_and_choices_are_masked_in_every_workflow_view(
+    api: Api,
+) -> None:
+    await native(api, "PUT", "/workflows/choosy", CHOOSY)
+    await native(api, "PUT", "/workflows/sender", SENDER)  # a default that is not chosen
+    masked = {"type": "string", "secret": True, "default": SECRET_MASK, "enum": [SECRET_MASK] * 2}
+    plain = {"type": "string", "default": "eu", "enum": ["eu", "us"]}
+    for path in ("/api/v1/workflows/choosy", "/api/v1/workflows/choosy/revisions/1"):
+        shown = (await api.client.get(path, headers=api.auth())).json()["definition"]
+        assert shown["parameters"] == {"vault": masked, "region": plain}
+        assert shown["schedules"][0]["inputs"] == {"vault": SECRET_MASK, "region": "us"}
+    r = await api.client.get("/api/v1/workflows/sender", headers=api.auth())
+    signing = r.json()["definition"]["parameters"]["signing"]
+    assert signing["default"] == SECRET_MASK and SIGNING not in r.text
+    # OBS shows the definition and the template's inputs; the other dialects name workflows
+    # only (EMR's ListFlow, Explorer's workflows) or show none (vRO, Onedata)
+    graph = (await api.client.get("/v2/workflows/choosy", headers=api.auth())).json()
+    assert graph["definition"]["parameters"]["vault"] == masked
+    template = (await api.client.get("/v2/workflowtemplates/choosy", headers=api.auth())).json()
+    (vault,) = [i for i in template["inputs"] if i["key"] == "vault"]
+    assert (vault["value"], vault["enum"]) == (SECRET_MASK, [SECRET_MASK] * 2)
+    token = {"Cookie": f"explorer_token={api.token}"}
+    for r in (
+        await api.client.get("/api/v1/workflows", headers=api.auth()),
+        await api.client.get("/v2/workflows/choosy", headers=api.auth()),
+        await api.client.get("/v2/workflows", headers=api.auth()),
+        await api.client.get("/v2/workflowtemplates/choosy", headers=api.auth()),
+        await api.client.get("/v2/workflowtemplates", headers=api.auth()),
+        await rpc(api, "ListFlow"),
+        await api.client.get("/api-open/v1/workflows", headers=token),
+    ):
+        shows_no_secret(r)
+
+
+async def test_a_refused_secret_input_names_no_choice_and_quotes_no_value(api: Api) -> None:
+    """Through every start call: the reason names the field, not the secret's choices, and a
+    reason that would quote a value (a duration that is none) quotes no secret one."""
+    await native(api, "PUT", "/workflows/choosy", CHOOSY)
+    wrong = "Wrong-Guess-x9z3"
+    vro_id = await api.client.get("/vco/api/workflows/choosy/executions", headers=api.auth())
+    workflow_href = vro_id.json()["href"].split("/workflows/")[1].split("/")[0]
+    _, project = await ids(api, CHOOSY)
+    space = api.runtime.store.project_id("default")
+    schema = api.runtime.store.get_workflow(space or "", "choosy").id
+    listed = await api.client.get(
+        "/api-open/v1/workflows", headers={"Cookie": f"explorer_token={api.token}"}
+    )
+    (explorer,) = [w["id"] for w in listed.json()["data"]["items"] if w["name"] == "choosy"]
+    refusals = [
+        await api.client.post(
+            "/api/v1/workflows/choosy/executions",
+            json={"inputs": {"vault": wrong}},
+            headers=api.auth(),
+        ),
+        await api.client.post(
+            "/api/v1/workflows/choosy/executions?dry_run=true",
+            json={"inputs": {"vault": wrong}},
+            headers=api.auth(),
+        ),
+        await api.client.post(
+            "/v2/workflows/choosy",
+            json={"bucket": "b", "object": "o", "inputs": {"vault": wrong}},
+            headers=api.auth(),
+        ),
+        await rpc(
+            api, "SubmitFlow", FlowId="choosy", ProjectId=project, Conf=f'{{"vault": "{wrong}"}}'
+        ),
+        await api.client.post(
+            ONEDATA_EXECUTIONS,
+            json={
+                "spaceId": space,
+                "atmWorkflowSchemaId": schema,
+                "atmWorkflowSchemaRevisionNumber": 1,
+                "storeInitialContentOverlay": {"vault": wrong},
+            },
+            headers=onedata_headers(api.token),
+        ),
+        await api.client.post(
+            f"/vco/api/workflows/{workflow_href}/executions",
+            json={
+                "parameters": [
+                    {
+                        "name": "vault",
+                        "type": "SecureString",
+                        "scope": "local",
+                        "value": {"secure-string": {"value": wrong}},
+                    }
+                ]
+            },
+            headers=api.auth(),
+        ),
+        await api.client.post(
+            f"/api-open/v1/workflows/{explorer}/jobs",
+            json={"input": {"use": {"vault": wrong}}},
+            headers={"Cookie": f"explorer_token={api.token}"},
+        ),
+    ]
+    assert [r.status_code for r in refusals] == [422, 422, 400, 400, 400, 400, 400]
+    for r in refusals:
+        text = shows_no_secret(r)
+        assert 400 <= r.status_code < 500 and "vault" in text and "not shown" in text, text
+        assert wrong not in text and wrong.lower() not in text.lower(), text
+    assert await executions(api) == 0
+
+    # a secret that must be a duration, and is none: the reason quotes no secret
+    waiting = {
+        "name": "waiting",
+        "parameters": {"pause": {"type": "string", "secret": True}},
+        "tasks": {"nap": {"action": "sleep", "with": {"duration": "${{ params.pause }}"}}},
+    }
+    await native(api, "PUT", "/workflows/waiting", waiting)
+    r = await api.client.post(
+        "/api/v1/workflows/waiting/executions",
+        json={"inputs": {"pause": "Not-A-Duration-q4"}},
+        headers=api.auth(),
+    )
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["error"]["details"]
+    assert detail["pointer"] == "/inputs/pause" and "is not a duration" in detail["reason"]
+    assert "not-a-duration-q4" not in r.text.lower() and SECRET_MASK in detail["reason"]

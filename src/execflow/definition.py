@@ -25,7 +25,7 @@ from execflow import dag, expressions
 from execflow.actions import ACTIONS
 from execflow.durations import parse_duration
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
-from execflow.masking import Secrets
+from execflow.masking import Secrets, redact
 from execflow.schedules import Schedule
 from execflow.sealing import SECRET_MASK, Sealed
 
@@ -744,7 +744,11 @@ def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> 
                 problems.append(Detail(where, why))
                 continue
             if param.enum is not None and value not in param.enum:
-                problems.append(Detail(where, f"must be one of {json.dumps(param.enum)}"))
+                # a secret's choices are as secret as its value
+                choices = "its choices (not shown: it is secret)" if param.secret else None
+                problems.append(
+                    Detail(where, f"must be one of {choices or json.dumps(param.enum)}")
+                )
                 continue
             resolved[pname] = inputs[pname]
         elif param.default is not None:
@@ -756,6 +760,9 @@ def resolve_inputs(definition: Definition, inputs: Mapping[str, Any] | None) -> 
     if not problems:
         problems = _input_check_problems(definition, resolved)
     if problems:
+        # a reason may quote a value (a duration that is none): never a secret one
+        secrets = secret_values(definition, inputs)
+        problems = [Detail(d.pointer, redact(d.reason, secrets)) for d in problems]
         raise InvalidInput("the inputs do not fit the workflow's parameters", problems)
     return resolved
 

@@ -1,5 +1,5 @@
 """Masking secrets in what execflow shows and writes: the values, as given and as commonly
-transformed.
+transformed, and the secret parts of workflow documents (`masked_document`).
 
 `Secrets.of(texts)` computes once, per execution, every form of each secret text that
 masking looks for, and one regular expression over them; `redact` then masks a JSON value
@@ -15,7 +15,7 @@ import binascii
 import html
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -170,3 +170,45 @@ def _redact(value: Any, secrets: Secrets) -> Any:
         if secrets.mask(text) != text:
             return SECRET_MASK
     return value
+
+
+# workflow documents ---------------------------------------------------------------------------
+
+
+def masked_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A workflow definition document as shown to people: each secret parameter's `default`
+    and `enum`, and the inputs its schedules give it, replaced by the mask."""
+    doc = dict(document)
+    params = doc.get("parameters")
+    if not isinstance(params, Mapping):
+        return doc
+    secret = {n for n, spec in params.items() if isinstance(spec, Mapping) and spec.get("secret")}
+    if not secret:
+        return doc
+    doc["parameters"] = {
+        name: masked_parameter(spec) if name in secret else spec for name, spec in params.items()
+    }
+    if isinstance(doc.get("schedules"), list):
+        doc["schedules"] = [
+            {
+                **schedule,
+                "inputs": {
+                    k: SECRET_MASK if k in secret and v is not None else v
+                    for k, v in schedule["inputs"].items()
+                },
+            }
+            if isinstance(schedule, Mapping) and isinstance(schedule.get("inputs"), Mapping)
+            else schedule
+            for schedule in doc["schedules"]
+        ]
+    return doc
+
+
+def masked_parameter(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A secret parameter's declaration with its default and its choices masked."""
+    shown = dict(spec)
+    if shown.get("default") is not None:
+        shown["default"] = SECRET_MASK
+    if isinstance(shown.get("enum"), list):
+        shown["enum"] = [SECRET_MASK for _ in shown["enum"]]
+    return shown

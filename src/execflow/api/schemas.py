@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from execflow import levels
 from execflow.auth import ROLES
 from execflow.definition import Definition, mask_secrets, secret_values
-from execflow.masking import NO_SECRETS, Secrets, redact
+from execflow.masking import NO_SECRETS, Secrets, masked_document, redact
 from execflow.project_actions import DEFAULT_ACTIONS
 from execflow.records import (
     Admission,
@@ -73,7 +73,10 @@ class RevisionPublic(_Out):
     revision: int
     digest: str
     created_at: datetime
-    definition: dict[str, Any]
+    definition: dict[str, Any] = Field(
+        description="The document as stored, but each secret parameter's default and choices"
+        " (and what schedules give it) masked"
+    )
 
     @classmethod
     def of(cls, wf: WorkflowRecord, rev: RevisionRecord) -> RevisionPublic:
@@ -82,7 +85,7 @@ class RevisionPublic(_Out):
             revision=rev.number,
             digest=rev.digest,
             created_at=rev.created_at,
-            definition=rev.definition,
+            definition=masked_document(rev.definition),
         )
 
 

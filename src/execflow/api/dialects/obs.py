@@ -21,6 +21,7 @@ from execflow.api.dialects import root
 from execflow.api.dialects.base import caller, dialect_route, iso_ms, service_of
 from execflow.auth import Privilege, require
 from execflow.errors import Conflict, Detail, InvalidInput, NotFound
+from execflow.masking import masked_document
 from execflow.records import ExecutionRecord, Principal, WorkflowRecord
 from execflow.service import Service, StartRequest
 from execflow.states import ExecutionState
@@ -171,7 +172,7 @@ async def get_graph(graph_name: str, request: Request) -> Response:
     body = {
         "name": wf.name,
         "created_at": iso_ms(wf.created_at),
-        "definition": shapes.masked_definition(rev.definition),
+        "definition": masked_document(rev.definition),
         "graph_urn": shapes.graph_urn(who, wf.name),
         "description": wf.description,
         "revision": rev.number,

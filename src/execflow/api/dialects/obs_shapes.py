@@ -18,9 +18,8 @@ from execflow.api.dialects.base import Failure, iso_ms, loads
 from execflow.api.errors import request_id
 from execflow.definition import Definition, mask_secrets, secret_values
 from execflow.errors import Detail, InvalidInput
-from execflow.masking import redact
+from execflow.masking import masked_document, redact
 from execflow.records import ExecutionRecord, Principal, RevisionRecord, WorkflowRecord
-from execflow.sealing import SECRET_MASK
 from execflow.states import ExecutionState, TaskRunState
 
 # The region part of every URN: execflow has no regions, so one fixed word.
@@ -310,7 +309,7 @@ def template(wf: WorkflowRecord, rev: RevisionRecord) -> dict[str, Any]:
         "states": [{"name": tid, **task} for tid, task in rev.definition["tasks"].items()],
         "inputs": [
             {"key": name, "value": spec.get("default"), **_without(spec, "default")}
-            for name, spec in masked_definition(rev.definition).get("parameters", {}).items()
+            for name, spec in masked_document(rev.definition).get("parameters", {}).items()
         ],
         "tags": [],
     }
@@ -318,33 +317,3 @@ def template(wf: WorkflowRecord, rev: RevisionRecord) -> dict[str, Any]:
 
 def _without(spec: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != key}
-
-
-def masked_definition(definition: Mapping[str, Any]) -> dict[str, Any]:
-    """A definition document with the values of its secret parameters masked: their
-    defaults, and the inputs its schedules start with."""
-    doc = dict(definition)
-    params = doc.get("parameters") or {}
-    secret = {n for n, spec in params.items() if isinstance(spec, dict) and spec.get("secret")}
-    doc["parameters"] = {
-        name: (
-            {**spec, "default": SECRET_MASK}
-            if name in secret and spec.get("default") is not None
-            else spec
-        )
-        for name, spec in params.items()
-    }
-    if isinstance(doc.get("schedules"), list):
-        doc["schedules"] = [
-            {
-                **schedule,
-                "inputs": {
-                    k: SECRET_MASK if k in secret else v
-                    for k, v in (schedule.get("inputs") or {}).items()
-                },
-            }
-            if isinstance(schedule, dict) and isinstance(schedule.get("inputs"), dict)
-            else schedule
-            for schedule in doc["schedules"]
-        ]
-    return doc
