@@ -70,7 +70,9 @@ async def harness(
     claim_batch: int = 500,
     resolve: Resolver | None = None,
     http_allowed_networks: str = "",
+    **limits: Any,
 ) -> AsyncIterator[Harness]:
+    """`limits` are more engine settings (`max_items`, `start_rate`, …)."""
     clock = clock or ManualClock()
     now = clock.now()
     project = store.ensure_project("default", now)
@@ -81,6 +83,7 @@ async def harness(
         poll_seconds=3600,
         claim_batch=claim_batch,
         http_allowed_networks=parse_networks(http_allowed_networks),
+        **limits,
     )
     metrics = Metrics()
     engine = Engine(

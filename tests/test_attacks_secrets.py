@@ -10,19 +10,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import itertools
 import json
 import urllib.parse
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from jinja2.utils import htmlsafe_json_dumps
 
+from execflow.actions.subworkflow import MAX_DEPTH
 from execflow.api.dialects.emr_shapes import instance_id
+from execflow.clock import ManualClock
 from execflow.masking import Secrets, redact
+from execflow.records import ExecutionRecord
 from execflow.sealing import SECRET_MASK
+from execflow.states import ExecutionState as E
+from execflow.store import Store, connect, schema, upgrade
+from execflow.store.base import new_id
+from tests.harness import Harness, harness
 from tests.test_api import Api, api  # noqa: F401
+from tests.test_control import get, log_of
 from tests.test_dialect_emr import ids, ok, rpc
 from tests.test_dialect_onedata import EXECUTIONS as ONEDATA_EXECUTIONS
 from tests.test_dialect_onedata import headers as onedata_headers
@@ -524,3 +536,245 @@ async def test_a_refused_secret_input_names_no_choice_and_quotes_no_value(api: A
     (detail,) = r.json()["error"]["details"]
     assert detail["pointer"] == "/inputs/pause" and "is not a duration" in detail["reason"]
     assert "not-a-duration-q4" not in r.text.lower() and SECRET_MASK in detail["reason"]
+
+
+# 2. children: depth from the parent chain, bounded trees, counted starts -----------------------
+
+LOOP: dict[str, Any] = {
+    "name": "loop",
+    "tasks": {"again": {"action": "workflow", "with": {"workflow": "loop"}}},
+}
+
+
+def swarm(width: int) -> dict[str, Any]:
+    """A workflow that starts `width` children of itself, each of which does the same."""
+    return {
+        "name": "swarm",
+        "tasks": {
+            "spread": {
+                "action": "workflow",
+                "for_each": f"${{{{ range({width}) | list }}}}",
+                "with": {"workflow": "swarm"},
+            }
+        },
+    }
+
+
+def tree(h: Harness) -> list[dict[str, Any]]:
+    """Every execution in the store: its id, parent, depth, root and state."""
+    e = schema.executions
+    columns = (e.c.id, e.c.parent_id, e.c.depth, e.c.root_id, e.c.state, e.c.created_at)
+    with h.store.engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(sa.select(*columns))]
+
+
+async def test_labels_under_execflow_are_refused_naming_the_label(api: Api) -> None:
+    await native(api, "PUT", "/workflows/loop", LOOP)
+    for labels, pointer in (
+        ({"execflow.depth": "-40"}, "/labels/execflow.depth"),
+        ({"team": "a", "EXECFLOW.Schedule": "nightly"}, "/labels/EXECFLOW.Schedule"),
+    ):
+        r = await api.client.post(
+            "/api/v1/workflows/loop/executions", json={"labels": labels}, headers=api.auth()
+        )
+        assert r.status_code == 422, r.text
+        (detail,) = r.json()["error"]["details"]
+        assert detail["pointer"] == pointer and "execflow's own" in detail["reason"]
+    assert await executions(api) == 0
+    # other labels are the caller's, as before
+    r = await api.client.post(
+        "/api/v1/workflows/loop/executions",
+        json={"labels": {"execflow": "x", "team.execflow.depth": "1"}},
+        headers=api.auth(),
+    )
+    assert r.status_code == 202, r.text
+
+
+async def test_a_self_calling_workflow_stops_at_the_max_depth_whatever_labels_say(
+    store: Store,
+) -> None:
+    async with harness(store) as h:
+        await h.apply(LOOP)
+        root = await h.run("loop")
+        found = sorted(tree(h), key=lambda x: x["depth"])
+        assert [x["depth"] for x in found] == list(range(MAX_DEPTH + 1))
+        assert {x["root_id"] for x in found[1:]} == {root.id} and found[0]["root_id"] is None
+        deepest = await get(h, found[-1]["id"])
+        assert deepest.error is not None and f"nest at most {MAX_DEPTH} deep" in str(deepest.error)
+        assert (await get(h, root.id)).state == E.FAILED
+        # an execution that carries the label anyway (stored before labels were checked)
+        # nests no deeper: its depth is the engine's
+        wf = await h.service.workflow(h.admin, "loop")
+        labelled = ExecutionRecord.new(
+            new_id(),
+            h.admin.project_id,
+            wf.id,
+            "loop",
+            1,
+            {},
+            h.clock.now(),
+            labels={"execflow.depth": "-40"},
+        )
+        await h.store.start(labelled, None, None)
+        h.engine.poke()
+        await h.engine.run_until_idle()
+        mine = [x for x in tree(h) if x["id"] == labelled.id or x["root_id"] == labelled.id]
+        assert len(mine) == MAX_DEPTH + 1
+
+
+async def test_a_self_calling_fan_out_makes_a_bounded_number_of_executions(
+    store: Store,
+) -> None:
+    async with harness(store, max_items=20) as h:
+        await h.apply(swarm(2))
+        root = await h.run("swarm")
+        made = tree(h)
+        # the root and at most max_items executions through children, at every depth
+        assert len(made) == 1 + 20, len(made)
+        assert {x["root_id"] for x in made} == {None, root.id}
+        assert (await get(h, root.id)).state == E.FAILED
+        errors = [tr.error for x in made for tr in (await get(h, x["id"])).task_runs if tr.error]
+        items = [item["message"] for error in errors for item in error.get("items", [])]
+        refused = [m for m in items if "EXECFLOW_MAX_ITEMS" in m]
+        assert refused and all("one start makes at most 20" in m for m in refused), refused
+
+
+CHILD: dict[str, Any] = {
+    "name": "child",
+    "tasks": {"hi": {"action": "echo", "with": {"v": 1}}},
+    "outputs": {"v": "${{ tasks.hi.output.v }}"},
+}
+FANNING: dict[str, Any] = {
+    "name": "fanning",
+    "tasks": {
+        "spread": {
+            "action": "workflow",
+            "for_each": "${{ range(7) | list }}",
+            "with": {"workflow": "child"},
+        }
+    },
+    "outputs": {"n": "${{ tasks.spread.output | length }}"},
+}
+
+
+async def test_child_starts_wait_for_the_projects_start_rate(store: Store) -> None:
+    clock = ManualClock()
+    async with harness(store, clock, start_rate=2.0, start_burst=3) as h:
+        await h.apply(CHILD)
+        await h.apply(FANNING)
+        began = clock.now()
+        parent = await h.run("fanning")
+        assert (parent.state, parent.outputs) == (E.COMPLETED, {"n": 7})
+        children = sorted(x["created_at"] for x in tree(h) if x["parent_id"] == parent.id)
+        waited = [(at - began).total_seconds() for at in children]
+        # a burst of 3 at once, then 2 a second
+        assert waited[:3] == [0, 0, 0] and len(waited) == 7, waited
+        assert all(b - a >= 0.5 - 1e-6 for a, b in itertools.pairwise(waited[2:]))
+        logs = await log_of(h, parent.id)
+        assert any("4 child start(s) wait for the project's start rate" in m for m in logs), logs
+
+
+async def test_a_child_start_that_waited_is_made_by_the_node_that_takes_over(
+    store: Store,
+) -> None:
+    clock = ManualClock()
+    async with harness(store, clock, node_id="a", start_rate=0.01, start_burst=2) as a:
+        await a.apply(CHILD)
+        await a.apply(FANNING)
+        parent = await a.service.start(a.admin, "fanning", {})
+        await a.engine.run_until_idle(until=clock.now())
+        assert len([x for x in tree(a) if x["parent_id"] == parent.id]) == 2
+        await a.crash()
+    clock.advance(31)
+    async with harness(store, clock, node_id="b") as b:
+        await b.engine.run_until_idle()
+        done = await get(b, parent.id)
+        assert (done.state, done.outputs) == (E.COMPLETED, {"n": 7})
+        # made once each: the waiting ones were not lost, nor made twice
+        assert len([x for x in tree(b) if x["parent_id"] == parent.id]) == 7
+        assert not [tr for tr in done.task_runs if tr.error and tr.error.get("type") == "lost"]
+
+
+async def test_cancelling_an_execution_whose_child_starts_wait_makes_no_child(
+    store: Store,
+) -> None:
+    clock = ManualClock()
+    async with harness(store, clock, start_rate=0.01, start_burst=2) as h:
+        await h.apply(CHILD)
+        await h.apply(FANNING)
+        parent = await h.service.start(h.admin, "fanning", {})
+        await h.engine.run_until_idle(until=clock.now())
+        await h.service.cancel(h.admin, parent.id, force=True)
+        await h.engine.run_until_idle()
+        assert (await get(h, parent.id)).state == E.CANCELED
+        assert len([x for x in tree(h) if x["parent_id"] == parent.id]) == 2
+
+
+def test_children_stored_before_the_upgrade_get_their_depth_from_their_parents(
+    tmp_path: Path,
+) -> None:
+    """The label was all a child had, and a caller could set it: the migration that records
+    depth and root reads the chain of parents instead."""
+    engine = connect(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0015")  # the revision before depth and root were recorded
+    now = datetime.now(UTC)
+    old = sa.table(
+        "executions",
+        *(
+            sa.column(c.name, c.type)
+            for c in schema.executions.c
+            if c.name not in ("depth", "root_id")
+        ),
+    )
+    rows = []
+    chain = [("r", None), ("c1", "r"), ("c2", "c1"), ("c3", "c2"), ("lone", None)]
+    for ident, parent in chain:
+        rows.append(
+            {
+                "id": ident,
+                "project_id": "p",
+                "workflow_id": "w",
+                "workflow_name": "loop",
+                "revision": 1,
+                "name": ident,
+                "state": "COMPLETED",
+                "inputs": {},
+                "labels": {"execflow.depth": "-40"},
+                "created_at": now,
+                "started_at": now,
+                "updated_at": now,
+                "cancel_requested": False,
+                "log_level": 6,
+                "round": 0,
+                "parent_id": parent,
+                "callback_attempts": 0,
+            }
+        )
+    with engine.begin() as conn:
+        conn.execute(schema.projects.insert().values(id="p", name="p", created_at=now))
+        conn.execute(
+            schema.workflows.insert().values(
+                id="w",
+                project_id="p",
+                name="loop",
+                latest_revision=1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(old.insert(), rows)
+    upgrade(engine)
+    e = schema.executions
+    with engine.connect() as conn:
+        found = {
+            r.id: (r.depth, r.root_id)
+            for r in conn.execute(sa.select(e.c.id, e.c.depth, e.c.root_id))
+        }
+    assert found == {
+        "r": (0, None),
+        "c1": (1, "r"),
+        "c2": (2, "r"),
+        "c3": (3, "r"),
+        "lone": (0, None),
+    }
+    engine.dispose()

@@ -2,8 +2,9 @@
 
 The body of a request is bounded before it is read (`max_body`), JSON documents in depth
 and content (no NaN, infinities, NUL characters or lone surrogates, which no database
-stores), workflows in tasks, fan-outs in items, start requests in the size of their
-inputs, and each token in how many executions it starts per second.
+stores), workflows in tasks, fan-outs in items (and what one start makes through
+children), start requests in the size of their inputs, and each token in how many
+executions it starts per second (each project in how many children, in the engine).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Limits:
     max_body: int = 1024**2  # bytes of a request body
     max_depth: int = 32  # nesting of a JSON (or YAML) document
     max_tasks: int = 1_000  # tasks of a workflow
-    max_items: int = 10_000  # items of one fan-out
+    max_items: int = 10_000  # items of one fan-out; executions one start makes as children
     max_inputs: int = 256 * 1024  # bytes of a start's inputs (and of its stores, its signals)
     start_rate: float = 200.0  # executions a token may start per second; 0: no limit
     start_burst: int = 1_000  # ... and at once, after a quiet time

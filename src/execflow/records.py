@@ -129,6 +129,10 @@ class ExecutionRecord:
     rerun_of: str | None = None
     parent_id: str | None = None
     parent_task: str | None = None
+    # how many parents it has, and the execution at the top of its chain (None: itself),
+    # set by the engine from the parent when it creates a child
+    depth: int = 0
+    root_id: str | None = None
     callback: CallbackStatus | None = None
     store_overlay: dict[str, Any] | None = None
     store_entries: tuple[StoreEntry, ...] = ()
@@ -153,6 +157,8 @@ class ExecutionRecord:
         rerun_of: str | None = None,
         parent_id: str | None = None,
         parent_task: str | None = None,
+        depth: int = 0,
+        root_id: str | None = None,
         callback: CallbackStatus | None = None,
         store_overlay: dict[str, Any] | None = None,
     ) -> ExecutionRecord:
@@ -180,6 +186,8 @@ class ExecutionRecord:
             rerun_of=rerun_of,
             parent_id=parent_id,
             parent_task=parent_task,
+            depth=depth,
+            root_id=root_id,
             callback=callback,
             store_overlay=store_overlay,
         )

@@ -70,6 +70,8 @@ class Runtime:
             poll_seconds=settings.poll_seconds,
             shutdown_grace=settings.shutdown_grace,
             max_items=settings.limits.max_items,
+            start_rate=settings.limits.start_rate,
+            start_burst=settings.limits.start_burst,
             max_lost_attempts=settings.max_lost_attempts,
             http_allowed_networks=settings.http_allowed_networks,
             pool_share=settings.project_pool_share,

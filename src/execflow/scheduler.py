@@ -219,7 +219,7 @@ class Scheduler:
                 inputs=dict(schedule.inputs),
                 revision=wf.revision,
                 name=name,
-                labels={SCHEDULE_LABEL: schedule.name},
+                own_labels={SCHEDULE_LABEL: schedule.name},
                 scheduled_at=slot,
             )
             record, created = await self.service.start_or_find(

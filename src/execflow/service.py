@@ -71,6 +71,8 @@ from execflow.store.admissions import admission
 from execflow.store.base import new_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
+# labels execflow sets itself (`execflow.schedule`): never a caller's, whatever its case
+RESERVED_LABELS = "execflow."
 _EXEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_LABELS = 32
 MAX_CANCEL_GRACE = 3600.0
@@ -109,7 +111,9 @@ class StartRequest:
     """What a start asks for besides the workflow. `scheduled_at` puts the first task off
     until then (the execution is WAITING); `log_level` is the floor of what its audit log
     keeps (default info); `callback` is a URL sent the execution once it has ended; `stores`
-    gives initial content to the workflow's stores, over the definition's."""
+    gives initial content to the workflow's stores, over the definition's. Labels under
+    `execflow.` are execflow's own: a caller's `labels` may not use them; `own_labels` are
+    those execflow sets itself (the schedule a start is a slot of)."""
 
     inputs: dict[str, Any] | None = None
     revision: int | None = None
@@ -120,6 +124,10 @@ class StartRequest:
     callback: str | None = None
     stores: dict[str, Any] | None = None
     idempotency_key: str | None = None
+    own_labels: dict[str, str] | None = None
+
+    def all_labels(self) -> dict[str, str]:
+        return {**(self.labels or {}), **(self.own_labels or {})}
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ class _Prepared:
             "revision": self.revision,
             "inputs": mask_secrets(self.definition, self.inputs),
             "name": r.name,
-            "labels": r.labels or {},
+            "labels": r.all_labels(),
             "scheduled_at": r.scheduled_at.isoformat() if r.scheduled_at else None,
             "log_level": self.log_level,
             "callback": r.callback,
@@ -444,7 +452,7 @@ class Service:
             self.store.sealer.seal_inputs(p.inputs, p.definition.secret_params),
             now,
             name=name,
-            labels=dict(request.labels or {}),
+            labels=request.all_labels(),
             started_by=who.token_id,
             scheduled_at=request.scheduled_at,
             log_level=p.log_level,
@@ -1012,13 +1020,20 @@ def _check_name_and_labels(name: str | None, labels: dict[str, str] | None) -> l
     if len(labels) > MAX_LABELS:
         problems.append(Detail("/labels", f"at most {MAX_LABELS} labels"))
     for key, value in labels.items():
+        where = f"/labels/{_escaped(key)}"
         if not _LABEL_KEY.fullmatch(key):
-            problems.append(
-                Detail(f"/labels/{key}", "a label key must match " + _LABEL_KEY.pattern)
-            )
+            problems.append(Detail(where, "a label key must match " + _LABEL_KEY.pattern))
+        elif key.lower().startswith(RESERVED_LABELS):
+            why = f"labels under {RESERVED_LABELS!r} are execflow's own (execflow.schedule)"
+            problems.append(Detail(where, why))
         if not isinstance(value, str) or len(value) > 256:
-            problems.append(Detail(f"/labels/{key}", "a label value is a string of ≤ 256 chars"))
+            problems.append(Detail(where, "a label value is a string of ≤ 256 chars"))
     return problems
+
+
+def _escaped(key: str) -> str:
+    """A label key as one JSON pointer token."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def not_found(kind: str, ident: str) -> NotFound:

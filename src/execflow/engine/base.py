@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from execflow.engine.run import Attempt, FanOut, Run
 from execflow.engine.shares import PoolShares
 from execflow.errors import TaskFailure
 from execflow.executors import LocalExecutor, Outcome, TaskLog
+from execflow.limits import RateLimiter
 from execflow.masking import Secrets, redact
 from execflow.metrics import Metrics
 from execflow.outbound import Network, Resolver, new_client
@@ -57,7 +59,13 @@ class EngineSettings:
     shutdown_grace: float = 10.0
     # how long running tasks of a cancelled execution may take to finish (unless forced)
     cancel_grace: float = 30.0
-    max_items: int = 10_000  # items of one fan-out (EXECFLOW_MAX_ITEMS)
+    # items of one fan-out, and executions one start makes through children
+    # (EXECFLOW_MAX_ITEMS)
+    max_items: int = 10_000
+    # child starts a project makes per second on this node, and at once after a quiet time
+    # (EXECFLOW_START_RATE, EXECFLOW_START_BURST; a rate of 0: no limit)
+    start_rate: float = 200.0
+    start_burst: int = 1_000
     # attempts of one task lost to a crash, a worker's death or a takeover that are run
     # again whatever its retry policy (EXECFLOW_MAX_LOST_ATTEMPTS); one more fails it
     max_lost_attempts: int = 3
@@ -168,7 +176,10 @@ class EngineBase:
         # told when an execution with a callback has ended (committed)
         self.callback_listeners: list[Callable[[], None]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # child starts asked for this tick, and those waiting for their project's start rate
         self._spawns: list[tuple[Run, Attempt, WorkflowArgs]] = []
+        self._held: dict[str, deque[tuple[Run, Attempt, WorkflowArgs]]] = {}
+        self._child_starts = RateLimiter(self.settings.start_rate, self.settings.start_burst)
         self._changed = asyncio.Event()
         # executions whose handling raised during this tick: written off as it commits
         self._faults: dict[str, Fault] = {}
@@ -336,6 +347,9 @@ class EngineBase:
         deadline: datetime | None = None,
     ) -> None:
         raise NotImplementedError  # Commands
+
+    def _resume_child(self, run: Run, attempt: Attempt, now: datetime) -> None:
+        raise NotImplementedError  # Children
 
 
 def fault_text(fault: Fault, hidden: Secrets) -> str:

@@ -1,4 +1,4 @@
-"""Commands, signals and child executions."""
+"""Commands: steering, signals, and a child's end told to its parent."""
 
 from __future__ import annotations
 
@@ -6,22 +6,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from execflow.actions.signal import check_payload
-from execflow.actions.subworkflow import DEPTH_LABEL, MAX_DEPTH, WorkflowArgs
-from execflow.definition import Definition, resolve_inputs
 from execflow.engine.base import E, EngineBase, T
 from execflow.engine.run import Attempt, Run
-from execflow.errors import ExecflowError, InvalidInput, TaskFailure, Unavailable
 from execflow.executors import Outcome
-from execflow.levels import INFO, NOTICE, WARNING
-from execflow.masking import redact
-from execflow.records import CommandRecord, ExecutionRecord
-from execflow.store.base import new_id
-from execflow.store.ops import FinishCommand, InsertCommand, InsertExecution, Op, UpdateTaskRun
+from execflow.levels import NOTICE, WARNING
+from execflow.records import CommandRecord
+from execflow.store.ops import FinishCommand, InsertCommand, Op
 
 
 class Commands(EngineBase):
     """Requests recorded for an execution (cancel, suspend, resume, signals, a child's
-    end), carried out in the tick that marks them done; child executions."""
+    end), carried out in the tick that marks them done."""
 
     def _carry_out(
         self,
@@ -163,85 +158,3 @@ class Commands(EngineBase):
                 return
         text = f"signal {name} arrived but nothing waits for it any more"
         self._log(run, ops, now, WARNING, "signal", text, actor=command.actor)
-
-    async def _spawn_children(
-        self, now: datetime, ops: list[Op], starts: list[tuple[Run, Attempt, Any]]
-    ) -> list[tuple[ExecutionRecord, Definition]]:
-        """Create the child executions of the `workflow` tasks that started this tick, in the
-        same transaction; a child that cannot start fails its task."""
-        spawns, self._spawns = self._spawns, []
-        made: list[tuple[ExecutionRecord, Definition]] = []
-        for run, attempt, args in spawns:
-            if run.id not in self.runs or attempt.state is not T.RUNNING:
-                continue
-            if run.id in self._faults:
-                continue
-            key = (run.id, attempt.task_id, attempt.attempt)
-            try:
-                child, definition = await self._child_of(run, attempt, args, now)
-            except Unavailable:
-                raise  # the database, not the child: the tick fails and is tried again
-            except (ExecflowError, TaskFailure) as exc:
-                error = {"type": "workflow", "message": exc.message}
-                self._record_result(
-                    key, Outcome(False, error=error, retryable=False), now, ops, starts
-                )
-                self._wake.set()
-                continue
-            except Exception as exc:
-                self._fault(run.id, exc, f"starting the child of task {attempt.task_id}")
-                continue
-            expires = now + timedelta(seconds=self.settings.lease_seconds)
-            ops.append(InsertExecution(run.id, child, expires))
-            attempt.waiting = {"child": child.id, "workflow": child.workflow_name}
-            ops.append(
-                UpdateTaskRun(
-                    run.id,
-                    attempt.task_id,
-                    attempt.attempt,
-                    T.RUNNING,
-                    T.RUNNING,
-                    waiting=attempt.waiting,
-                )
-            )
-            text = (
-                f"task {attempt.task_id} started child execution {child.id} ({child.workflow_name})"
-            )
-            self._log(run, ops, now, INFO, "task", text, attempt.task_id, attempt.attempt)
-            made.append((child, definition))
-        return made
-
-    async def _child_of(
-        self, run: Run, attempt: Attempt, args: WorkflowArgs, now: datetime
-    ) -> tuple[ExecutionRecord, Definition]:
-        if run.depth + 1 > MAX_DEPTH:
-            raise TaskFailure(f"children nest at most {MAX_DEPTH} deep", "workflow", False)
-        wf = await self.store.read(self.store.get_workflow, run.project_id, args.workflow)
-        number = args.revision or wf.latest_revision
-        if number > wf.latest_revision:
-            raise TaskFailure(f"workflow {wf.name!r} has no revision {number}", "workflow", False)
-        definition = await self.definitions.get(wf.id, number)
-        try:
-            inputs = resolve_inputs(definition, args.inputs)
-        except InvalidInput as exc:
-            where = "; ".join(f"{d.pointer}: {d.reason}" for d in exc.details)
-            raise TaskFailure(f"the child's inputs do not fit: {where}", "workflow", False) from exc
-        # sealed: the child's secret parameters, and whatever carries a secret of the parent
-        sealed = set(definition.secret_params)
-        if run.hidden:
-            sealed.update(k for k, v in inputs.items() if redact(v, run.hidden) != v)
-        child = ExecutionRecord.new(
-            new_id(),
-            run.project_id,
-            wf.id,
-            wf.name,
-            number,
-            self.store.sealer.seal_inputs(inputs, sealed),
-            now,
-            labels={DEPTH_LABEL: str(run.depth + 1)},
-            started_by=run.id,
-            log_level=run.log_level,
-            parent_id=run.id,
-            parent_task=attempt.task_id,
-        )
-        return child, definition

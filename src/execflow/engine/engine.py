@@ -11,8 +11,8 @@ the execution's lease.
 This module is the loop and what a tick gathers (leases, claims, takeovers,
 commands, timers, results) and dispatches; the parts of a tick are mixins over
 `base.EngineBase`: `advance` (one execution's progress), `fanout`, `commands`
-(steering, signals, children) and `writing` (the tick's transaction and the
-containment of what the database refuses).
+(steering, signals), `children` (child executions and their bounds) and `writing` (the
+tick's transaction and the containment of what the database refuses).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from execflow.engine.admission import Admitting
 from execflow.engine.advance import Advancing
 from execflow.engine.base import EngineSettings, Key, T, log
 from execflow.engine.cache import DefinitionCache
+from execflow.engine.children import Children
 from execflow.engine.commands import Commands
 from execflow.engine.fanout import FanOuts
 from execflow.engine.queue import is_queued
@@ -47,7 +48,7 @@ from execflow.store.ops import InsertEvent, Op
 __all__ = ["DefinitionCache", "Engine", "EngineSettings"]
 
 
-class Engine(Commands, FanOuts, Advancing, Admitting, Writing):
+class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
     """One node's scheduler loop over the executions it holds a lease on."""
 
     async def start(self, loop: bool = True) -> None:
@@ -408,11 +409,8 @@ class Engine(Commands, FanOuts, Advancing, Admitting, Writing):
             key = (run.id, a.task_id, a.attempt)
             if a.state is T.SCHEDULED or (a.state is T.RUNNING and placement is Placement.TIMER):
                 self._add_timer(a.wake_at or now, "wake", key)
-            elif a.state is T.RUNNING and (a.waiting or {}).get("child"):
-                # the child runs on its own; its end comes back as a command
-                timeout = run.task(a.task_id).timeout
-                if timeout:
-                    self._add_timer(now + timedelta(seconds=timeout), "timeout", key)
+            elif a.state is T.RUNNING and placement is Placement.CHILD:
+                self._resume_child(run, a, now)
             elif a.state is T.RUNNING and placement is Placement.SIGNAL:
                 # Nothing ran: the wait goes on, and so does its deadline.
                 until = (a.waiting or {}).get("until")
@@ -475,6 +473,8 @@ class Engine(Commands, FanOuts, Advancing, Admitting, Writing):
             if key[0] in self.runs:
                 self._touched.add(key[0])
             return
+        if kind == "spawn":
+            return  # the tick starts the children the rate allows now (children.py)
         run, attempt = self._current(key)
         if run is None or attempt is None:
             return

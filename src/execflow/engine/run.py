@@ -38,13 +38,6 @@ class Attempt:
         )
 
 
-def _depth(labels: dict[str, str]) -> int:
-    try:
-        return int(labels.get("execflow.depth", "0"))
-    except ValueError:
-        return 0
-
-
 def split_key(key: str) -> tuple[str, int | None]:
     """A task run's key: a task id, or `task[index]` for one item of a fan-out."""
     if key.endswith("]"):
@@ -99,6 +92,7 @@ class Run:
     has_callback: bool = False
     parent_id: str | None = None
     depth: int = 0  # how many parents it has
+    root_id: str = ""  # the execution at the top of its chain of parents (itself, if none)
     # children this execution already asked to stop (its failure, a timeout, a cancel)
     stopped_children: set[str] = field(default_factory=set)
     # the text of its secret inputs, longest first: masked wherever the engine writes
@@ -133,7 +127,8 @@ class Run:
             project_id=rec.project_id,
             has_callback=rec.callback is not None,
             parent_id=rec.parent_id,
-            depth=_depth(rec.labels),
+            depth=rec.depth,
+            root_id=rec.root_id or rec.id,
             workflow_id=rec.workflow_id,
             admitted=definition.concurrency is None,
         )

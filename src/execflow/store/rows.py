@@ -76,6 +76,8 @@ def to_execution(row: RowMapping, runs: Sequence[TaskRunRecord]) -> ExecutionRec
         rerun_of=row["rerun_of"],
         parent_id=row["parent_id"],
         parent_task=row["parent_task"],
+        depth=row["depth"],
+        root_id=row["root_id"],
         callback=_callback(row),
         store_overlay=row["store_overlay"],
         task_runs=tuple(runs),

@@ -152,6 +152,10 @@ executions = Table(
     Column("rerun_of", String(32)),
     Column("parent_id", String(32)),
     Column("parent_task", String(64)),
+    # How many parents it has, and the execution at the top of its chain (null: itself):
+    # the engine bounds how deep children nest and how many one start makes by these.
+    Column("depth", Integer, nullable=False, default=0, server_default="0"),
+    Column("root_id", String(32)),
     # The callback: its URL, and the execution row doubles as its outbox entry: once the
     # execution has ended, a deliverer sends it (pending -> delivered | failed) and records
     # each attempt, so a crash between the end and the send loses nothing.
@@ -173,6 +177,7 @@ executions = Table(
     Index("ix_executions_state_lease", "state", "lease_expires_at"),
     Index("ix_executions_lease_owner", "lease_owner"),
     Index("ix_executions_parent", "parent_id"),
+    Index("ix_executions_root", "root_id"),
     Index("ix_executions_callback", "callback_state", "callback_next_at"),
 )
 

@@ -456,6 +456,8 @@ def execution_values(
         "rerun_of": rec.rerun_of,
         "parent_id": rec.parent_id,
         "parent_task": rec.parent_task,
+        "depth": rec.depth,
+        "root_id": rec.root_id,
         "callback_url": rec.callback.url if rec.callback else None,
         "callback_state": rec.callback.state if rec.callback else None,
         "store_overlay": rec.store_overlay,
