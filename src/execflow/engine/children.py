@@ -89,16 +89,19 @@ class Children(EngineBase):
     def _log_held(self, waiting: list[Spawn], now: datetime, ops: list[Op]) -> None:
         """Once per execution and tick, how many of the child starts it asked for wait."""
         counts: dict[str, int] = {}
-        for run, _, _ in waiting:
-            counts[run.id] = counts.get(run.id, 0) + 1
+        for asking, _, _ in waiting:
+            counts[asking.id] = counts.get(asking.id, 0) + 1
+        limits = self.settings
         for run_id, count in counts.items():
-            limits = self.settings
+            run = self.runs.get(run_id)
+            if run is None or run_id in self._faults:
+                continue
             text = (
                 f"{count} child start(s) wait for the project's start rate"
                 f" ({limits.start_rate:g} a second, bursts of {limits.start_burst};"
                 " EXECFLOW_START_RATE, EXECFLOW_START_BURST)"
             )
-            self._log(self.runs[run_id], ops, now, INFO, "task", text)
+            self._log(run, ops, now, INFO, "task", text)
 
     async def _spawn(
         self,
