@@ -1,11 +1,10 @@
 """Masking secrets in what execflow shows and writes: the values, as given and as commonly
 transformed, and the secret parts of workflow documents (`masked_document`).
 
-`Secrets.of(texts)` computes once, per execution, every form of each secret text that
-masking looks for, and one regular expression over them; `redact` then masks a JSON value
-in a single pass per string. What it catches is listed in `variants`; what it does not (any
-other transformation, fragments, a secret spread over several values) is stated in
-docs/security.md.
+`Secrets(texts)` computes once, per execution, every form of each secret text that masking
+looks for; `redact` then masks a JSON value, string by string. What it catches is listed in
+`variants`; what it does not (any other transformation, fragments, a secret spread over
+several values) is stated in docs/security.md.
 """
 
 from __future__ import annotations
