@@ -430,15 +430,20 @@ async def test_a_secret_parameters_default_and_choices_are_masked_in_every_workf
     r = await api.client.get("/api/v1/workflows/sender", headers=api.auth())
     signing = r.json()["definition"]["parameters"]["signing"]
     assert signing["default"] == SECRET_MASK and SIGNING not in r.text
-    # OBS shows the definition and the template's inputs; the other dialects name workflows
-    # only (EMR's ListFlow, Explorer's workflows) or show none (vRO, Onedata)
+    # OBS shows the definition and the template's inputs, vRO a workflow's typed inputs
+    # with their defaults (no choices); the other dialects name workflows only (EMR's
+    # ListFlow, Explorer's workflows) or show none (Onedata)
     graph = (await api.client.get("/v2/workflows/choosy", headers=api.auth())).json()
     assert graph["definition"]["parameters"]["vault"] == masked
     template = (await api.client.get("/v2/workflowtemplates/choosy", headers=api.auth())).json()
     (vault,) = [i for i in template["inputs"] if i["key"] == "vault"]
     assert (vault["value"], vault["enum"]) == (SECRET_MASK, [SECRET_MASK] * 2)
+    vro = (await api.client.get("/vco/api/workflows/choosy", headers=api.auth())).json()
+    (vault,) = [p for p in vro["input-parameters"] if p["name"] == "vault"]
+    assert vault["value"] == {"secure-string": {"value": SECRET_MASK}}
     token = {"Cookie": f"explorer_token={api.token}"}
     for r in (
+        await api.client.get("/vco/api/workflows/choosy", headers=api.auth()),
         await api.client.get("/api/v1/workflows", headers=api.auth()),
         await api.client.get("/v2/workflows/choosy", headers=api.auth()),
         await api.client.get("/v2/workflows", headers=api.auth()),
