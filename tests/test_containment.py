@@ -15,6 +15,7 @@ from execflow.actions.base import Action, Args, Placement, Resources
 from execflow.clock import ManualClock, SystemClock
 from execflow.engine.run import Run
 from execflow.errors import InvalidDefinition, InvalidInput
+from execflow.limits import storable
 from execflow.records import ExecutionRecord
 from execflow.states import ExecutionState, TaskRunState
 from execflow.store import Store
@@ -564,3 +565,28 @@ async def test_a_number_input_no_float_holds_is_taken_as_it_is(store: Store) -> 
         await h.apply(wf)
         ex = await h.run("big", {"x": 10**400})
         assert (ex.state, ex.outputs) == (E.COMPLETED, {"x": 10**400})
+
+
+async def test_an_output_no_database_stores_is_kept_with_those_characters_replaced(
+    store: Store,
+) -> None:
+    """NUL and lone surrogates in what a task returns become U+FFFD: the task completes (on
+    PostgreSQL too, which refuses them), and nothing else of its output changes."""
+    wf = {
+        "name": "odd",
+        "tasks": {"t": py("unstorable")},
+        "outputs": {"o": "${{ tasks.t.output }}"},
+    }
+    async with harness(store) as h:
+        await h.apply(wf)
+        ex = await h.run("odd")
+        assert ex.state == E.COMPLETED, ex.error
+        assert ex.outputs == {
+            "o": {"nul": "a\ufffdb", "surrogate": "x\ufffdy", "key\ufffd": [1, "\ufffd"]}
+        }
+
+
+def test_storable_copies_nothing_when_nothing_needs_replacing() -> None:
+    value = {"a": ["b", {"c": 1.5}], "d": "é"}
+    assert storable(value) is value
+    assert storable("\x00") == "\ufffd"

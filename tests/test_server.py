@@ -437,8 +437,8 @@ def test_a_second_node_gets_its_share_of_waiting_executions(
 
 
 def _project_token(server: Server, project: str) -> dict[str, str]:
-    """A new project and the header of an admin token of it."""
-    r = server.client.post("/api/v1/projects", json={"name": project})
+    """A new project that may use every action, and the header of an admin token of it."""
+    r = server.client.post("/api/v1/projects", json={"name": project, "actions": None})
     assert r.status_code == 201, r.text
     r = server.client.post(f"/api/v1/projects/{project}/tokens", json={"role": "admin"})
     assert r.status_code == 201, r.text

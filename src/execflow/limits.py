@@ -121,6 +121,24 @@ def document_problem(doc: Any, max_depth: int, where: str = "") -> Detail | None
     return None
 
 
+def storable(value: Any) -> Any:
+    """`value` with every NUL character and lone surrogate, in strings and keys, replaced
+    by U+FFFD: what a task produced is kept, where no database would store those. The same
+    object when there is nothing to replace (the usual case: nothing is copied)."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, dict):
+        changed = {storable(k): storable(v) for k, v in value.items()}
+        same = all(a is b for a, b in zip(changed, value, strict=True)) and all(
+            changed[k] is value[k] for k in value
+        )
+        return value if same else changed
+    if isinstance(value, list):
+        items = [storable(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
+
+
 def _unstorable(text: str) -> str:
     if "\x00" in text:
         return "contains a NUL character (\\u0000)"

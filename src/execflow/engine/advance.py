@@ -16,6 +16,7 @@ from execflow.engine.run import Attempt, Run, item_key, split_key
 from execflow.errors import TaskFailure
 from execflow.executors import Outcome
 from execflow.levels import DEBUG, ERROR, INFO, NOTICE, WARNING
+from execflow.limits import storable
 from execflow.masking import redact
 from execflow.records import EventRecord, TaskRunRecord
 from execflow.states import ExecutionState, can_transition
@@ -47,6 +48,10 @@ class Advancing(Queueing):
             return
         self._inflight.pop(key, None)
         self._touched.add(run.id)
+        # what no database stores (NUL, lone surrogates) is replaced, not a fault of the run
+        output, error = storable(outcome.output), storable(outcome.error)
+        if output is not outcome.output or error is not outcome.error:
+            outcome = replace(outcome, output=output, error=error)
         if run.hidden:  # what a task echoes of a secret is masked before anything sees it
             outcome = replace(
                 outcome,
