@@ -515,8 +515,11 @@ async def _steer(h: Harness, target: str, command: str, steered: Steered) -> Non
         pass
 
 
-def _awaits(t: TaskRunRecord, held: dict[str, ExecutionRecord], timed: bool) -> bool:
-    """Whether a RUNNING task run, with nothing in flight, waits for something that will come."""
+def _awaits(t: TaskRunRecord, held: dict[str, ExecutionRecord], timed: bool, parked: bool) -> bool:
+    """Whether a RUNNING task run, with nothing in flight, waits for something that will come.
+    `parked`: its execution is suspended and the engine keeps the attempt in its pool's line.
+    An attempt queued for a worker is not started while its execution is suspended (no task
+    run starts then); it starts on the resume, as the SUSPENDED execution itself waits for."""
     waiting = t.waiting or {}
     child = held.get(waiting.get("child") or "")
     return bool(
@@ -524,6 +527,7 @@ def _awaits(t: TaskRunRecord, held: dict[str, ExecutionRecord], timed: bool) -> 
         or "items" in waiting
         or (child and not child.state.terminal)
         or (t.wake_at and timed)
+        or (waiting.get("queued") and t.started_at is None and parked)
     )
 
 
@@ -537,13 +541,19 @@ def _lineage(ex: ExecutionRecord, held: dict[str, ExecutionRecord]) -> set[str]:
 
 
 def _problem(
-    ex: ExecutionRecord, held: dict[str, ExecutionRecord], steered: Steered, timed: set[str]
+    ex: ExecutionRecord,
+    held: dict[str, ExecutionRecord],
+    steered: Steered,
+    timed: set[str],
+    lined: set[tuple[str, str, int]],
 ) -> str:
     """Why `ex`, with the engine idle, is neither ended nor resting as designed ('' if it is):
-    `steered` says what was cancelled or suspended, `timed` has a timer past the horizon."""
+    `steered` says what was cancelled or suspended, `timed` has a timer past the horizon,
+    `lined` the attempts in the engine's line for a worker."""
     running = [t for t in ex.task_runs if t.state is TaskRunState.RUNNING]
     for t in running:
-        if not _awaits(t, held, ex.id in timed):
+        parked = ex.state is E.SUSPENDED and (ex.id, t.task_id, t.attempt) in lined
+        if not _awaits(t, held, ex.id in timed, parked):
             return f"task run {t.task_id}#{t.attempt} RUNNING with nothing in flight"
     error = ex.error or {}
     fine = {
@@ -605,13 +615,14 @@ async def _settle_and_check(h: Harness, good: list[Started], steered: Steered) -
     await h.engine.run_until_idle(max_ticks=MAX_TICKS, until=horizon)
     assert not h.engine._inflight
     timed = {key[0] for *_, key in h.engine._timers}
+    lined = {waiter.key for waiter in h.engine._pool}
 
     for s in good:
         ex = await h.service.get_execution(h.admin, s.id)
         assert (ex.state, ex.outputs) == (E.COMPLETED, s.case.outputs), (s.case, ex.error)
     listed, _ = await h.service.list_executions(h.admin, limit=1000)
     held = {r.id: await h.service.get_execution(h.admin, r.id) for r in listed}
-    problems = {i: p for i, ex in held.items() if (p := _problem(ex, held, steered, timed))}
+    problems = {i: p for i, ex in held.items() if (p := _problem(ex, held, steered, timed, lined))}
     assert not problems, problems
 
 

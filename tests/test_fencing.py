@@ -123,6 +123,38 @@ async def test_a_cancel_ends_queued_attempts_at_once(store: Store, tmp_path: Pat
         assert not (tmp_path / "p2").exists()
 
 
+async def test_a_suspended_execution_keeps_its_queued_attempt_for_the_resume(
+    store: Store, tmp_path: Path
+) -> None:
+    """Suspended while p2 waits for the one worker: p2 does not start, not after a crash and
+    a restart either (queued again, not lost), and the resume starts it."""
+    clock = ManualClock()
+    async with harness(store, clock, workers=1) as a:
+        await a.apply(_two_slow(tmp_path))
+        started = await a.service.start(a.admin, "two-slow")
+        await a.engine.tick()
+        await a.service.suspend(a.admin, started.id)
+        await a.engine.tick()
+        await _until("p1 to start", (tmp_path / "p1").exists)
+        await a.crash()
+    async with harness(store, clock, workers=1) as b:
+        await b.engine.run_until_idle()
+        ex = await b.service.get_execution(b.admin, started.id)
+        assert ex.state == E.SUSPENDED
+        p2 = [t for t in ex.task_runs if t.task_id == "p2"]
+        assert [(t.attempt, t.state, t.waiting, t.started_at) for t in p2] == [
+            (1, TaskRunState.RUNNING, {"queued": True}, None)
+        ]
+        assert [w.key for w in b.engine._pool] == [(started.id, "p2", 1)]
+        assert not (tmp_path / "p2").exists()
+        await b.service.resume(b.admin, started.id)
+        await b.engine.run_until_idle()
+        ex = await b.service.get_execution(b.admin, started.id)
+        assert ex.state == E.COMPLETED
+        assert attempts(ex, "p1") == [(1, TaskRunState.FAILED), (2, TaskRunState.COMPLETED)]
+        assert attempts(ex, "p2") == [(1, TaskRunState.COMPLETED)]
+
+
 async def test_the_pool_turns_away_a_task_its_engine_cannot_vouch_for() -> None:
     """Asked when a worker frees, not when the task was queued."""
     executor = LocalExecutor(1)
