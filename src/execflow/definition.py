@@ -791,7 +791,10 @@ def secret_texts(definition: Definition, inputs: Mapping[str, Any]) -> set[str]:
     for name in definition.secret_params:
         value = inputs.get(name)
         if value is not None and value != "" and not isinstance(value, Sealed):
-            found.add(value if isinstance(value, str) else json.dumps(value))
+            try:
+                found.add(value if isinstance(value, str) else json.dumps(value))
+            except ValueError:
+                continue  # an int too long to write as text: nothing can show it as text
     return found
 
 
