@@ -14,6 +14,11 @@ import sqlalchemy as sa
 
 from execflow.store import Store, connect, upgrade
 
+# As root, servers give each worker a /tmp of its own: test files that tasks read or write
+# must live elsewhere (pytest reads this when it first makes a temporary directory).
+if os.geteuid() == 0:
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/var/tmp")
+
 PG_URL = os.environ.get("EXECFLOW_TEST_POSTGRES_URL")
 # Random, not the pid: test runs in other PID namespaces may share the database server.
 _TEMPLATE = f"execflow_template_{uuid.uuid4().hex[:12]}"
@@ -24,6 +29,20 @@ def _pg_admin() -> sa.Engine:
     return sa.create_engine(
         connect(PG_URL).url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
     )
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest's own, open to task workers: when the suite runs as root, servers run their
+    workers as an unprivileged user, and tests hand tasks files to write under here."""
+    if os.geteuid() == 0:
+        tmp_path.chmod(0o1777)
+        top = tmp_path_factory.getbasetemp().parent  # pytest-of-<user>: private by default
+        for folder in tmp_path.parents:
+            folder.chmod(folder.stat().st_mode & 0o7777 | 0o011)
+            if folder == top:
+                break
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,13 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    # the data directory is the server's alone (0700): tasks get files under tmp_path
     settings = Settings(
-        data_dir=tmp_path, workers=2, sqlite_synchronous="OFF", node_id="api", shutdown_grace=0
+        data_dir=tmp_path / "data",
+        workers=2,
+        sqlite_synchronous="OFF",
+        node_id="api",
+        shutdown_grace=0,
     )
     runtime = Runtime.build(settings)
     token = runtime.prepare()

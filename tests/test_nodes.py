@@ -51,6 +51,8 @@ def _node(tmp_path: Path, name: str, url: str, keys: str) -> tuple[Path, dict[st
         "EXECFLOW_NODE_ID": name,
         "EXECFLOW_HEARTBEAT_SECONDS": str(HEARTBEAT),
         "EXECFLOW_SCHEDULES": "off",
+        # the ledger names a node by its workers' parent pid, which a PID namespace hides
+        "EXECFLOW_WORKER_NAMESPACES": "off",
     }
     return tmp_path / name, env
 

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from execflow.callbacks import CallbackPolicy
 from execflow.clock import Clock, SystemClock
+from execflow.datadir import make_private
 from execflow.definition import load_text, parse_definition
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.examples import example_files
 from execflow.executors import LocalExecutor
+from execflow.executors.confinement import Confinement
 from execflow.metrics import Listener, Metrics
 from execflow.outbox import Deliverer
 from execflow.scheduler import Scheduler
@@ -57,7 +59,7 @@ class Runtime:
         clock = clock or SystemClock()
         metrics = Metrics()
         if settings.url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            make_private(settings.data_dir)
         sealer = sealer_for(settings.secret_keys, settings.key_file)
         database = connect(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
         store = Store(database, sealer)
@@ -76,7 +78,13 @@ class Runtime:
             http_allowed_networks=settings.http_allowed_networks,
             pool_share=settings.project_pool_share,
         )
-        executor = LocalExecutor(settings.workers or None)
+        confinement = Confinement.resolve(
+            settings.worker_user,
+            settings.worker_namespaces,
+            settings.task_path,
+            settings.worker_env,
+        )
+        executor = LocalExecutor(settings.workers or None, confinement=confinement)
         engine = Engine(store, executor, definitions, engine_settings, clock, metrics=metrics)
         # one policy: what a start accepts is what the deliverer may send to
         callback_policy = CallbackPolicy(

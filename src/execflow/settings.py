@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from execflow.executors.confinement import Namespaces, parse_names, parse_namespaces
 from execflow.limits import Limits, limits_from_env
 from execflow.outbound import Network, parse_networks
 
@@ -57,6 +58,10 @@ def _count(text: str) -> int:
     return value
 
 
+def _paths(text: str) -> tuple[str, ...]:
+    return tuple(p for p in text.split(os.pathsep) if p.strip())
+
+
 def _lease(text: str) -> float:
     value = float(text)
     if not 3 <= value <= 3600:
@@ -84,6 +89,10 @@ _PARSED: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_CALLBACK_ALLOWED_NETWORKS", "callback_allowed_networks", parse_networks),
     ("EXECFLOW_HTTP_ALLOWED_NETWORKS", "http_allowed_networks", parse_networks),
     ("EXECFLOW_PROJECT_POOL_SHARE", "project_pool_share", _share),
+    # how workers are confined (see executors/confinement.py)
+    ("EXECFLOW_WORKER_NAMESPACES", "worker_namespaces", parse_namespaces),
+    ("EXECFLOW_WORKER_ENV", "worker_env", parse_names),
+    ("EXECFLOW_TASK_PATH", "task_path", _paths),
 )
 
 
@@ -121,6 +130,11 @@ class Settings:
     # the most of the workers one project holds while another project uses them (or waits
     # for one); alone, a project may use them all (see engine/shares.py)
     project_pool_share: float = 0.5
+    # the user workers run as; None: `execflow-worker` when the server is root, else its own
+    worker_user: str | None = None
+    worker_namespaces: Namespaces = "auto"  # PID + mount namespaces per worker, as root
+    worker_env: tuple[str, ...] = ()  # server environment variables workers get
+    task_path: tuple[str, ...] = ()  # directories `python` tasks import their modules from
     node_id: str = ""
     # how long an execution stays a node's without a renewal (every third of it): a crashed
     # node's executions are taken over within this and a poll. Shorter costs the database:
@@ -166,6 +180,8 @@ class Settings:
                     raise ValueError(f"{name}: {exc}") from exc
         if "EXECFLOW_NODE_ID" in env:
             values["node_id"] = env["EXECFLOW_NODE_ID"]
+        if env.get("EXECFLOW_WORKER_USER", "").strip():
+            values["worker_user"] = env["EXECFLOW_WORKER_USER"].strip()
         if "EXECFLOW_SCHEDULES" in env:
             values["schedules"] = parse_switch("EXECFLOW_SCHEDULES", env["EXECFLOW_SCHEDULES"])
         if "EXECFLOW_SECRET_KEYS" in env:

@@ -2,7 +2,9 @@
 
 No process is spawned per task. A task that is cancelled or times out has its
 worker's process group killed, and a fresh worker takes its place. What a task logs
-comes back line by line while it runs (see `TaskLog`).
+comes back line by line while it runs (see `TaskLog`). Workers are confined as
+`confinement.py` describes: clean environment, scratch directory, and, where the server
+is root, an unprivileged user and namespaces of their own.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from execflow.errors import TaskFailure
+from execflow.executors.confinement import Confinement, Scratch
 
 _LINE_LIMIT = 64 * 1024 * 1024
 
@@ -64,8 +68,9 @@ class NotStarted(Exception):
 
 
 class _Worker:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, scratch: Path) -> None:
         self.proc = proc
+        self.scratch = scratch
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -73,32 +78,40 @@ class _Worker:
 
 
 class LocalExecutor:
-    def __init__(self, size: int | None = None, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        size: int | None = None,
+        python: str = sys.executable,
+        confinement: Confinement | None = None,
+    ) -> None:
         self.size = size or os.cpu_count() or 2
         self._python = python
+        self.confinement = confinement or Confinement()
+        self._scratch: Scratch | None = None
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
         self._respawns: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def start(self) -> None:
+        self._scratch = Scratch(self.confinement.account)
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         for w in workers:
             self._idle.put_nowait(w)
 
     async def _spawn(self) -> _Worker:
+        assert self._scratch is not None, "start the executor first"
+        scratch = self._scratch.make()
+        argv, options = self.confinement.command(self._python, scratch)
         proc = await asyncio.create_subprocess_exec(
-            self._python,
-            "-m",
-            "execflow.executors.worker",
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,
             limit=_LINE_LIMIT,
+            **options,
         )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"sys_path": sys.path}).encode() + b"\n")
-        worker = _Worker(proc)
+        worker = _Worker(proc, scratch)
         self._all.add(worker)
         return worker
 
@@ -160,6 +173,8 @@ class LocalExecutor:
         with contextlib.suppress(ProcessLookupError):
             await old.proc.wait()
         self._all.discard(old)
+        if self._scratch is not None:
+            self._scratch.remove(old.scratch)
         if not self._closed:
             self._idle.put_nowait(await self._spawn())
 
@@ -173,6 +188,8 @@ class LocalExecutor:
             with contextlib.suppress(ProcessLookupError):
                 await worker.proc.wait()
         self._all.clear()
+        if self._scratch is not None:
+            self._scratch.close()
 
 
 def _died(proc: asyncio.subprocess.Process) -> str:

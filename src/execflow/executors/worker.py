@@ -1,8 +1,9 @@
 """A long-lived worker process: reads one task per line on stdin, answers on stdout.
 
-Run as `python -m execflow.executors.worker`. The worker leads its own process
-group, so killing the group also kills any command it started; a watchdog ends
-the group if the engine that started it disappears.
+Started by `LocalExecutor` (see `confinement.py` for how). The worker leads its own
+process group, so killing the group also kills any command it started; a watchdog ends
+the group when the engine that started it goes away (its request pipe hangs up). Tasks run
+in the worker's scratch directory (also its HOME and TMPDIR), emptied after each task.
 
 Per task, when the request asks for them (`"log": true`), the worker writes any number
 of `{"log": {...}}` lines (what the task logs, sent as it happens) before its one reply
@@ -11,12 +12,13 @@ line (`{"ok": ...}`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
+import shutil
 import signal
-import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -39,11 +41,19 @@ _LOGGING: dict[str, Callable[[Any, LogSink], Any]] = {
 }
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_requests(fd: int) -> None:
+    """End this worker and its commands when the engine's end of the request pipe closes
+    (the engine died): it sends nothing while a task runs, so a hang-up is all there is to
+    see. In a PID namespace the worker is its init: its exit takes every task process."""
+    poller = select.poll()
+    poller.register(fd, 0)  # hang-ups and errors are always reported
     while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os.killpg(0, signal.SIGKILL)
+        for _, event in poller.poll():
+            if event & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                try:
+                    os.killpg(0, signal.SIGKILL)
+                finally:
+                    os._exit(1)
 
 
 class Channel:
@@ -141,15 +151,17 @@ def _dumps(value: Any) -> bytes:
 
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    hello = json.loads(requests.readline() or b"{}")
-    for entry in reversed(hello.get("sys_path", [])):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
     channel = Channel(replies)
+    home = os.getcwd()
     for line in requests:
         log = TaskLog(channel)
         message = json.loads(line)
-        reply = handle(message, log if message.get("log") else None)
+        try:
+            reply = handle(message, log if message.get("log") else None)
+        finally:
+            # the next task (perhaps another project's) starts with an empty directory
+            os.chdir(home)
+            _empty(home)
         try:
             data = _dumps(reply)
         except (TypeError, ValueError) as exc:
@@ -157,13 +169,26 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         log.finish(data)
 
 
+def _empty(path: str) -> None:
+    """Remove what a task left in the worker's directory (its TMPDIR and HOME)."""
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
 def main() -> None:
     # Keep the protocol on a private copy of stdout; user prints go to stderr instead.
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    serve(sys.stdin.buffer, replies)
+    os.umask(0o077)  # what tasks write is their worker user's alone
+    requests = os.fdopen(0, "rb")
+    threading.Thread(target=_watch_requests, args=(0,), daemon=True).start()
+    serve(requests, replies)
 
 
 if __name__ == "__main__":
