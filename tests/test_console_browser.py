@@ -54,9 +54,17 @@ class Tab:
         self.page, self.base = page, base
         self.dialogs: list[str] = []
         self.errors: list[str] = []
-        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("dialog", self._dialog)
+        page.on("console", self._console)
         page.set_default_timeout(WAIT_MS)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
 
     def go(self, path: str) -> None:
         self.page.goto(self.base + path)
@@ -167,7 +175,7 @@ def test_a_viewer_sees_no_buttons_and_is_refused(browser: Any, server: Server) -
     admin.go("/console/admin")
     admin.shot("admin")
     admin.go("/console/admin/projects/default")
-    admin.page.select_option("#tokens ~ * select[name=role], form select[name=role]", "viewer")
+    admin.page.locator("form select[name=role]").first.select_option("viewer")
     admin.page.click("form >> text=Create token")
     viewer_token = admin.page.inner_text("#new-secret").strip()
     assert viewer_token.startswith("ef_")
