@@ -328,3 +328,34 @@ async def test_executions_list_filters_and_pages(api: Api) -> None:
     assert "<html" not in part.text and "run-0" in part.text
     page = await client.get("/console/executions", params={"state": "NOPE"})
     assert page.status_code == 422
+
+
+async def test_revisions_diff_escaped_and_admin_creates_and_revokes_a_token(api: Api) -> None:
+    first = copy.deepcopy(APPROVAL)
+    second = {**copy.deepcopy(APPROVAL), "description": XSS}
+    for definition in (first, second):
+        await api.client.put("/api/v1/workflows/approval", json=definition, headers=api.auth())
+    client = await sign_in(api)
+    page = await client.get("/console/workflows/approval", params={"a": 1, "b": 2})
+    assert '<span class="add">+description: &lt;script&gt;alert(1)' in page.text
+    assert XSS not in page.text
+    page = await client.get("/console/admin/projects/default")
+    r = await client.post(
+        "/console/admin/projects/default/tokens",
+        data={"_csrf": hidden(page.text), "role": "viewer", "description": "from the console"},
+    )
+    assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
+    secret = re.search(r'id="new-secret">([^<]+)<', r.text)
+    assert secret is not None
+    token_id = re.search(r"<h2>New token <code>([^<]+)</code>", r.text)
+    assert token_id is not None
+    assert (await api.client.get("/api/v1/workflows", headers=api.auth(secret.group(1)))).is_success
+    r = await client.post(
+        f"/console/admin/projects/default/tokens/{token_id.group(1)}/revoke",
+        data={"_csrf": hidden(page.text)},
+    )
+    assert r.status_code == 303
+    r = await api.client.get("/api/v1/workflows", headers=api.auth(secret.group(1)))
+    assert r.status_code == 401
+    # the secret is shown once: the page loaded again holds it no more
+    assert secret.group(1) not in (await client.get("/console/admin/projects/default")).text
