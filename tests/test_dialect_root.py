@@ -44,6 +44,11 @@ def scope(path: str, query: str = "", **headers: str) -> dict[str, Any]:
         ("/", "", {"x_obs_date": "Thu, 27 Aug 2020 12:38:10 GMT"}, "obs"),
         ("/", "", {"authorization": "Bearer t"}, "emr"),
         ("/", "", {}, "emr"),
+        # a browser's page request goes to the console; an RPC call asking for HTML does not
+        ("/", "", {"accept": "text/html,application/xhtml+xml"}, "console"),
+        ("/", "Action=ListFlow", {"accept": "text/html"}, "emr"),
+        ("/", "", {"accept": "text/html", "content_type": FORM}, "emr"),
+        ("/", "", {"accept": "application/json"}, "emr"),
         ("/demo-bucket/an/object", "", {"authorization": "AWS EFKEY:c2ln"}, "obs"),
         ("/demo-bucket", "", {}, None),
         ("/livez", "", {}, None),

@@ -304,11 +304,14 @@ class Service:
         await self._used(principal, last_used, now)
         return principal
 
-    async def open_session(self, who: Principal, ttl: float, description: str = "session") -> str:
+    async def open_session(
+        self, who: Principal, ttl: float, description: str = "session", *, own: bool = False
+    ) -> str:
         """A token with the caller's project and role that expires after `ttl` seconds,
         for clients that log in once with an access key and then carry a token (a cookie).
         Logging in again while a session of the same credential has at least half its time
-        left hands that one again: logins mint no pile of tokens."""
+        left hands that one again: logins mint no pile of tokens. With `own`, the session
+        is a new one of its own (a console's sign-in, which its sign-out ends alone)."""
         if not 0 < ttl <= MAX_SESSION_SECONDS:
             raise ValueError(f"a session lasts between 0 and {MAX_SESSION_SECONDS:g} seconds")
         now = self.clock.now()
@@ -316,11 +319,12 @@ class Service:
         if who.expires_at is not None:
             expires = min(expires, who.expires_at)  # a session outlives not its credential
         lasting = min(now + timedelta(seconds=ttl / 2), expires)
-        found = await self.store.read(
-            self.store.session_of, who.token_id, description, now, lasting
-        )
-        if found is not None:
-            return found
+        if not own:
+            found = await self.store.read(
+                self.store.session_of, who.token_id, description, now, lasting
+            )
+            if found is not None:
+                return found
         _, secret = await self.store.call(
             self.store.create_token,
             who.project_id,
@@ -329,9 +333,31 @@ class Service:
             description,
             expires,
             who.token_id,
-            sealed_too=True,
+            sealed_too=not own,  # only a session handed again needs its secret back
         )
         return secret
+
+    async def authenticate_session(self, secret: str | None) -> Principal:
+        """The principal of a session token from `open_session`, checked like any token and
+        also against the token that opened it: revoking a token revokes nothing made with
+        it (an access key's revocation does), so a session must not outlive its opener."""
+        who = await self.authenticate(secret)
+        read, store = self.store.read, self.store
+        session = await read(store.get_token, who.project_id, who.token_id)
+        if session.created_by is not None:
+            try:
+                opener = await read(store.get_token, who.project_id, session.created_by)
+            except NotFound:  # an access key: its revocation revoked the session already
+                return who
+            if opener.state(self.clock.now()) != "active":
+                raise NotAuthenticated("the credential that opened this session is not live")
+        return who
+
+    async def close_session(self, who: Principal) -> None:
+        """End the caller's session at once (a console's logout): its token is revoked."""
+        await self.store.call(
+            self.store.revoke_token, who.project_id, who.token_id, self.clock.now(), None
+        )
 
     async def _used(self, principal: Principal, last_used: datetime | None, now: datetime) -> None:
         if last_used is None or (now - last_used).total_seconds() > 60:
@@ -715,10 +741,12 @@ class Service:
         created: tuple[datetime | None, datetime | None] = (None, None),
         offset: int = 0,
         oldest_first: bool = False,
+        name: str | None = None,
     ) -> tuple[list[ExecutionRecord], str | None]:
         """A page of the caller's executions, newest first unless `oldest_first`, and the
         cursor of the next page (None after the last). `states` keeps any of several,
-        `created` those created from its first time to before its second."""
+        `created` those created from its first time to before its second, `name` the
+        executions of that name."""
         require(who, Privilege.VIEW)
         if state is not None and state not in ExecutionState.__members__:
             known = ", ".join(ExecutionState)
@@ -738,6 +766,7 @@ class Service:
             created=created,
             offset=offset,
             oldest_first=oldest_first,
+            name=name,
         )
 
     async def count_executions(

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from execflow import __version__
+from execflow import __version__, console
 from execflow.api import (
     dialects,
     errors,
@@ -72,6 +72,10 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
         version=__version__,
         summary="A durable workflow execution service",
         lifespan=lifespan,
+        # /docs is the console's (its assets from the package, nothing from a CDN); ReDoc
+        # has no such offline bundle here, so it is not served
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = runtime.service
     app.state.runtime = runtime
@@ -89,6 +93,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False) -> FastAPI:
     if runtime.settings.metrics.mode == "token":  # "port" has a listener of its own
         app.include_router(metrics.router)
     dialects.mount(app, runtime.settings.dialects)
+    console.install(app)
 
     app.state.readiness = health.Readiness(runtime.store, runtime.engine)
     app.include_router(health.router(app.state.readiness))

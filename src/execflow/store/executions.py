@@ -108,13 +108,17 @@ class Executions(StoreBase):
         created: tuple[datetime | None, datetime | None] = (None, None),
         offset: int = 0,
         oldest_first: bool = False,
+        name: str | None = None,
     ) -> tuple[list[ExecutionRecord], str | None]:
         """Newest first (or oldest first), keyset-paginated: the cursor is the last
         (created_at, id) seen. `states` keeps any of several states, `created` those
         created from its first time to before its second; `offset` skips that many first
-        (for clients that page by number; a cursor is cheaper)."""
+        (for clients that page by number; a cursor is cheaper); `name` keeps the one of
+        that name (per workflow)."""
         e = s.executions
         q = _filtered(sa.select(e), project_id, workflow, state, labels, states, created)
+        if name:
+            q = q.where(e.c.name == name)
         if cursor:
             at, last_id = _decode_cursor(cursor)
             if oldest_first:

@@ -2,11 +2,11 @@
 
 Several APIs share the root: Alibaba EMR's RPC calls (`GET` or `POST /` with `Action`),
 OBS calls in virtual-host style (`/?obsworkflowtriggerpolicy`, the bucket in the host name)
-and in path style (`/{bucket}?obsworkflowtriggerpolicy`), and, later, a web console for
-browsers. A route at such a path answers only the requests `kind_of` gives its kind (the
-`claim` of `base.dialect_route`), and a refusal made before any route (the body guard, no
-such route or method) is written in that kind's envelope (`dialects.ENVELOPES`). So a new
-API at `/` is one rule here, not a change to the others.
+and in path style (`/{bucket}?obsworkflowtriggerpolicy`), and the web console's door for
+browsers (`GET /` as a page). A route at such a path answers only the requests `kind_of`
+gives its kind (the `claim` of `base.dialect_route`), and a refusal made before any
+route (the body guard, no such route or method) is written in that kind's envelope
+(`dialects.ENVELOPES`). So a new API at `/` is one rule here, not a change to the others.
 
 The rules, in order; the first that holds decides:
 
@@ -14,9 +14,9 @@ The rules, in order; the first that holds decides:
 2. at `/`, an `Action` in the query, or a form body: `emr` (its parameters are in either);
 3. the request is signed OBS's way (`Authorization: OBS …` or `AWS …`, or `x-obs-date`):
    `obs`, so that an OBS SDK's call that execflow does not answer is refused in OBS's shape;
-4. at `/`, anything else: `emr`, whose RPC endpoint says that `Action` is missing.
-
-(A browser's page, `GET /` asking for `text/html`, will be a rule between 3 and 4.)
+4. at `/`, a browser's page request (`GET` or `HEAD` whose `Accept` names `text/html`):
+   `console`, which sends it on to the web console;
+5. at `/`, anything else: `emr`, whose RPC endpoint says that `Action` is missing.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ _FORM = b"application/x-www-form-urlencoded"
 
 
 def kind_of(scope: Scope) -> str | None:
-    """The API a request is for (`obs`, `emr`), or None when no rule claims it."""
+    """The API a request is for (`obs`, `emr`, `console`), or None when no rule claims it."""
     path: str = scope["path"]
     if path.startswith(OWN_PREFIXES):
         return None
@@ -46,6 +46,8 @@ def kind_of(scope: Scope) -> str | None:
         return "emr"
     if _signed_by_obs(headers):
         return "obs"
+    if path == "/" and _browser_page(scope, headers):
+        return "console"
     return "emr" if path == "/" else None
 
 
@@ -70,6 +72,11 @@ def _query_names(scope: Scope) -> set[str]:
 
 def _is_form(headers: dict[bytes, bytes]) -> bool:
     return headers.get(b"content-type", b"").split(b";")[0].strip().lower() == _FORM
+
+
+def _browser_page(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    # an RPC client sends no `text/html` in Accept (the SDKs ask for JSON or XML, or `*/*`)
+    return scope.get("method") in ("GET", "HEAD") and b"text/html" in headers.get(b"accept", b"")
 
 
 def _signed_by_obs(headers: dict[bytes, bytes]) -> bool:
