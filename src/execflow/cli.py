@@ -18,7 +18,8 @@ from execflow import __version__, levels, serving
 from execflow.api import create_app
 from execflow.auth import ROLES
 from execflow.client import ApiError, Client
-from execflow.definition import load_text
+from execflow.datadir import default_data_dir
+from execflow.documents import load_text
 from execflow.errors import ExecflowError
 from execflow.runtime import (
     Runtime,
@@ -28,7 +29,7 @@ from execflow.runtime import (
     tune_gc,
 )
 from execflow.sealing import SecretKeyError, new_key
-from execflow.settings import Settings, default_data_dir
+from execflow.settings import Settings
 from execflow.store import connect
 from execflow.store.database import current_revision, upgrade
 
