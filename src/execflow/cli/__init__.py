@@ -1,16 +1,16 @@
 """The `execflow` command: run the server, and drive it over HTTP.
 
-Each command is imported when it is run, from the module of its kind: those that talk to a
-server over HTTP (`executions`, `workflows`, `credentials`) import the client and none of
-the server, so they answer at once; `serve`, `db` and `secrets` (`server`) import what they
-run or open. docs/architecture.md says which module may import what."""
+Each command is imported when it is looked up (`LazyCommands`), from the module of its
+kind: those that talk to a server over HTTP (`executions`, `workflows`, `credentials`)
+import the client and none of the server, so they answer at once; `serve`, `db` and
+`secrets` (`server`) import what they run or open. docs/architecture.md says which module
+may import what."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -40,28 +40,45 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose commands are imported the first time one is looked up (to run it, or
-    to list it in the group's help), so a command costs only its own module's imports."""
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands by name, each imported from its module the first time it is read
+    (to run it, or to show it in the group's help): listing their names imports nothing."""
 
-    def __init__(self, *args: Any, lazy: Mapping[str, str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = dict(lazy)
+    def __init__(self, where: Mapping[str, str]) -> None:
+        self._where = dict(where)  # name -> "module:attribute" in this package
+        self._loaded: dict[str, click.Command] = {}
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands and cmd_name in self.lazy:
-            module, _, attribute = self.lazy[cmd_name].partition(":")
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, _, attribute = self._where[name].partition(":")
             command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
             if not isinstance(command, click.Command):
-                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
-            self.add_command(command, cmd_name)
-        return self.commands.get(cmd_name)
+                raise TypeError(f"{self._where[name]} is not a click command")
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._where.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where or name in self._loaded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._where), **dict.fromkeys(self._loaded)})
+
+    def __len__(self) -> int:
+        return len(self._where.keys() | self._loaded.keys())
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    commands=LazyCommands(COMMANDS), context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="execflow")
 @click.option(
     "--url",
