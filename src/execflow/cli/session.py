@@ -22,12 +22,9 @@ def connect(ctx: click.Context) -> Iterator[Client]:
         saved = admin_token_path(ctx.obj["data_dir"])
         if saved.exists():
             token = saved.read_text().strip()
-    client = Client(ctx.obj["url"], token)
     try:
-        yield client
+        yield Client(ctx.obj["url"], token)
     except ApiError as exc:
         fail(f"error: {exc.message} ({exc.status} {exc.code})", exc.problems)
     except ExecflowError as exc:
         fail(f"error: {exc.message}", [])
-    finally:
-        client.close()
