@@ -89,12 +89,15 @@ class Client:
     ) -> Iterator[HTTPResponse]:
         """The response to one request; what fails while it is sent or read is raised as
         ApiError (a status of 300 or more) or ExecflowError (no answer)."""
+        # urllib would also open file:, ftp: and data: URLs
+        if urllib.parse.urlsplit(self.base_url).scheme.lower() not in ("http", "https"):
+            raise ExecflowError(f"cannot reach {self.base_url}: not an http(s) URL")
         url = self.base_url + urllib.parse.quote(path, safe="/")
         if params:
             url += "?" + urllib.parse.urlencode(params)
         try:
             request = urllib.request.Request(url, body, {**self._headers, **headers}, method=method)
-        except ValueError as exc:  # not an http(s) URL
+        except ValueError as exc:  # no host
             raise ExecflowError(f"cannot reach {self.base_url}: {exc}") from exc
         try:
             with self._opener.open(request, timeout=timeout) as response:
