@@ -466,7 +466,7 @@ def test_the_module_runs_as_a_program() -> None:
 
 
 def test_a_log_message_cannot_forge_lines_in_the_cli() -> None:
-    from execflow.cli import _log_line
+    from execflow.cli.executions import _log_line
 
     entry = {
         "at": "2030-01-01T00:00:00Z",

@@ -16,11 +16,11 @@ from execflow.definition import (
     Definition,
     ParamType,
     RetryPolicy,
-    load_text,
     mask_secrets,
     parse_definition,
     resolve_inputs,
 )
+from execflow.documents import load_text
 from execflow.durations import MAX_DURATION
 from execflow.errors import Detail, InvalidDefinition, InvalidInput
 from execflow.sealing import SECRET_MASK

@@ -1,13 +1,23 @@
-"""A small HTTP client of the native API, used by the CLI."""
+"""A small HTTP client of the native API, used by the CLI.
+
+It is built on `urllib.request` rather than httpx: a command imports it in a few
+milliseconds, where httpx and its CA bundle took most of a command's time (bench/README.md,
+CLI). Like httpx's defaults, it honours the `*_PROXY` variables, verifies certificates (the
+system's, or `SSL_CERT_FILE`) and follows no redirect: a redirect is an error, so the token
+is never sent on to another address."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from typing import Any
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from http.client import HTTPException, HTTPMessage, HTTPResponse
+from json import dumps, loads
+from typing import IO, Any
 
-import httpx
-
+from execflow import __version__
 from execflow.errors import ExecflowError
 
 
@@ -22,26 +32,82 @@ class ApiError(ExecflowError):
         super().__init__(str(error.get("description") or f"HTTP {status}"))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Leaves a redirect unfollowed, so that it ends as an HTTPError like any other status."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> None:
+        return None
+
+
 class Client:
     def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        self.base_url = url.rstrip("/")
+        self._timeout = timeout
+        self._headers = {"User-Agent": f"execflow/{__version__}"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
-    def close(self) -> None:
-        self._http.close()
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send a request and return its JSON answer (None for an empty one); ApiError if
+        the server refuses it, ExecflowError if it cannot be reached."""
+        sent = dict(headers or {})
+        body = content.encode() if isinstance(content, str) else content
+        if json is not None:
+            body = dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            sent.setdefault("Content-Type", "application/json")
+        with self._exchange(method, path, params, body, sent, self._timeout) as response:
+            data = response.read()
+        return loads(data) if data else None
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    @contextmanager
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float | None,
+    ) -> Iterator[HTTPResponse]:
+        """The response to one request; what fails while it is sent or read is raised as
+        ApiError (a status of 300 or more) or ExecflowError (no answer)."""
+        # urllib would also open file:, ftp: and data: URLs
+        if urllib.parse.urlsplit(self.base_url).scheme.lower() not in ("http", "https"):
+            raise ExecflowError(f"cannot reach {self.base_url}: not an http(s) URL")
+        url = self.base_url + urllib.parse.quote(path, safe="/")
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ExecflowError(f"cannot reach {self._http.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"error": {"description": response.text[:200]}}
-            raise ApiError(response.status_code, body)
-        return response.json() if response.content else None
+            request = urllib.request.Request(url, body, {**self._headers, **headers}, method=method)
+        except ValueError as exc:  # no host
+            raise ExecflowError(f"cannot reach {self.base_url}: {exc}") from exc
+        try:
+            with self._opener.open(request, timeout=timeout) as response:
+                yield response
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise ApiError(exc.code, _error_body(exc.read())) from None
+        except (OSError, HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise ExecflowError(f"cannot reach {self.base_url}: {reason}") from exc
 
     def apply(self, name: str, text: str, yaml: bool) -> Any:
         ctype = "application/yaml" if yaml else "application/json"
@@ -85,23 +151,18 @@ class Client:
     def follow(self, execution_id: str, level: str | None = None) -> Iterator[Any]:
         """The audit-log entries of an execution as they come (Server-Sent Events), until
         it has ended."""
-        params = {"level": level} if level else {}
+        params = {"level": level} if level else None
         path = f"/api/v1/executions/{execution_id}/events"
-        try:
-            with self._http.stream("GET", path, params=params, timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise ApiError(response.status_code, response.json())
-                kind = ""
-                for line in response.iter_lines():
-                    if line.startswith("event:"):
-                        kind = line.partition(":")[2].strip()
-                    elif line.startswith("data:") and kind != "end":
-                        yield json.loads(line.partition(":")[2])
-                    elif line.startswith("data:"):
-                        return
-        except httpx.HTTPError as exc:
-            raise ExecflowError(f"cannot reach {self._http.base_url}: {exc}") from exc
+        with self._exchange("GET", path, params, None, {}, None) as response:
+            kind = ""
+            for raw in response:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    kind = line.partition(":")[2].strip()
+                elif line.startswith("data:") and kind != "end":
+                    yield loads(line.partition(":")[2])
+                elif line.startswith("data:"):
+                    return
 
     def logs(self, execution_id: str, **params: Any) -> Any:
         query = {k: v for k, v in params.items() if v is not None}
@@ -136,3 +197,10 @@ class Client:
 
     def revoke_token(self, project: str, token_id: str, kind: str = "tokens") -> Any:
         return self.request("DELETE", f"/api/v1/projects/{project}/{kind}/{token_id}")
+
+
+def _error_body(data: bytes) -> Any:
+    try:
+        return loads(data)
+    except ValueError:
+        return {"error": {"description": data.decode(errors="replace")[:200]}}

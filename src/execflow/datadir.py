@@ -1,8 +1,10 @@
-"""The data directory: private to the server's user.
+"""The data directory: where a node keeps its files, private to the server's user.
 
 It holds the SQLite database, the sealing keys and the first admin token, so it is made
 0700 (and tightened when found looser), and the database file is made 0600 before SQLite
-opens it (SQLite gives its journal files the database file's mode).
+opens it (SQLite gives its journal files the database file's mode). Apart from
+`settings.py` so that the CLI's client commands find the token without importing what
+configures a server.
 """
 
 from __future__ import annotations
@@ -32,3 +34,15 @@ def make_private(path: Path) -> None:
     database = path / DATABASE
     if not database.exists():
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def default_data_dir() -> Path:
+    if env := os.environ.get("EXECFLOW_DATA_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "execflow"
+
+
+def admin_token_path(data_dir: Path) -> Path:
+    """The file in which the first start saves the admin token of `default`."""
+    return data_dir / "admin-token"

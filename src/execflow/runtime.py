@@ -18,7 +18,8 @@ from pathlib import Path
 from execflow.callbacks import CallbackPolicy
 from execflow.clock import Clock, SystemClock
 from execflow.datadir import make_private
-from execflow.definition import load_text, parse_definition
+from execflow.definition import parse_definition
+from execflow.documents import load_text
 from execflow.engine import DefinitionCache, Engine, EngineSettings
 from execflow.examples import example_files
 from execflow.executors import LocalExecutor

@@ -8,17 +8,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from execflow.datadir import admin_token_path, default_data_dir
 from execflow.executors.confinement import Namespaces, parse_names, parse_namespaces
 from execflow.limits import Limits, limits_from_env
 from execflow.outbound import Network, parse_networks
-
-
-def default_data_dir() -> Path:
-    if env := os.environ.get("EXECFLOW_DATA_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "execflow"
-
 
 _ON = frozenset({"on", "true", "yes", "1"})
 _OFF = frozenset({"off", "false", "no", "0"})
@@ -211,4 +204,4 @@ class Settings:
 
     @property
     def admin_token_file(self) -> Path:
-        return self.data_dir / "admin-token"
+        return admin_token_path(self.data_dir)

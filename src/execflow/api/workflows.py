@@ -14,7 +14,7 @@ from execflow.api.schemas import (
     WorkflowList,
     WorkflowPublic,
 )
-from execflow.definition import load_text
+from execflow.documents import load_text
 from execflow.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
