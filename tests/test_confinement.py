@@ -216,3 +216,19 @@ def _cmdline(pid: str) -> str:
 def test_the_worker_interpreter_is_this_one() -> None:
     argv, _ = Confinement().command(sys.executable, Path("/nonexistent"))
     assert argv[:2] == [sys.executable, "-I"]
+
+
+@root
+async def test_as_root_a_worker_user_who_cannot_run_the_install_fails_the_start(
+    tmp_path: Path,
+) -> None:
+    """A virtualenv under a private home: the start says so, instead of every task
+    ending `lost`."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    python = private / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    ex = LocalExecutor(1, python=str(python), confinement=Confinement.resolve())
+    with pytest.raises(ConfinementError, match="execflow-worker, who cannot start them"):
+        await ex.start()

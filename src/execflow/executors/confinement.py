@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,6 +175,33 @@ class Confinement:
             ]
             return argv, {"env": self.environment("/tmp"), "cwd": "/"}
         return argv, {"env": self.environment(str(scratch)), "cwd": str(scratch)}
+
+    def probe(self, python: str) -> None:
+        """Check that the workers' user can run `python` and import the worker from the
+        server's import path (a virtualenv under a private home is a common miss); raises
+        `ConfinementError` saying what to change."""
+        if self.account is None:
+            return
+        argv, _ = replace(self, namespaces=False).command(python, Path("/"))
+        argv[-2] = _BOOT.replace("main;main()", "main")  # import it, do not serve
+        done = subprocess.run(
+            argv,
+            env=self.environment("/"),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ConfinementError(
+                f"task workers run as {self.account.name}, who cannot start them from "
+                f"{python} ({why}): install execflow where that user can read it (its "
+                "virtualenv, the interpreter it links to, the task modules), or set "
+                "EXECFLOW_WORKER_USER to a user who can"
+            )
 
     def describe(self) -> str:
         who = self.account.name if self.account else "the server's user"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -22,6 +23,8 @@ from typing import Any
 
 from execflow.errors import TaskFailure
 from execflow.executors.confinement import Confinement, Scratch
+
+log = logging.getLogger("execflow")
 
 _LINE_LIMIT = 64 * 1024 * 1024
 
@@ -94,10 +97,13 @@ class LocalExecutor:
         self._closed = False
 
     async def start(self) -> None:
+        # a misplaced install fails the start with the reason, not every task with "lost"
+        await asyncio.to_thread(self.confinement.probe, self._python)
         self._scratch = Scratch(self.confinement.account)
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         for w in workers:
             self._idle.put_nowait(w)
+        log.info("%d task workers: %s", self.size, self.confinement.describe())
 
     async def _spawn(self) -> _Worker:
         assert self._scratch is not None, "start the executor first"
