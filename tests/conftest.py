@@ -14,11 +14,6 @@ import sqlalchemy as sa
 
 from execflow.store import Store, connect, upgrade
 
-# As root, servers give each worker a /tmp of its own: test files that tasks read or write
-# must live elsewhere (pytest reads this when it first makes a temporary directory).
-if os.geteuid() == 0:
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/var/tmp")
-
 PG_URL = os.environ.get("EXECFLOW_TEST_POSTGRES_URL")
 # Random, not the pid: test runs in other PID namespaces may share the database server.
 _TEMPLATE = f"execflow_template_{uuid.uuid4().hex[:12]}"

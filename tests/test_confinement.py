@@ -159,11 +159,11 @@ async def test_as_root_a_task_sees_neither_other_tasks_processes_nor_their_files
     confined: LocalExecutor,
 ) -> None:
     canary = f"canary-{secrets.token_hex(6)}"
-    # one task holds a process with a telling argv and a file in its /tmp ...
+    # one task holds a process with a telling argv and a file in its scratch directory ...
     holder = asyncio.ensure_future(
         confined.run(
             "command",
-            sh("echo secret > /tmp/held; sh -c 'sleep 30; true' \"$1\"", canary),
+            sh('echo secret > "$TMPDIR/$1"; sh -c \'sleep 30; true\' "$1"', canary),
             may_start=None,
         )
     )
@@ -174,10 +174,16 @@ async def test_as_root_a_task_sees_neither_other_tasks_processes_nor_their_files
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the holding task never started")
-        # ... while the other worker looks for both
-        out = await run(confined, sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '; ls -A /tmp"))
+        # ... while the other worker looks for both: every process, its own scratch
+        # directory's parent, and the temporary directories
+        look = (
+            "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; ls -A \"$TMPDIR/..\" 2>&1; "
+            "find /tmp /var/tmp -name 'canary-*' 2>/dev/null; echo end"
+        )
+        out = await run(confined, sh(look))
+        assert out["stdout"].rstrip().endswith("end")
         assert canary not in out["stdout"]
-        assert "held" not in out["stdout"]
+        assert "Permission denied" in out["stdout"]  # the scratch root is not listed
     finally:
         holder.cancel()
         await asyncio.gather(holder, return_exceptions=True)

@@ -15,8 +15,11 @@ with code actions, and it runs in worker processes. Those start:
   (0700 to the server's user) and the files in it are out of reach;
 - where the server runs as root, each in PID and mount namespaces of its own
   (`EXECFLOW_WORKER_NAMESPACES`, `auto` by default): a task sees only its worker's
-  processes (not another task's argv), a `/tmp` that is its worker's scratch directory,
-  and it cannot outlive its worker.
+  processes (not another task's argv, environment or directory), and nothing it starts
+  outlives its worker.
+
+Scratch directories are private to the workers' user (0700) under a root that nobody else
+may list, with random names: a task cannot find another worker's.
 
 See docs/security.md for what a task can still reach.
 """
@@ -48,9 +51,6 @@ _BOOT = (
     "import json,sys;sys.path[:0]=json.loads(sys.argv[1]);"
     "from execflow.executors.worker import main;main()"
 )
-# Runs as root inside the worker's new namespaces, before dropping to the worker user:
-# its scratch directory becomes /tmp (no other worker's files are visible there).
-_MOUNT = 'mount --bind "$1" /tmp && cd /tmp && shift && exec "$@"'
 
 Namespaces = Literal["auto", "on", "off"]
 
@@ -120,11 +120,11 @@ class Confinement:
             if account.uid == os.geteuid():
                 account = None
         wanted = namespaces == "on" or (namespaces == "auto" and root)
-        usable = root and shutil.which("unshare") is not None and shutil.which("mount")
+        usable = root and shutil.which("unshare") is not None
         if namespaces == "on" and not usable:
             raise ConfinementError(
                 "EXECFLOW_WORKER_NAMESPACES=on needs a server running as root with "
-                "util-linux's unshare and mount"
+                "util-linux's unshare"
             )
         if account is not None and shutil.which("setpriv") is None:
             raise ConfinementError(
@@ -167,13 +167,8 @@ class Confinement:
             drop = ["setpriv", f"--reuid={a.uid}", f"--regid={a.gid}", "--clear-groups"]
             argv = [*drop, "--no-new-privs", "--", *argv]
         if self.namespaces:
-            argv = [
-                *("unshare", "--pid", "--fork", "--kill-child", "--mount-proc"),
-                *("--mount", "--propagation", "private", "--"),
-                *("sh", "-c", _MOUNT, "sh", str(scratch)),
-                *argv,
-            ]
-            return argv, {"env": self.environment("/tmp"), "cwd": "/"}
+            # its own PID namespace, and a mount namespace for that namespace's /proc
+            argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--", *argv]
         return argv, {"env": self.environment(str(scratch)), "cwd": str(scratch)}
 
     def probe(self, python: str) -> None:
