@@ -334,6 +334,7 @@ class Service:
             expires,
             who.token_id,
             sealed_too=not own,  # only a session handed again needs its secret back
+            session=True,
         )
         return secret
 

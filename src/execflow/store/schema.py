@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -93,6 +94,9 @@ tokens = Table(
     # signs requests: the secret is kept sealed, since checking a signature needs it)
     Column("kind", String(16), nullable=False, default="token", server_default="token"),
     Column("sealed_secret", Text),
+    # a session (`Service.open_session`): it lives only as long as what opened it, so it
+    # never counts as the admin token the default project must keep
+    Column("session", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 workflows = Table(
