@@ -220,3 +220,41 @@ def test_a_script_in_a_description_and_a_task_output_stays_text(
     assert XSS in t.page.inner_text("#outputs")
     t.go("/console/workflows")
     t.clean()
+
+
+def test_a_live_refresh_keeps_a_signal_form_being_filled_in(browser: Any, server: Server) -> None:
+    definition = {
+        "name": "ask-while-ticking",
+        "tasks": {
+            "ask": {
+                "action": "signal",
+                "with": {
+                    "name": "go",
+                    "schema": {
+                        "type": "object",
+                        "required": ["approved"],
+                        "properties": {"approved": {"type": "boolean"}, "note": {"type": "string"}},
+                    },
+                },
+            },
+            "tick": {"action": "sleep", "with": {"duration": "4s"}},
+        },
+        "outputs": {"note": "${{ tasks.ask.output.note }}"},
+    }
+    assert server.client.put("/api/v1/workflows/ask-while-ticking", json=definition).is_success
+    r = server.client.post("/api/v1/workflows/ask-while-ticking/executions", json={"inputs": {}})
+    t = tab(browser, server)
+    t.sign_in((server.data_dir / "admin-token").read_text().strip())
+    t.go(f"/console/executions/{r.json()['id']}")
+    note = "form.signal input[name='in.note']"
+    t.page.fill(note, "half typed")
+    # typed while `tick` still sleeps: its end, an event of the stream, comes after
+    assert t.page.locator(".dag g.node[data-task=tick][data-state=COMPLETED]").count() == 0
+    t.page.wait_for_selector(".dag g.node[data-task=tick][data-state=COMPLETED]")
+    assert t.page.input_value(note) == "half typed"
+    assert t.page.evaluate("document.activeElement.name") == "in.note"
+    t.page.keyboard.type(", and done")
+    t.page.click("form.signal button[value=true]")
+    t.state("COMPLETED")
+    assert '"note": "half typed, and done"' in t.page.inner_text("#outputs")
+    t.clean()

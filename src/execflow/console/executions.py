@@ -116,9 +116,14 @@ async def _detail(request: Request, who: Visitor, execution_id: str) -> dict[str
     detail = ExecutionPublic.of_detail(record, definition, admission)
     bars, height = graph.timeline(detail.tasks, service.clock.now())
     signals = [(s, forms.schema_fields(s.schema_)) for s in detail.pending_signals]
+    dag = graph.dag_json(definition, graph.task_states(detail.tasks))
     return {
         "ex": detail,
-        "dag": graph.dag_json(definition, graph.task_states(detail.tasks)),
+        "dag": dag,
+        # what a keyed part shows: the same key, the same part (console.js keeps it as is)
+        "dag_key": graph.key_of(dag),
+        "signals_key": " ".join(f"{s.name}/{s.task}/{s.attempt}" for s in detail.pending_signals),
+        "actions_key": f"{record.state.value}/{record.cancel_requested}",
         "bars": bars,
         "bars_height": height,
         "signals": [(s, *forms.split_one_click(fields)) for s, fields in signals],
@@ -155,14 +160,17 @@ async def execution(
         level=level,
         levels=LEVELS,
         more=len(log) == LOG_PAGE,
+        oob=False,
         **context,
     )
 
 
 @router.get("/executions/{execution_id}/live")
 async def live(request: Request, execution_id: str, who: VisitorDep) -> Response:
-    """The parts of the page that change as the execution runs (refreshed on its events)."""
-    return page(request, "execution_live.html", who, **await _detail(request, who, execution_id))
+    """The parts of the page that change as the execution runs (refreshed on its events),
+    each an out-of-band swap."""
+    context = await _detail(request, who, execution_id)
+    return page(request, "execution_live.html", who, oob=True, **context)
 
 
 @router.get("/executions/{execution_id}/items/{task}")
