@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -129,6 +130,7 @@ async def _detail(request: Request, who: Visitor, execution_id: str) -> dict[str
         "signals": [(s, *forms.split_one_click(fields)) for s, fields in signals],
         "task_ids": list(definition.tasks),
         "fanouts": [t for t, task in definition.tasks.items() if task.for_each is not None],
+        "refused": None,  # a signal's form the server refused: {"signal", "problems"}
         "active": record.state in ACTIVE,
         "suspendable": record.state not in TERMINAL and record.state != ExecutionState.SUSPENDED,
     }
@@ -143,9 +145,26 @@ def _level(value: str) -> int:
 
 @router.get("/executions/{execution_id}")
 async def execution(
-    request: Request, execution_id: str, who: VisitorDep, level: str = "info"
+    request: Request,
+    execution_id: str,
+    who: VisitorDep,
+    level: str = "info",
+    waited: Annotated[float | None, Query(ge=0)] = None,
 ) -> Response:
+    """An execution's page; `waited`: the start form waited that long and it had not ended."""
     context = await _detail(request, who, execution_id)
+    return await _page(request, who, context, level, waited=waited)
+
+
+async def _page(
+    request: Request,
+    who: Visitor,
+    context: dict[str, Any],
+    level: str = "info",
+    status: int = 200,
+    waited: float | None = None,
+) -> Response:
+    execution_id = context["ex"].id
     events = await service_of(request).logs(
         who.principal, execution_id, _level(level), None, 0, LOG_PAGE
     )
@@ -155,14 +174,61 @@ async def execution(
         request,
         "execution.html",
         who,
+        status,
         log=log,
         after=after,
         level=level,
         levels=LEVELS,
         more=len(log) == LOG_PAGE,
         oob=False,
+        waited=waited,
         **context,
     )
+
+
+_REQUIRED = re.compile(r"^'(.+)' is a required property$")
+
+
+def _field_of(detail: Detail, keys: set[str]) -> str | None:
+    """The field of a signal's form a refusal is about, if one: `/payload/<key>/...`, or
+    the property a `required` error names."""
+    rest = detail.pointer.removeprefix("/payload")
+    if rest.startswith("/"):
+        key = rest[1:].split("/")[0].replace("~1", "/").replace("~0", "~")
+        return key if key in keys else None
+    named = _REQUIRED.match(detail.reason)
+    return named.group(1) if named and named.group(1) in keys else None
+
+
+async def refused_signal(
+    request: Request,
+    who: Visitor,
+    execution_id: str,
+    signal: str,
+    form: dict[str, str],
+    exc: InvalidInput,
+) -> Response:
+    """The execution's page answering 422 to a signal's form: the form as it was posted,
+    each reason next to its field, the others above the buttons."""
+    context = await _detail(request, who, execution_id)
+    shown = []
+    problems = []
+    for s, fields, yes_no in context["signals"]:
+        if s.name == signal:
+            keys = {f.key for f in fields}
+            errors: dict[str, str] = {}
+            for d in exc.details:
+                key = _field_of(d, keys)
+                if key is None:
+                    problems.append(d)
+                else:
+                    errors[key] = f"{errors[key]}; {d.reason}" if key in errors else d.reason
+            fields = forms.with_posted(fields, form, errors)
+            if not exc.details:
+                problems.append(Detail("/payload", exc.message))
+        shown.append((s, fields, yes_no))
+    context.update(signals=shown, refused={"signal": signal, "problems": problems})
+    return await _page(request, who, context, status=422)
 
 
 @router.get("/executions/{execution_id}/live")
