@@ -178,6 +178,12 @@ executions = Table(
     Column("lease_expires_at", UTCDateTime),
     UniqueConstraint("workflow_id", "name"),
     Index("ix_executions_project_created", "project_id", "created_at", "id"),
+    # the console's filters, newest first, and its counts per state, with millions stored
+    Index("ix_executions_project_state_created", "project_id", "state", "created_at", "id"),
+    Index(
+        "ix_executions_project_workflow_created", "project_id", "workflow_name", "created_at", "id"
+    ),
+    Index("ix_executions_project_name", "project_id", "name"),
     Index("ix_executions_state_lease", "state", "lease_expires_at"),
     Index("ix_executions_lease_owner", "lease_owner"),
     Index("ix_executions_parent", "parent_id"),
