@@ -42,3 +42,24 @@ async def test_the_live_parts_come_out_of_band_and_keep_their_keys(api: Api) -> 
     after = keys((await client.get(f"/console/executions/{execution_id}/live")).text)
     assert after["signals"] == "" and after["graph"] != keys(first)["graph"]
     assert after["controls"] != keys(first)["controls"]
+
+
+async def test_the_counts_per_state_are_exact_for_live_states_and_recent_for_ended_ones(
+    api: Api,
+) -> None:
+    waiting = await waiting_approval(api)
+    r = await api.client.post(f"/api/v1/executions/{waiting}/cancel", json={}, headers=api.auth())
+    assert r.is_success, r.text
+    for _ in range(2):
+        await api.client.post(
+            "/api/v1/workflows/approval/executions", json={"inputs": {}}, headers=api.auth()
+        )
+    await api.idle()
+    client = await sign_in(api)
+    page = (await client.get("/console/executions", params={"workflow": "approval"})).text
+    counts = dict(re.findall(r'class="state s-(\w+)"[^<]*</span> <b>(\d+)</b>', page))
+    assert counts["WAITING_ON_SIGNAL"] == "2" and counts["CANCELED"] == "1", counts
+    assert counts["RUNNING"] == "0" and counts["COMPLETED"] == "0", counts
+    assert "counted over the last 24 h" in page
+    other = (await client.get("/console/executions", params={"workflow": "none"})).text
+    assert not re.search(r"</span> <b>[1-9]", other)
