@@ -254,9 +254,7 @@ OPEN = {
     "/readyz",
     "/healthz",
     "/openapi.json",
-    "/docs",
-    "/docs/oauth2-redirect",
-    "/redoc",
+    "/docs",  # Swagger UI from the package (the console's docs.py); no ReDoc, no OAuth redirect
 }
 
 

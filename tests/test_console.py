@@ -275,6 +275,7 @@ async def test_every_console_answer_has_a_strict_csp(api: Api) -> None:
         r = await client.get(path)
         assert r.headers["content-security-policy"] == CSP, path
         assert r.headers["x-content-type-options"] == "nosniff"
+        assert re.fullmatch(r"app;dur=\d+\.\d", r.headers["server-timing"]), path
     assert "script-src 'self';" in CSP and "unsafe" not in CSP
     page = (await client.get("/console/executions")).text
     assert "<script>" not in page and " style=" not in page

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_console_forms import CHECKED
 from tests.test_server import REPO_ROOT, Server, free_port, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -219,4 +220,69 @@ def test_a_script_in_a_description_and_a_task_output_stays_text(
     t.state("COMPLETED")
     assert XSS in t.page.inner_text("#outputs")
     t.go("/console/workflows")
+    t.clean()
+
+
+def test_a_live_refresh_keeps_a_signal_form_being_filled_in(browser: Any, server: Server) -> None:
+    definition = {
+        "name": "ask-while-ticking",
+        "tasks": {
+            "ask": {
+                "action": "signal",
+                "with": {
+                    "name": "go",
+                    "schema": {
+                        "type": "object",
+                        "required": ["approved"],
+                        "properties": {"approved": {"type": "boolean"}, "note": {"type": "string"}},
+                    },
+                },
+            },
+            "tick": {"action": "sleep", "with": {"duration": "4s"}},
+        },
+        "outputs": {"note": "${{ tasks.ask.output.note }}"},
+    }
+    assert server.client.put("/api/v1/workflows/ask-while-ticking", json=definition).is_success
+    r = server.client.post("/api/v1/workflows/ask-while-ticking/executions", json={"inputs": {}})
+    t = tab(browser, server)
+    t.sign_in((server.data_dir / "admin-token").read_text().strip())
+    t.go(f"/console/executions/{r.json()['id']}")
+    note = "form.signal input[name='in.note']"
+    t.page.fill(note, "half typed")
+    # typed while `tick` still sleeps: its end, an event of the stream, comes after
+    assert t.page.locator(".dag g.node[data-task=tick][data-state=COMPLETED]").count() == 0
+    t.page.wait_for_selector(".dag g.node[data-task=tick][data-state=COMPLETED]")
+    assert t.page.input_value(note) == "half typed"
+    assert t.page.evaluate("document.activeElement.name") == "in.note"
+    t.page.keyboard.type(", and done")
+    t.page.click("form.signal button[value=true]")
+    t.state("COMPLETED")
+    assert '"note": "half typed, and done"' in t.page.inner_text("#outputs")
+    t.clean()
+
+
+def test_a_signal_form_is_checked_in_the_page_and_again_by_the_server(
+    browser: Any, server: Server
+) -> None:
+    assert server.client.put("/api/v1/workflows/checked", json=CHECKED).is_success
+    r = server.client.post("/api/v1/workflows/checked/executions", json={"inputs": {}})
+    t = tab(browser, server)
+    t.sign_in((server.data_dir / "admin-token").read_text().strip())
+    t.go(f"/console/executions/{r.json()['id']}")
+    t.page.fill("form.signal input[name='in.amount']", "0")
+    t.page.fill("form.signal input[name='in.code']", "x1")
+    t.page.click("form.signal button.primary")
+    # the browser refuses to send it: the same page, the fields marked invalid
+    assert t.page.locator("form.signal input[name='in.amount']:invalid").count() == 1
+    assert t.page.locator("form.signal input[name='in.code']:invalid").count() == 1
+    assert t.page.url.endswith(r.json()["id"])
+    # sent anyway (the page's check switched off): the server says why, field by field
+    t.page.evaluate("document.querySelector('form.signal').noValidate = true")
+    t.page.click("form.signal button.primary")
+    t.page.wait_for_selector("label.invalid[data-field=amount] .field-error")
+    assert "less than the minimum of 1" in t.page.inner_text("label[data-field=amount]")
+    assert "does not match" in t.page.inner_text("label[data-field=code]")
+    assert t.page.input_value("form.signal input[name='in.code']") == "x1"
+    t.shot("signal-refused")
+    t.errors = [e for e in t.errors if "status of 422" not in e]  # the refusal itself
     t.clean()

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from execflow.clock import ManualClock
-from execflow.errors import NotAuthenticated
+from execflow.errors import Conflict, NotAuthenticated
 from execflow.store import Store
 from execflow.store.credentials import ACCESS_KEY
 from tests.harness import harness
@@ -112,3 +112,24 @@ async def test_tokens_made_with_a_keys_session_die_with_the_key(store: Store) ->
             with pytest.raises(NotAuthenticated):
                 await h.service.authenticate(gone)
         assert (await h.service.authenticate(unrelated)).role == "admin"
+
+
+async def test_a_session_never_counts_as_the_last_admin_token_of_default(store: Store) -> None:
+    async with harness(store) as h:
+        now = h.clock.now()
+        project = h.admin.project_id
+        console = await h.service.open_session(h.admin, 3600, "console session", own=True)
+        await h.service.open_session(h.admin, 3600, "explorer session")
+        sessions = {t.id for t in store.list_tokens(project) if t.created_by is not None}
+        assert len(sessions) == 2
+        # two live admin tokens besides it, both sessions of it: it stays the last one
+        with pytest.raises(Conflict, match="last live admin token"):
+            store.revoke_token(project, h.admin.token_id, now, project)
+        assert (await h.service.authenticate_session(console)).role == "admin"
+        # a token an admin made (not a session) counts, though it has a maker too
+        made_id, _ = store.create_token(project, "admin", now, created_by=h.admin.token_id)
+        store.revoke_token(project, h.admin.token_id, now, project)
+        with pytest.raises(NotAuthenticated):
+            await h.service.authenticate_session(console)
+        with pytest.raises(Conflict, match="last live admin token"):
+            store.revoke_token(project, made_id, now, project)

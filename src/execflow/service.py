@@ -334,6 +334,7 @@ class Service:
             expires,
             who.token_id,
             sealed_too=not own,  # only a session handed again needs its secret back
+            session=True,
         )
         return secret
 
@@ -782,6 +783,20 @@ class Service:
         return await self.store.call(
             self.store.count_executions, who.project_id, workflow, None, found, created
         )
+
+    async def count_by_state(
+        self,
+        who: Principal,
+        workflow: str | None,
+        states: Collection[ExecutionState],
+        created: tuple[datetime | None, datetime | None] = (None, None),
+    ) -> dict[ExecutionState, int]:
+        """How many executions are in each of `states` with these filters (0 for none)."""
+        require(who, Privilege.VIEW)
+        found = await self.store.call(
+            self.store.count_by_state, who.project_id, workflow, {s.value for s in states}, created
+        )
+        return {s: found.get(s.value, 0) for s in states}
 
     async def cancel(
         self, who: Principal, execution_id: str, force: bool = False, grace: float | None = None

@@ -1,9 +1,11 @@
-"""`/console/admin`: projects, and a project's tokens and access keys (admins).
+"""`/console/admin`: projects, a project's settings (the actions its workflows may use) and
+its tokens and access keys (admins).
 
 The pages call `execflow.admin`, as the API's routes do, so the same rules hold: admins
-of `default` see and administer every project, other admins only their own, and a
-project one may not see is not found. A new secret is shown once, in the answer to its
-creation, never stored in a page that can be loaded again.
+of `default` see and administer every project and change its settings, other admins only
+see their own (its settings read only), and a project one may not see is not found. A new
+secret is shown once, in the answer to its creation, never stored in a page that can be
+loaded again.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
 from execflow import admin
+from execflow.actions import ACTIONS
 from execflow.api.schemas import ProjectPublic, TokenInfo
 from execflow.auth import ROLES
 from execflow.console.rendering import page
 from execflow.console.routing import ConsoleRoute
 from execflow.console.session import ActingDep, VisitorDep, service_of
 from execflow.errors import PermissionDenied
+from execflow.project_actions import CODE_ACTIONS
 from execflow.store.credentials import ACCESS_KEY, TOKEN
 
 router = APIRouter(prefix="/console/admin", route_class=ConsoleRoute, include_in_schema=False)
@@ -45,8 +49,12 @@ async def _credentials(request: Request, who: VisitorDep, project: str) -> dict[
     now = service.clock.now()
     tokens = await admin.list_tokens(service, who.principal, project)
     keys = await admin.list_tokens(service, who.principal, project, ACCESS_KEY)
+    record = await admin.get_project(service, who.principal, project)
     return {
         "project": project,
+        "settings": ProjectPublic.of(record),
+        # every action, the code-running ones marked: what the settings form offers
+        "all_actions": [(name, name in CODE_ACTIONS) for name in sorted(ACTIONS)],
         "tokens": [TokenInfo.of(t, project, now) for t in tokens],
         "keys": [TokenInfo.of(k, project, now) for k in keys],
         "roles": ROLES,
@@ -57,6 +65,22 @@ async def _credentials(request: Request, who: VisitorDep, project: str) -> dict[
 async def credentials(request: Request, project: str, who: VisitorDep) -> Response:
     context = await _credentials(request, who, project)
     return page(request, "credentials.html", who, created=None, **context)
+
+
+# declared before the credentials' routes, whose `{kinds}` would match `settings`
+@router.post("/projects/{project}/settings")
+async def settings(
+    request: Request,
+    project: str,
+    who: ActingDep,
+    scope: Annotated[str, Form()] = "listed",
+    actions: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    """Set the actions a project's workflows may use (admins of `default`, as the API's
+    `PATCH /projects/{p}`): every action (`scope=all`), or those checked."""
+    allowed = None if scope == "all" else (actions or [])
+    await admin.update_project(service_of(request), who.principal, project, allowed)
+    return RedirectResponse(f"/console/admin/projects/{project}", status_code=303)
 
 
 @router.post("/projects/{project}/{kinds}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -51,13 +52,14 @@ def _labels(value: str | None) -> dict[str, str]:
 
 
 async def _counts(service: Service, who: Visitor, workflow: str | None) -> list[tuple[str, int]]:
+    """Executions per state: exactly for the live states, over ENDED_WINDOW for the ended
+    ones; two grouped queries, each a range of the (project, state, created) index."""
     now = service.clock.now()
-    out = []
-    for state in ExecutionState:
-        window = (now - ENDED_WINDOW, None) if state in TERMINAL else (None, None)
-        n = await service.count_executions(who.principal, workflow or None, {state}, window)
-        out.append((state.value, n))
-    return out
+    live = await service.count_by_state(who.principal, workflow or None, ACTIVE)
+    window = (now - ENDED_WINDOW, None)
+    ended = await service.count_by_state(who.principal, workflow or None, TERMINAL, window)
+    found = {**live, **ended}
+    return [(state.value, found[state]) for state in ExecutionState]
 
 
 @router.get("/executions")
@@ -116,14 +118,20 @@ async def _detail(request: Request, who: Visitor, execution_id: str) -> dict[str
     detail = ExecutionPublic.of_detail(record, definition, admission)
     bars, height = graph.timeline(detail.tasks, service.clock.now())
     signals = [(s, forms.schema_fields(s.schema_)) for s in detail.pending_signals]
+    dag = graph.dag_json(definition, graph.task_states(detail.tasks))
     return {
         "ex": detail,
-        "dag": graph.dag_json(definition, graph.task_states(detail.tasks)),
+        "dag": dag,
+        # what a keyed part shows: the same key, the same part (console.js keeps it as is)
+        "dag_key": graph.key_of(dag),
+        "signals_key": " ".join(f"{s.name}/{s.task}/{s.attempt}" for s in detail.pending_signals),
+        "actions_key": f"{record.state.value}/{record.cancel_requested}",
         "bars": bars,
         "bars_height": height,
         "signals": [(s, *forms.split_one_click(fields)) for s, fields in signals],
         "task_ids": list(definition.tasks),
         "fanouts": [t for t, task in definition.tasks.items() if task.for_each is not None],
+        "refused": None,  # a signal's form the server refused: {"signal", "problems"}
         "active": record.state in ACTIVE,
         "suspendable": record.state not in TERMINAL and record.state != ExecutionState.SUSPENDED,
     }
@@ -138,9 +146,26 @@ def _level(value: str) -> int:
 
 @router.get("/executions/{execution_id}")
 async def execution(
-    request: Request, execution_id: str, who: VisitorDep, level: str = "info"
+    request: Request,
+    execution_id: str,
+    who: VisitorDep,
+    level: str = "info",
+    waited: Annotated[float | None, Query(ge=0)] = None,
 ) -> Response:
+    """An execution's page; `waited`: the start form waited that long and it had not ended."""
     context = await _detail(request, who, execution_id)
+    return await _page(request, who, context, level, waited=waited)
+
+
+async def _page(
+    request: Request,
+    who: Visitor,
+    context: dict[str, Any],
+    level: str = "info",
+    status: int = 200,
+    waited: float | None = None,
+) -> Response:
+    execution_id = context["ex"].id
     events = await service_of(request).logs(
         who.principal, execution_id, _level(level), None, 0, LOG_PAGE
     )
@@ -150,19 +175,69 @@ async def execution(
         request,
         "execution.html",
         who,
+        status,
         log=log,
         after=after,
         level=level,
         levels=LEVELS,
         more=len(log) == LOG_PAGE,
+        oob=False,
+        waited=waited,
         **context,
     )
 
 
+_REQUIRED = re.compile(r"^'(.+)' is a required property$")
+
+
+def _field_of(detail: Detail, keys: set[str]) -> str | None:
+    """The field of a signal's form a refusal is about, if one: `/payload/<key>/...`, or
+    the property a `required` error names."""
+    rest = detail.pointer.removeprefix("/payload")
+    if rest.startswith("/"):
+        key = rest[1:].split("/")[0].replace("~1", "/").replace("~0", "~")
+        return key if key in keys else None
+    named = _REQUIRED.match(detail.reason)
+    return named.group(1) if named and named.group(1) in keys else None
+
+
+async def refused_signal(
+    request: Request,
+    who: Visitor,
+    execution_id: str,
+    signal: str,
+    form: dict[str, str],
+    exc: InvalidInput,
+) -> Response:
+    """The execution's page answering 422 to a signal's form: the form as it was posted,
+    each reason next to its field, the others above the buttons."""
+    context = await _detail(request, who, execution_id)
+    shown = []
+    problems = []
+    for s, fields, yes_no in context["signals"]:
+        if s.name == signal:
+            keys = {f.key for f in fields}
+            errors: dict[str, str] = {}
+            for d in exc.details:
+                key = _field_of(d, keys)
+                if key is None:
+                    problems.append(d)
+                else:
+                    errors[key] = f"{errors[key]}; {d.reason}" if key in errors else d.reason
+            fields = forms.with_posted(fields, form, errors)
+            if not exc.details:
+                problems.append(Detail("/payload", exc.message))
+        shown.append((s, fields, yes_no))
+    context.update(signals=shown, refused={"signal": signal, "problems": problems})
+    return await _page(request, who, context, status=422)
+
+
 @router.get("/executions/{execution_id}/live")
 async def live(request: Request, execution_id: str, who: VisitorDep) -> Response:
-    """The parts of the page that change as the execution runs (refreshed on its events)."""
-    return page(request, "execution_live.html", who, **await _detail(request, who, execution_id))
+    """The parts of the page that change as the execution runs (refreshed on its events),
+    each an out-of-band swap."""
+    context = await _detail(request, who, execution_id)
+    return page(request, "execution_live.html", who, oob=True, **context)
 
 
 @router.get("/executions/{execution_id}/items/{task}")

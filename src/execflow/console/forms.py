@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from execflow.definition import Parameter
@@ -37,6 +37,10 @@ class Field:
     value: str = ""
     checked: bool = False
     choices: list[Choice] = field(default_factory=list)
+    # HTML constraints from the JSON Schema (min, max, minlength, maxlength, pattern), so
+    # the browser refuses before sending; the service checks the schema again anyway
+    limits: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # why the server refused the value last posted
 
     @property
     def name(self) -> str:
@@ -60,6 +64,7 @@ def _field(
     default: Any,
     enum: list[Any] | None,
     secret: bool = False,
+    limits: dict[str, str] | None = None,
 ) -> Field:
     if secret:  # never prefilled: a page shows no secret, not even a default
         return Field(key, "password", required, description)
@@ -69,7 +74,7 @@ def _field(
     kind = _KINDS.get(type_ or "", "json")
     if kind == "boolean":
         return Field(key, kind, required, description, checked=default is True)
-    return Field(key, kind, required, description, _text(default))
+    return Field(key, kind, required, description, _text(default), limits=limits or {})
 
 
 def parameter_fields(parameters: Mapping[str, Parameter]) -> list[Field]:
@@ -92,7 +97,60 @@ def schema_fields(schema: Mapping[str, Any] | None) -> list[Field]:
         type_ = prop.get("type") if isinstance(prop.get("type"), str) else None
         enum = prop.get("enum") if isinstance(prop.get("enum"), list) else None
         description = str(prop.get("description") or prop.get("title") or "")
-        out.append(_field(key, type_, key in required, description, prop.get("default"), enum))
+        default = prop.get("default")
+        limits = html_limits(prop, type_)
+        out.append(_field(key, type_, key in required, description, default, enum, False, limits))
+    return out
+
+
+def _number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def html_limits(prop: Mapping[str, Any], type_: str | None) -> dict[str, str]:
+    """The HTML attributes that say in the page what the schema of a property says."""
+    out: dict[str, str] = {}
+    if type_ in ("integer", "number"):
+        for keyword, attribute in (("minimum", "min"), ("maximum", "max")):
+            if (number := _number(prop.get(keyword))) is not None:
+                out[attribute] = number
+        # an integer above (below) an exclusive bound is at least (most) the next one
+        low, high = prop.get("exclusiveMinimum"), prop.get("exclusiveMaximum")
+        if type_ == "integer" and isinstance(low, int) and not isinstance(low, bool):
+            out["min"] = str(low + 1)
+        if type_ == "integer" and isinstance(high, int) and not isinstance(high, bool):
+            out["max"] = str(high - 1)
+    if type_ == "string":
+        for keyword, attribute in (("minLength", "minlength"), ("maxLength", "maxlength")):
+            value = prop.get(keyword)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                out[attribute] = str(value)
+        if isinstance(prop.get("pattern"), str):
+            # a schema's pattern matches anywhere in the value, HTML's the whole value
+            out["pattern"] = f"[\\s\\S]*(?:{prop['pattern']})[\\s\\S]*"
+            out["title"] = f"must match {prop['pattern']}"
+    return out
+
+
+def with_posted(
+    fields: list[Field], form: Mapping[str, str], errors: Mapping[str, str]
+) -> list[Field]:
+    """The fields again with what was posted in them, and why the server refused each."""
+    out = []
+    for f in fields:
+        raw = form.get(f.name)
+        error = errors.get(f.key, "")
+        if f.kind == "password" or raw is None:
+            out.append(replace(f, error=error))
+        elif f.kind == "boolean":
+            out.append(replace(f, checked=raw in ("true", "on"), error=error))
+        elif f.kind == "choice":
+            choices = [replace(c, selected=c.value == raw) for c in f.choices]
+            out.append(replace(f, choices=choices, error=error))
+        else:
+            out.append(replace(f, value=raw, error=error))
     return out
 
 

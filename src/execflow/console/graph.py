@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,11 @@ def dag_json(definition: Definition, states: dict[str, str]) -> str:
     ]
     edges = [[need, tid] for tid, task in definition.tasks.items() for need in task.needs]
     return json.dumps({"nodes": nodes, "edges": edges}, separators=(",", ":"))
+
+
+def key_of(text: str) -> str:
+    """A short digest of what a part shows, to tell whether it changed."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

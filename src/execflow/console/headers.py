@@ -1,6 +1,9 @@
-"""The headers of every console answer: a strict Content-Security-Policy and friends."""
+"""The headers of every console answer: a strict Content-Security-Policy and friends, and
+`Server-Timing` (how long the server took until its answer began)."""
 
 from __future__ import annotations
+
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,12 +35,15 @@ class ConsoleHeaders:
             await self.app(scope, receive, send)
             return
         extra = _ALWAYS if path.startswith(PREFIX + "/static/") else _ALWAYS + _PAGES
+        began = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.setdefault("headers", [])
                 names = {k.lower() for k, _ in headers}
                 headers.extend((k, v) for k, v in extra if k not in names)
+                took = (time.perf_counter() - began) * 1000
+                headers.append((b"server-timing", f"app;dur={took:.1f}".encode()))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
-from execflow.console import forms
+from execflow.console import executions, forms
 from execflow.console.routing import ConsoleRoute
 from execflow.console.session import ActingDep, service_of
 from execflow.errors import InvalidInput, NotFound
@@ -71,9 +71,13 @@ async def signal(request: Request, execution_id: str, signal: str, who: ActingDe
         raise NotFound(f"execution {execution_id!r} waits for no signal {signal!r}")
     fields = forms.schema_fields(pending.schema)
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    values, problems = forms.read_values(fields, form, "")
-    if problems:
-        raise InvalidInput("the signal's payload is not valid", problems)
-    payload = values.get("") if fields and fields[0].key == "" else values
-    await service.signal(who.principal, execution_id, signal, payload)
+    try:
+        values, problems = forms.read_values(fields, form, "/payload")
+        if problems:
+            raise InvalidInput("the signal's payload is not valid", problems)
+        payload = values.get("") if fields and fields[0].key == "" else values
+        await service.signal(who.principal, execution_id, signal, payload)
+    except InvalidInput as exc:
+        # the page again, the form as it was posted and each reason next to its field
+        return await executions.refused_signal(request, who, execution_id, signal, form, exc)
     return _back(execution_id)

@@ -10,12 +10,13 @@ import yaml
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from execflow.api.executions import MAX_WAIT
 from execflow.api.schemas import PlanPublic, RevisionPublic
 from execflow.console import forms, graph
 from execflow.console.rendering import page
 from execflow.console.routing import ConsoleRoute
 from execflow.console.session import ActingDep, VisitorDep, service_of
-from execflow.errors import InvalidInput
+from execflow.errors import Detail, InvalidInput
 from execflow.schedules import next_slot
 from execflow.service import StartRequest
 
@@ -63,6 +64,7 @@ async def workflow(
         a=a or max(wf.latest_revision - 1, 1),
         b=b or wf.latest_revision,
         diff=diff,
+        max_wait=int(MAX_WAIT),
     )
 
 
@@ -83,9 +85,13 @@ async def start(
     who: ActingDep,
     dry_run: Annotated[bool, Form()] = False,
     execution_name: Annotated[str, Form()] = "",
+    wait: Annotated[str, Form()] = "",
 ) -> Response:
-    """Start an execution from the generated form, then show it; a dry run shows the plan."""
+    """Start an execution from the generated form, then show it; a dry run shows the plan.
+    With `wait`, the answer waits up to that many seconds for the end, as the API's
+    `Prefer: wait=N` does, so an execution that ends in time is shown ended."""
     service = service_of(request)
+    seconds = _seconds(wait)
     _, definition = await service.definition(who.principal, name)
     fields = forms.parameter_fields(definition.parameters)
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
@@ -97,4 +103,20 @@ async def start(
         plan = PlanPublic.of(await service.plan(who.principal, name, start))
         return page(request, "plan.html", who, plan=plan, workflow=name)
     record, _ = await service.start_or_find(who.principal, name, start)
-    return RedirectResponse(f"/console/executions/{record.id}", status_code=303)
+    target = f"/console/executions/{record.id}"
+    if seconds and await service.wait_ended(who.principal, record, seconds) is None:
+        target += f"?waited={seconds:g}"  # the page says it had not ended by then
+    return RedirectResponse(target, status_code=303)
+
+
+def _seconds(wait: str) -> float:
+    """The seconds to wait for the end: as `Prefer: wait=N`, at most MAX_WAIT."""
+    if not wait.strip():
+        return 0.0
+    try:
+        seconds = float(wait)
+    except ValueError:
+        raise InvalidInput(details=[Detail("/wait", "expected a number of seconds")]) from None
+    if not 0 <= seconds <= MAX_WAIT:
+        raise InvalidInput(details=[Detail("/wait", f"between 0 and {MAX_WAIT:g} seconds")])
+    return seconds

@@ -149,11 +149,13 @@ class Credentials(StoreBase):
         kind: str = TOKEN,
         *,
         sealed_too: bool = False,
+        session: bool = False,
     ) -> tuple[str, str]:
         """Store a new credential and return (id, secret). A token's secret is kept only as
         a hash (and sealed too with `sealed_too`: a session, handed again to whoever logs in
         again with the same key); an access key's secret is kept sealed too, since a
-        signature is checked by computing it again."""
+        signature is checked by computing it again. A `session` token lives no longer than
+        the credential that made it (`created_by`)."""
         if role not in ROLES:
             raise InvalidInput(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         if kind == TOKEN:
@@ -175,6 +177,7 @@ class Credentials(StoreBase):
                     created_by=created_by,
                     kind=kind,
                     sealed_secret=sealed,
+                    session=session,
                 )
             )
         return token_id, secret
@@ -210,7 +213,8 @@ class Credentials(StoreBase):
         """Revoke a token at once (a revoked one stays revoked from its first revocation);
         an access key with every token made with it.
         With `keep_one_admin_of`, the last live admin token of that project cannot go:
-        without it nobody could administer the server any more."""
+        without it nobody could administer the server any more. Sessions do not count:
+        each dies with the credential that opened it, and expires within hours anyway."""
         t = s.tokens
         with self.engine.begin() as conn:
             row = (
@@ -236,6 +240,7 @@ class Credentials(StoreBase):
                         t.c.role == "admin",
                         t.c.kind == TOKEN,
                         t.c.id != token_id,
+                        t.c.session.is_(False),
                         t.c.revoked_at.is_(None),
                         sa.or_(t.c.expires_at.is_(None), t.c.expires_at > now),
                     )

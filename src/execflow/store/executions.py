@@ -160,6 +160,28 @@ class Executions(StoreBase):
         with self._reader() as conn:
             return int(conn.execute(q).scalar_one())
 
+    def count_by_state(
+        self,
+        project_id: str,
+        workflow: str | None,
+        states: Collection[str],
+        created: tuple[datetime | None, datetime | None] = (None, None),
+    ) -> dict[str, int]:
+        """How many of a project's executions are in each of `states` (one query, one
+        range of the state index per state); a state with none is left out."""
+        e = s.executions
+        q = _filtered(
+            sa.select(e.c.state, sa.func.count()).select_from(e),
+            project_id,
+            workflow,
+            None,
+            None,
+            states,
+            created,
+        ).group_by(e.c.state)
+        with self._reader() as conn:
+            return {state: int(n) for state, n in conn.execute(q).all()}
+
     def list_events(
         self,
         execution_id: str,

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -93,6 +94,9 @@ tokens = Table(
     # signs requests: the secret is kept sealed, since checking a signature needs it)
     Column("kind", String(16), nullable=False, default="token", server_default="token"),
     Column("sealed_secret", Text),
+    # a session (`Service.open_session`): it lives only as long as what opened it, so it
+    # never counts as the admin token the default project must keep
+    Column("session", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 workflows = Table(
@@ -174,6 +178,12 @@ executions = Table(
     Column("lease_expires_at", UTCDateTime),
     UniqueConstraint("workflow_id", "name"),
     Index("ix_executions_project_created", "project_id", "created_at", "id"),
+    # the console's filters, newest first, and its counts per state, with millions stored
+    Index("ix_executions_project_state_created", "project_id", "state", "created_at", "id"),
+    Index(
+        "ix_executions_project_workflow_created", "project_id", "workflow_name", "created_at", "id"
+    ),
+    Index("ix_executions_project_name", "project_id", "name"),
     Index("ix_executions_state_lease", "state", "lease_expires_at"),
     Index("ix_executions_lease_owner", "lease_owner"),
     Index("ix_executions_parent", "parent_id"),

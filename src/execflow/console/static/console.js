@@ -57,6 +57,20 @@
     scope.querySelectorAll(".dag[data-dag]").forEach(draw);
   }
 
+  // A keyed part sent again with the key it has already (`data-key`) is left as it is: a
+  // signal form someone is filling in keeps its values, its focus and its caret while the
+  // rest of the page follows the execution.
+  function keepUnchanged(ev) {
+    var old = ev.detail.target;
+    var fresh = ev.detail.fragment && ev.detail.fragment.firstElementChild;
+    if (!old || !fresh || !old.hasAttribute("data-key")) return;
+    if (fresh.getAttribute("data-key") === old.getAttribute("data-key")) {
+      ev.detail.shouldSwap = false;
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () { drawAll(document); });
+  document.addEventListener("htmx:oobBeforeSwap", keepUnchanged);
+  document.addEventListener("htmx:oobAfterSwap", function () { drawAll(document); });
   document.addEventListener("htmx:afterSettle", function (ev) { drawAll(ev.target); });
 })();
