@@ -251,7 +251,7 @@ def secret_key_fingerprints(settings: Settings) -> tuple[list[str], list[KeyReco
 
 
 def write_secret(path: Path, secret: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secret + "\n")

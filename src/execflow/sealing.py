@@ -104,7 +104,7 @@ def read_key_file(path: Path) -> list[bytes]:
 
 def write_key_file(path: Path, keys: Sequence[bytes]) -> None:
     """Replace the key file in one step, private from its first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -11,6 +11,7 @@ import click
 from execflow import __version__, serving
 from execflow.api import create_app
 from execflow.cli.output import fail
+from execflow.datadir import make_private
 from execflow.runtime import (
     Runtime,
     load_examples,
@@ -47,7 +48,7 @@ def serve(
         )
     except ValueError as exc:  # a setting that is not valid names its variable
         fail(f"error: {exc}", [])
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     lock = _lock_data_dir(settings.data_dir)
     try:
         runtime = Runtime.build(settings)
@@ -104,7 +105,7 @@ def db_upgrade(ctx: click.Context) -> None:
     """Apply pending schema migrations (serve also does this at start)."""
     settings = Settings.from_env(data_dir=ctx.obj["data_dir"])
     if settings.url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(settings.data_dir)
     engine = connect(settings.url)
     upgrade(engine)
     click.echo(f"database at revision {current_revision(engine)}")
