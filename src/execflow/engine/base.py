@@ -138,6 +138,9 @@ class EngineBase:
         self._commands: list[CommandRecord] = []
         self._commands_wanted = False
         self._touched: set[str] = set()
+        # executions that ended in the tick in progress: forgotten once it is written, so
+        # that no tick looks at the executions nothing happened to
+        self._ending: set[str] = set()
         self._released: set[str] = set()
         self._wake = asyncio.Event()
         self._claim_wanted = True

@@ -186,6 +186,7 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
             for run_id in {op.execution_id for op in ops} | set(self._faults) | offered:
                 self._drop(run_id)
             self._faults.clear()
+            self._ending.clear()
             self._claim_wanted = True  # claim them back (or others will) once it answers
             self._touched.clear()
             raise
@@ -199,9 +200,12 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
                 await self.store.call(self.store.add_events, stale)
             except Exception as exc:  # an audit entry is not worth the tick
                 log.warning("could not record %d ignored results: %s", len(stale), exc)
-        for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
-            del self.runs[run_id]
-            self._secretive.discard(run_id)
+        ended, self._ending = self._ending, set()
+        for run_id in ended:  # what ended in this tick, never a scan of what is held
+            run = self.runs.get(run_id)
+            if run is not None and run.state.terminal:
+                del self.runs[run_id]
+                self._secretive.discard(run_id)
         while self._timers and self._timers[0][3][0] not in self.runs:
             heapq.heappop(self._timers)  # its execution ended or went elsewhere
 

@@ -117,6 +117,7 @@ class Writing(EngineBase):
             ops.append(InsertEvent(EventRecord(run_id, now, ERROR, "state", text, data=data)))
         if run is not None:
             run.state = E.FAILED
+            self._ending.add(run_id)
         for key in [k for k in self._inflight if k[0] == run_id]:
             self._inflight.pop(key).cancel()
         self._touched.discard(run_id)
