@@ -78,9 +78,9 @@ async def harness(
     project = store.ensure_project("default", now)
     _, secret = store.create_token(project, "admin", now)
     definitions = DefinitionCache(store)
+    limits.setdefault("poll_seconds", 3600)
     settings = EngineSettings(
         node_id=node_id,
-        poll_seconds=3600,
         claim_batch=claim_batch,
         http_allowed_networks=parse_networks(http_allowed_networks),
         **limits,

@@ -215,12 +215,12 @@ async def test_a_row_the_database_refuses_fails_only_its_execution(
 
     real = writes.apply
 
-    def apply(conn: Any, owner: str, ops: Any) -> None:
+    def apply(conn: Any, owner: str, ops: Any) -> set[str]:
         for op in ops:
             output = getattr(op, "output", None)
             if isinstance(output, dict) and output.get("v") == "refused":
                 raise TypeError("Object of type range is not JSON serializable")
-        real(conn, owner, ops)
+        return real(conn, owner, ops)
 
     monkeypatch.setattr(writes, "apply", apply)
     async with harness(store) as h:
@@ -513,12 +513,12 @@ async def test_a_refused_row_whose_error_cannot_be_told_is_written_off(
 
     real = writes.apply
 
-    def apply(conn: Any, owner: str, ops: Any) -> None:
+    def apply(conn: Any, owner: str, ops: Any) -> set[str]:
         for op in ops:
             output = getattr(op, "output", None)
             if isinstance(output, dict) and output.get("v") == "long":
                 raise Untellable()
-        real(conn, owner, ops)
+        return real(conn, owner, ops)
 
     monkeypatch.setattr(writes, "apply", apply)
     async with harness(store) as h:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from execflow.clock import ManualClock, SystemClock
+from execflow.engine.run import Run
 from execflow.executors import Outcome
 from execflow.records import ExecutionRecord
 from execflow.service import Service
@@ -453,3 +454,29 @@ async def test_two_engines_share_the_work_and_run_each_task_once(store: Store) -
         assert sorted(finished_by) == sorted(ids)
         assert all(len(nodes) == 1 for nodes in finished_by.values())
         assert {n for nodes in finished_by.values() for n in nodes} == {"a", "b"}
+
+
+async def test_a_tick_looks_only_at_the_executions_something_happened_to(store: Store) -> None:
+    """What a tick costs follows its events: executions that only wait are not looked at,
+    however many the engine holds; the one that was signalled ends and is forgotten."""
+    wf = {"name": "waits", "tasks": {"ok": {"action": "signal", "with": {"name": "go"}}}}
+    looked_at: list[str] = []
+
+    class Watched(Run):
+        def __getattribute__(self, name: str) -> Any:
+            looked_at.append(object.__getattribute__(self, "id"))
+            return object.__getattribute__(self, name)
+
+    async with harness(store) as h:
+        await h.apply(wf)
+        ids = [(await h.service.start(h.admin, "waits")).id for _ in range(20)]
+        await h.engine.run_until_idle()
+        assert set(h.engine.runs) == set(ids)
+        for run in h.engine.runs.values():
+            run.__class__ = Watched
+        await h.service.signal(h.admin, ids[0], "go", {})
+        await h.engine.run_until_idle()
+        assert set(looked_at) == {ids[0]}
+        assert set(h.engine.runs) == set(ids[1:])
+        ex = await h.service.get_execution(h.admin, ids[0])
+        assert ex.state == ExecutionState.COMPLETED

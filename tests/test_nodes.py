@@ -144,10 +144,13 @@ def test_a_killed_node_is_taken_over_within_a_heartbeat_and_a_restart_gets_work_
     keys = new_key()
     a_dir, a_env = _node(tmp_path, "a", database, keys)
     a_env["EXECFLOW_SPREAD_SECONDS"] = "2"
+    # what is taken over is what a node holds: these nodes hold what waits, not park it
+    a_env["EXECFLOW_PARK_AFTER"] = "0"
     a = start_server(a_dir, free_port(), env=a_env)
     servers.append(a)
     b_dir, b_env = _node(tmp_path, "b", database, keys)
     b_env["EXECFLOW_SPREAD_SECONDS"] = "2"
+    b_env["EXECFLOW_PARK_AFTER"] = "0"
     b_dir.mkdir()
     shutil.copy(a_dir / "admin-token", b_dir / "admin-token")
     b = start_server(b_dir, free_port(), env=b_env)

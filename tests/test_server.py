@@ -430,6 +430,7 @@ def test_a_second_node_gets_its_share_of_waiting_executions(
         "EXECFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
         "EXECFLOW_SECRET_KEYS": new_key(),
         "EXECFLOW_SPREAD_SECONDS": "1",
+        "EXECFLOW_PARK_AFTER": "0",  # the nodes hold what waits (parked, nobody would)
     }
     a = start_server(tmp_path / "a", free_port(), env={**shared, "EXECFLOW_NODE_ID": "a"})
     servers.append(a)

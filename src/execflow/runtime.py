@@ -71,6 +71,7 @@ class Runtime:
             heartbeat_seconds=settings.heartbeat_seconds,
             spread_seconds=settings.spread_seconds,
             poll_seconds=settings.poll_seconds,
+            park_after=settings.park_after,
             shutdown_grace=settings.shutdown_grace,
             max_items=settings.limits.max_items,
             start_rate=settings.limits.start_rate,

@@ -62,6 +62,13 @@ def _lease(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 86400:  # also refuses nan
+        raise ValueError("must be between 0 and 86400 seconds")
+    return value
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:  # also refuses nan
@@ -78,6 +85,7 @@ _PARSED: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("EXECFLOW_LEASE_SECONDS", "lease_seconds", _lease),
     ("EXECFLOW_HEARTBEAT_SECONDS", "heartbeat_seconds", _lease),
     ("EXECFLOW_SPREAD_SECONDS", "spread_seconds", float),
+    ("EXECFLOW_PARK_AFTER", "park_after", _seconds),
     # networks the server's own requests may reach although they are not public
     ("EXECFLOW_CALLBACK_ALLOWED_NETWORKS", "callback_allowed_networks", parse_networks),
     ("EXECFLOW_HTTP_ALLOWED_NETWORKS", "http_allowed_networks", parse_networks),
@@ -139,6 +147,9 @@ class Settings:
     spread_seconds: float = 15.0  # how often a node compares its load with the others'
 
     poll_seconds: float = 1.0
+    # an execution that only waits, for a command or longer than this, leaves memory until
+    # it is due or woken (engine/parking.py); 0: never
+    park_after: float = 2.0
     sqlite_synchronous: str = "FULL"
     shutdown_grace: float = 10.0  # seconds running tasks may take to finish on shutdown
     max_lost_attempts: int = 3  # lost attempts of a task run again whatever its retry policy

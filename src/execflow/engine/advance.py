@@ -398,6 +398,8 @@ class Advancing(Queueing):
                 text += f": {error.get('message', '')}"
             data = {"from": run.state.value, "to": state.value}
             self._log(run, ops, now, level, "state", text, data=data)
+        if state.terminal:
+            self._ending.add(run.id)
         if state.terminal and run.definition.concurrency is not None:
             self._admission_wanted = True  # its slot frees: the next in line may start
             self._wake.set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import os
 import socket
@@ -25,6 +24,7 @@ from execflow.definition import Definition
 from execflow.engine.cache import DefinitionCache
 from execflow.engine.run import Attempt, FanOut, Run
 from execflow.engine.shares import PoolShares
+from execflow.engine.timers import Timers
 from execflow.errors import TaskFailure
 from execflow.executors import LocalExecutor, Outcome, TaskLog
 from execflow.limits import RateLimiter
@@ -54,6 +54,10 @@ class EngineSettings:
     # busiest to hand some over when it holds less than its share (0: never)
     spread_seconds: float = 15.0
     poll_seconds: float = 1.0
+    # an execution that only waits, for longer than this (seconds) or for a command, is
+    # parked: out of memory until it is due or woken (parking.py; EXECFLOW_PARK_AFTER;
+    # 0: never, the default of an engine built by hand, as tests do)
+    park_after: float = 0.0
     max_runs: int = 20_000
     claim_batch: int = 500
     shutdown_grace: float = 10.0
@@ -130,14 +134,20 @@ class EngineBase:
         self.runs: dict[str, Run] = {}
         self._secretive: set[str] = set()  # runs with secret inputs
         self._inflight: dict[Key, asyncio.Task[None]] = {}
-        self._timers: list[tuple[datetime, int, str, Key]] = []
-        self._timer_seq = 0
+        self._timers = Timers()
         self._results: list[tuple[Key, Outcome]] = []
         self._task_logs: list[tuple[Key, datetime, TaskLog]] = []
         self._adopt: list[tuple[ExecutionRecord, Definition | None]] = []
         self._commands: list[CommandRecord] = []
         self._commands_wanted = False
         self._touched: set[str] = set()
+        # executions that ended in the tick in progress: forgotten once it is written, so
+        # that no tick looks at the executions nothing happened to
+        self._ending: set[str] = set()
+        # executions the tick in progress parks, and those of them the store kept (a
+        # command waits for them): see parking.py
+        self._parking: set[str] = set()
+        self._kept: set[str] = set()
         self._released: set[str] = set()
         self._wake = asyncio.Event()
         self._claim_wanted = True
@@ -207,8 +217,7 @@ class EngineBase:
             ops.append(InsertEvent(event))
 
     def _add_timer(self, when: datetime, kind: str, key: Key) -> None:
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
+        self._timers.add(when, kind, key)
         self._wake.set()
 
     def _start_error(self, run: Run, task_id: str, exc: Exception) -> dict[str, Any]:
@@ -248,11 +257,16 @@ class EngineBase:
             log.error("execution %s: internal fault while %s", run_id, where, exc_info=exc)
             self._faults[run_id] = Fault(exc, where, parent_id)
 
+    def _forget(self, run_id: str) -> None:
+        """Let go of an execution in memory (it ended, was parked, or is dropped)."""
+        if self.runs.pop(run_id, None) is not None:
+            self._secretive.discard(run_id)
+            self._timers.let_go(run_id, self.runs)
+
     def _drop(self, run_id: str) -> None:
         """Forget an execution and give back its lease if this node still holds it, so it is
         rebuilt from the store (by any engine) rather than left leased to nobody."""
-        self.runs.pop(run_id, None)
-        self._secretive.discard(run_id)
+        self._forget(run_id)
         self._released.add(run_id)
         for key in [k for k in self._inflight if k[0] == run_id]:
             self._inflight.pop(key).cancel()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -35,6 +34,7 @@ from execflow.engine.cache import DefinitionCache
 from execflow.engine.children import Children
 from execflow.engine.commands import Commands
 from execflow.engine.fanout import FanOuts
+from execflow.engine.parking import Parking
 from execflow.engine.queue import is_queued
 from execflow.engine.run import Attempt, Run
 from execflow.engine.writing import Writing
@@ -48,7 +48,7 @@ from execflow.store.ops import InsertEvent, Op
 __all__ = ["DefinitionCache", "Engine", "EngineSettings"]
 
 
-class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
+class Engine(Children, Commands, FanOuts, Advancing, Admitting, Parking, Writing):
     """One node's scheduler loop over the executions it holds a lease on."""
 
     async def start(self, loop: bool = True) -> None:
@@ -118,8 +118,9 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
     def _next_deadline_in(self) -> float:
         now = self.clock.now()
         deadline = min(self._next_poll, self._next_renew, self._next_beat)
-        if self._timers:
-            deadline = min(deadline, self._timers[0][0])
+        due = self._timers.next_due()
+        if due is not None:
+            deadline = min(deadline, due)
         return max(0.0, (deadline - now).total_seconds())
 
     @property
@@ -136,6 +137,7 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
     def notify(self) -> None:
         """A command was recorded for an execution: look for commands at the next tick."""
         self._commands_wanted = True
+        self._claim_wanted = True  # it may be parked: the command woke it
         self._wake.set()
 
     def poke(self) -> None:
@@ -164,7 +166,8 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
         self._pool.forget_promises()
         try:
             self._drain(now, ops, starts)
-            for run_id in list(self._touched):
+            advanced = set(self._touched)
+            for run_id in advanced:
                 run = self.runs.get(run_id)
                 if run is None or run_id in self._faults:
                     continue
@@ -176,6 +179,7 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
             # after every execution's attempts of this tick were offered: fair shares
             self._allot(now, ops, starts)
             spawned = await self._spawn_children(now, ops, starts)
+            self._park(advanced, now, ops)
             if ops or self._faults:
                 await self._flush(now, ops, starts)
         except Exception:
@@ -186,6 +190,9 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
             for run_id in {op.execution_id for op in ops} | set(self._faults) | offered:
                 self._drop(run_id)
             self._faults.clear()
+            self._ending.clear()
+            self._parking.clear()
+            self._kept.clear()
             self._claim_wanted = True  # claim them back (or others will) once it answers
             self._touched.clear()
             raise
@@ -199,11 +206,7 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
                 await self.store.call(self.store.add_events, stale)
             except Exception as exc:  # an audit entry is not worth the tick
                 log.warning("could not record %d ignored results: %s", len(stale), exc)
-        for run_id in [r.id for r in self.runs.values() if r.state.terminal]:
-            del self.runs[run_id]
-            self._secretive.discard(run_id)
-        while self._timers and self._timers[0][3][0] not in self.runs:
-            heapq.heappop(self._timers)  # its execution ended or went elsewhere
+        self._let_go()
 
     async def _gather(self, now: datetime) -> None:
         """Leases, claims, executions to take over and commands: what a tick starts from."""
@@ -264,7 +267,7 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
             except SecretKeyError as exc:
                 # Not the execution's fault: this node lacks a key that sealed its inputs.
                 # Leave it to a node that has it (or to this one once the key is added).
-                self.runs.pop(record.id, None)
+                self._forget(record.id)
                 self._touched.discard(record.id)
                 self._released.add(record.id)
                 self._keys_missing = self._keys_missing or [str(exc)]
@@ -435,8 +438,8 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
                 self._carry_out(command, now, ops, starts)
             except Exception as exc:
                 self._fault(command.execution_id, exc, f"carrying out a {command.kind} command")
-        while self._timers and self._timers[0][0] <= now:
-            _, _, kind, key = heapq.heappop(self._timers)
+        while (timer := self._timers.pop_due(now)) is not None:
+            kind, key = timer
             if key[0] in faults:
                 continue
             try:
@@ -600,9 +603,10 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
                 or (self._admission_wanted and self._unadmitted)
             ):
                 continue
-            due = self._timers and (until is None or self._timers[0][0] <= until)
-            if manual and due and not self._inflight:
-                self.clock.set(self._timers[0][0])  # type: ignore[attr-defined]
+            next_due = self._timers.next_due()
+            due = next_due is not None and (until is None or next_due <= until)
+            if manual and next_due is not None and due and not self._inflight:
+                self.clock.set(next_due)  # type: ignore[attr-defined]
                 continue
             if manual and self._timers and not due and not self._inflight:
                 return
@@ -611,7 +615,7 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Writing):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 continue
-            if self._claim_wanted:
+            if self._claim_wanted and self.clock.now() >= self._quiet_until:
                 continue
             return
         raise RuntimeError("the engine did not become idle")

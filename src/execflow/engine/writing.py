@@ -77,7 +77,7 @@ class Writing(EngineBase):
         while ops:
             try:
                 began = time.perf_counter()
-                await self.store.call(self.store.apply, self.node_id, ops)
+                self._kept |= await self.store.call(self.store.apply, self.node_id, ops)
                 self.metrics.commit(time.perf_counter() - began)
                 written.extend(ops)
                 return {}
@@ -117,6 +117,7 @@ class Writing(EngineBase):
             ops.append(InsertEvent(EventRecord(run_id, now, ERROR, "state", text, data=data)))
         if run is not None:
             run.state = E.FAILED
+            self._ending.add(run_id)
         for key in [k for k in self._inflight if k[0] == run_id]:
             self._inflight.pop(key).cancel()
         self._touched.discard(run_id)
@@ -129,11 +130,13 @@ class Writing(EngineBase):
         for op in ops:
             if isinstance(op, InsertCommand):
                 self._commands_wanted = True  # for a parent or child this engine may hold
+                self._claim_wanted = True  # or one that was parked, which it woke
                 self._wake.set()
             elif isinstance(op, InsertExecution):
                 self.metrics.execution_started()
             elif isinstance(op, AbortExecution):
                 self._commands_wanted = True  # its parent or children may be held here
+                self._claim_wanted = True  # or parked, and woken
                 self._wake.set()
                 self._ended(op.execution_id, E.FAILED)
             elif isinstance(op, UpdateExecution):

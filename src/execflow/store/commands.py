@@ -70,7 +70,14 @@ class Commands(StoreBase):
                     created_at=now,
                 )
             )
-            values: dict[str, Any] = {"updated_at": now}
+            # it wakes the execution if it is parked (any engine may claim it at once); the
+            # row is updated either way, so that a park being written waits for this commit
+            parked = e.c.wake_at.is_not(None)
+            values: dict[str, Any] = {
+                "updated_at": now,
+                "wake_at": None,
+                "lease_expires_at": sa.case((parked, None), else_=e.c.lease_expires_at),
+            }
             if kind == "cancel":
                 values["cancel_requested"] = True
             conn.execute(e.update().where(e.c.id == execution_id).values(values))
@@ -102,6 +109,7 @@ class Commands(StoreBase):
                 "updated_at": now,
                 "lease_owner": owner,
                 "lease_expires_at": expires,
+                "wake_at": None,
             }
             if rec.callback is not None:  # the next end is a new event to call back
                 values.update(

@@ -49,10 +49,16 @@ class Leases(StoreBase):
     def claim(
         self, owner: str, limit: int, expires: datetime, now: datetime
     ) -> list[ExecutionRecord]:
-        """Lease up to `limit` active executions nobody holds; returns them with their task runs."""
+        """Lease up to `limit` active executions nobody holds; returns them with their task runs.
+
+        A parked execution's lease is nobody's until its wake-up time (see
+        `schema.executions.wake_at`), so the same test of the lease, served by the index
+        on (state, lease_expires_at), skips it until it is due: a claim reads the
+        claimable executions, never all the parked ones."""
         e, n = s.executions, s.nodes
         free = sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at < now)
         with self.engine.begin() as conn:
+            wake_commanded(conn)
             # a node whose heartbeat expired holds nothing, whatever its leases say
             # (those dead for more than a day: their executions' own leases have expired)
             recently = sa.and_(n.c.expires_at < now, n.c.expires_at > now - timedelta(days=1))
@@ -72,7 +78,7 @@ class Leases(StoreBase):
             conn.execute(
                 e.update()
                 .where(e.c.id.in_(ids), free)
-                .values(lease_owner=owner, lease_expires_at=expires)
+                .values(lease_owner=owner, lease_expires_at=expires, wake_at=None)
             )
             rows = conn.execute(sa.select(e).where(e.c.id.in_(ids))).mappings().all()
             runs = self._task_runs(conn, ids)
@@ -140,8 +146,9 @@ class Leases(StoreBase):
                 held.update(conn.execute(stmt).scalars())
         return held
 
-    def apply(self, owner: str, ops: Sequence[Op]) -> None:
+    def apply(self, owner: str, ops: Sequence[Op]) -> set[str]:
         """Write one tick's changes in one transaction; on a lost race, LeaseLost and no write.
+        Returns the executions it was asked to park and did not (see `writes.apply`).
 
         The engine's progress commits without waiting for the disk (SQLite
         `synchronous=NORMAL` on its own connection, PostgreSQL `synchronous_commit=off`):
@@ -154,7 +161,25 @@ class Leases(StoreBase):
                 self._tick_conn = self.engine.connect()
                 self._tick_conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
                 self._tick_conn.commit()
-            writes.apply(self._tick_conn, owner, ops)
-            return
+            return writes.apply(self._tick_conn, owner, ops)
         with self.engine.connect() as conn:
-            writes.apply(conn, owner, ops)
+            return writes.apply(conn, owner, ops)
+
+
+_COMMANDED = (
+    s.executions.update()
+    .where(
+        s.executions.c.wake_at.is_not(None),
+        s.executions.c.id.in_(
+            sa.select(s.commands.c.execution_id).where(s.commands.c.done_at.is_(None))
+        ),
+    )
+    .values(wake_at=None, lease_expires_at=None)
+)
+
+
+def wake_commanded(conn: sa.Connection) -> None:
+    """Wake the parked executions a command waits for. A command wakes its execution in
+    the transaction that records it; this catches the one recorded while its execution
+    was being parked (read on the pending-commands index: a few rows, not the parked)."""
+    conn.execute(_COMMANDED)

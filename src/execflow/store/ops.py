@@ -120,6 +120,15 @@ class AbortExecution:
     parent_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ParkExecution:
+    """Give up the lease of an execution that only waits, until `wake_at` (see
+    `schema.executions.wake_at`); not done if a command for it waits to be carried out."""
+
+    execution_id: str
+    wake_at: datetime
+
+
 Op = (
     InsertTaskRun
     | UpdateTaskRun
@@ -130,4 +139,5 @@ Op = (
     | InsertExecution
     | InsertCommand
     | AbortExecution
+    | ParkExecution
 )

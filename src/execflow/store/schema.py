@@ -176,6 +176,11 @@ executions = Table(
     # take it over once the lease has expired (after a crash, say).
     Column("lease_owner", String(64)),
     Column("lease_expires_at", UTCDateTime),
+    # Set while the execution is parked (it only waits: for a timer, a signal, a child, a
+    # resume) and no engine holds it in memory: when an engine is to claim it again. Its
+    # lease then belongs to nobody and expires at the same time, so claims skip it until
+    # then; whatever wakes it earlier (a command for it) clears both. NULL: not parked.
+    Column("wake_at", UTCDateTime),
     UniqueConstraint("workflow_id", "name"),
     Index("ix_executions_project_created", "project_id", "created_at", "id"),
     # the console's filters, newest first, and its counts per state, with millions stored
@@ -189,6 +194,7 @@ executions = Table(
     Index("ix_executions_parent", "parent_id"),
     Index("ix_executions_root", "root_id"),
     Index("ix_executions_callback", "callback_state", "callback_next_at"),
+    Index("ix_executions_wake", "wake_at"),
 )
 
 task_runs = Table(

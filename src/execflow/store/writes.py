@@ -30,6 +30,7 @@ from execflow.store.ops import (
     InsertStoreEntry,
     InsertTaskRun,
     Op,
+    ParkExecution,
     UpdateExecution,
     UpdateTaskRun,
 )
@@ -133,14 +134,16 @@ def _execution_params(owner: str, op: UpdateExecution) -> tuple[tuple[str, ...],
     return columns, params
 
 
-def apply(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
+def apply(conn: Connection, owner: str, ops: Sequence[Op]) -> set[str]:
     """Write a tick's operations in one transaction; if any guard fails, nothing is written
-    and LeaseLost names the executions concerned."""
+    and LeaseLost names the executions concerned. Returns the executions asked to be parked
+    that were not, since a command for them waits (the engine keeps holding them)."""
     transaction = conn.begin()
     try:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")  # see Store.apply
-        complete = _write(conn, owner, ops)
+        kept: set[str] = set()
+        complete = _write(conn, owner, ops, kept)
     except sa.exc.IntegrityError:
         # Another engine took an execution over and wrote the same row first: its insert
         # clashes before the guarded update beside it could fail. Name the lost leases.
@@ -156,12 +159,12 @@ def apply(conn: Connection, owner: str, ops: Sequence[Op]) -> None:
         raise
     if complete:
         transaction.commit()
-        return
+        return kept
     transaction.rollback()
     raise LeaseLost(_find_lost(conn, owner, ops))
 
 
-def _write(conn: Connection, owner: str, ops: Sequence[Op]) -> bool:
+def _write(conn: Connection, owner: str, ops: Sequence[Op], kept: set[str]) -> bool:
     _check_leases(conn, owner, ops)
     children = [
         execution_values(op.record, owner, op.lease_expires_at)
@@ -181,7 +184,36 @@ def _write(conn: Connection, owner: str, ops: Sequence[Op]) -> bool:
         if isinstance(op, AbortExecution) and not _abort(conn, owner, op):
             return False
     _write_log(conn, ops)
+    kept.update(_park(conn, owner, [op for op in ops if isinstance(op, ParkExecution)]))
     return True
+
+
+def _park(conn: Connection, owner: str, ops: list[ParkExecution]) -> set[str]:
+    """Park executions (last in the batch, so that the commands it carried out are done):
+    the lease goes to nobody until the wake-up time. One with a command waiting is not
+    parked; those are returned. A command recorded meanwhile by another transaction may
+    still miss it: the claims' sweep (`wake_commanded`) wakes it within a poll."""
+    if not ops:
+        return set()
+    rows = [{"k_id": op.execution_id, "k_owner": owner, "v_wake": op.wake_at} for op in ops]
+    conn.execute(_PARK, rows)
+    held = _HELD_MANY.where(s.executions.c.wake_at.is_(None))
+    ids = [op.execution_id for op in ops]
+    kept: set[str] = set()
+    for i in range(0, len(ids), 500):
+        kept.update(conn.execute(held, {"ids": ids[i : i + 500], "owner": owner}).scalars())
+    return kept
+
+
+def wake(conn: Connection, ids: Sequence[str]) -> None:
+    """Wake those of `ids` that are parked: any engine may claim them at once."""
+    e = s.executions
+    for i in range(0, len(ids), 500):
+        conn.execute(
+            e.update()
+            .where(e.c.id.in_(sorted(ids[i : i + 500])), e.c.wake_at.is_not(None))
+            .values(wake_at=None, lease_expires_at=None)
+        )
 
 
 _OPEN_TASK_RUNS = [TaskRunState.SCHEDULED.value, TaskRunState.RUNNING.value]
@@ -236,6 +268,7 @@ def _abort(conn: Connection, owner: str, op: AbortExecution) -> bool:
         )
     if sent:
         conn.execute(c.insert(), sent)
+        wake(conn, [row["execution_id"] for row in sent])
     conn.execute(_SETTLE, {"ids": [op.execution_id], "done": op.now})
     return True
 
@@ -266,6 +299,8 @@ def _write_log(conn: Connection, ops: Sequence[Op]) -> None:
     ]
     if sent:
         conn.execute(c.insert(), sent)
+        targets = {op.target_id for op in ops if isinstance(op, InsertCommand)}
+        wake(conn, list(targets))  # a command wakes its target, if it is parked
     if done:
         stmt = (
             c.update()
@@ -295,7 +330,28 @@ _SETTLE = (
 
 
 _FENCED_INSERTS = (
-    InsertTaskRun | InsertEvent | FinishCommand | InsertStoreEntry | InsertExecution | InsertCommand
+    InsertTaskRun
+    | InsertEvent
+    | FinishCommand
+    | InsertStoreEntry
+    | InsertExecution
+    | InsertCommand
+    | ParkExecution
+)
+_PARK = (
+    s.executions.update()
+    .where(
+        s.executions.c.id == sa.bindparam("k_id"),
+        s.executions.c.lease_owner == sa.bindparam("k_owner"),
+        ~sa.exists().where(
+            s.commands.c.execution_id == s.executions.c.id, s.commands.c.done_at.is_(None)
+        ),
+    )
+    .values(
+        lease_owner=None,
+        lease_expires_at=sa.bindparam("v_wake", type_=s.executions.c.wake_at.type),
+        wake_at=sa.bindparam("v_wake", type_=s.executions.c.wake_at.type),
+    )
 )
 _HELD_ONE = sa.select(s.executions.c.id).where(
     s.executions.c.id == sa.bindparam("id"), s.executions.c.lease_owner == sa.bindparam("owner")
