@@ -1,6 +1,6 @@
 """Run the execflow benchmark against a real server process and print a table.
 
-    python -m bench [--quick] [--database-url URL] [--workers N]
+    python -m bench [--quick] [--database-url URL] [--workers N] [--parked N]
 
 Workloads:
   W1 seq10      ten sequential echo tasks; POST to terminal state, one in flight
@@ -10,6 +10,10 @@ Workloads:
   W4 python40   forty sequential python tasks computing fib(10); total time
   W6 takeover   (--takeover) two nodes on one database; seconds from a kill -9 of the node
                 holding 20 executions until the other has completed them all
+
+With --parked N, N executions that wait for a signal are started first, and only W1 is
+measured, with the server's resident memory after it: what a population of waiting
+executions costs the engine's ticks and memory.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ def fanout(n: int) -> dict[str, Any]:
 def parked() -> dict[str, Any]:
     """One task that waits an hour: starting it costs the engine almost nothing."""
     return {"name": "parked", "tasks": {"wait": {"action": "sleep", "with": {"duration": "1h"}}}}
+
+
+def waits() -> dict[str, Any]:
+    """One task that waits for a signal that never comes."""
+    return {"name": "waits", "tasks": {"go": {"action": "signal", "with": {"name": "go"}}}}
 
 
 def python40() -> dict[str, Any]:
@@ -126,6 +135,16 @@ def server(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def rss_mib(pid: int) -> float | None:
+    """A process's resident memory in MiB (Linux /proc), else None."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), None)
+    return None if kib is None else int(kib) / 1024
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -339,6 +358,35 @@ async def run(url: str, token: str, pid: int, quick: bool) -> list[tuple[str, st
     ]
 
 
+async def run_parked(
+    url: str, token: str, pid: int, quick: bool, parked: int
+) -> list[tuple[str, str, str, str]]:
+    """W1 with `parked` executions waiting for a signal, and the server's memory after it."""
+    client = Client(url, token)
+    try:
+        for wf in (seq(10), waits()):
+            status, body = await client.call("PUT", f"/api/v1/workflows/{wf['name']}", wf)
+            assert status in (200, 201), body
+        path = "/api/v1/workflows/waits/executions"
+        rate = await _starts(client, parked, 64, "POST", path, {}, 202) if parked else 0.0
+        await asyncio.sleep(5 if parked else 0)  # every one of them has reached its wait
+        await latency(client, "seq10", 5)  # warm up
+        w1 = await latency(client, "seq10", 30 if quick else 200)
+        rss = rss_mib(pid)
+    finally:
+        await client.close()
+    return [
+        ("parked", "executions waiting for a signal (started at /s)", f"{parked} ({rate:.0f})", ""),
+        (
+            "W1 seq10",
+            "p50 / p99 (ms)",
+            f"{statistics.median(w1):.1f} / {pct(w1, 0.99):.1f}",
+            "p50 ≤ 50",
+        ),
+        ("server", "resident memory after W1 (MiB)", "n/a" if rss is None else f"{rss:.0f}", ""),
+    ]
+
+
 def takeover(data_dir: Path, workers: int, database_url: str | None) -> float:
     """Seconds from a kill -9 of a node holding 20 executions (each waiting for a signal,
     sent at once through the other node) until the other node has completed them all."""
@@ -352,6 +400,7 @@ def takeover(data_dir: Path, workers: int, database_url: str | None) -> float:
     shared = {
         "EXECFLOW_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'shared.db'}",
         "EXECFLOW_SECRET_KEYS": key,
+        "EXECFLOW_PARK_AFTER": "0",  # what is taken over is what the killed node holds
     }
     (data_dir / "a").mkdir(parents=True)
     wf = {
@@ -410,11 +459,21 @@ def main() -> None:
         action="store_true",
         help="also W6: takeover after a kill -9 (about EXECFLOW_HEARTBEAT_SECONDS, 9 s)",
     )
+    parser.add_argument(
+        "--parked",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start N executions waiting for a signal, then measure only W1 and memory",
+    )
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="execflow-bench-"))
     try:
         with server(data_dir, args.workers, args.database_url) as (url, token, pid):
-            rows = asyncio.run(run(url, token, pid, args.quick))
+            if args.parked is not None:
+                rows = asyncio.run(run_parked(url, token, pid, args.quick, args.parked))
+            else:
+                rows = asyncio.run(run(url, token, pid, args.quick))
         if args.takeover:
             beat = os.environ.get("EXECFLOW_HEARTBEAT_SECONDS", "9")
             seconds = takeover(data_dir / "takeover", args.workers, args.database_url)

@@ -11,7 +11,8 @@ the execution's lease.
 This module is the loop and what a tick gathers (leases, claims, takeovers,
 commands, timers, results) and dispatches; the parts of a tick are mixins over
 `base.EngineBase`: `advance` (one execution's progress), `fanout`, `commands`
-(steering, signals), `children` (child executions and their bounds) and `writing` (the
+(steering, signals), `children` (child executions and their bounds), `spread` (work
+handed over between nodes), `parking` (what only waits leaves memory) and `writing` (the
 tick's transaction and the containment of what the database refuses).
 """
 
@@ -37,6 +38,7 @@ from execflow.engine.fanout import FanOuts
 from execflow.engine.parking import Parking
 from execflow.engine.queue import is_queued
 from execflow.engine.run import Attempt, Run
+from execflow.engine.spread import Spreading
 from execflow.engine.writing import Writing
 from execflow.errors import TaskFailure, TaskTimeout
 from execflow.executors import NotStarted, Outcome, TaskLog
@@ -48,7 +50,7 @@ from execflow.store.ops import InsertEvent, Op
 __all__ = ["DefinitionCache", "Engine", "EngineSettings"]
 
 
-class Engine(Children, Commands, FanOuts, Advancing, Admitting, Parking, Writing):
+class Engine(Children, Commands, FanOuts, Advancing, Admitting, Spreading, Parking, Writing):
     """One node's scheduler loop over the executions it holds a lease on."""
 
     async def start(self, loop: bool = True) -> None:
@@ -329,42 +331,6 @@ class Engine(Children, Commands, FanOuts, Advancing, Admitting, Parking, Writing
                 if ACTIONS[action_name].placement is Placement.POOL:
                     self._pool.hold(key, run.project_id)
                 self._inflight[key] = asyncio.create_task(self._execute(key, action_name, args))
-
-    async def _spread(self, now: datetime) -> None:
-        """Holding less than an even share of the live nodes' executions (a node that just
-        started, say), ask the busiest node to hand the difference over. It gives back the
-        leases of idle executions at its next heartbeat and this node claims them: never two
-        owners at once, and nothing that runs is moved."""
-        loads = await self.store.read(self.store.loads, now)
-        if len(loads) < 2 or self.node_id not in loads:
-            return
-        share = sum(loads.values()) // len(loads)
-        mine = loads[self.node_id]
-        busiest = max(loads, key=lambda node: loads[node])
-        want = min(share - mine, loads[busiest] - share)
-        if want >= max(2, share // 10) and busiest != self.node_id:
-            log.info("holding %d of a share of %d: asking %s for %d", mine, share, busiest, want)
-            await self.store.call(self.store.ask, busiest, want)
-            self._claim_wanted = True
-
-    def _hand_over(self, count: int) -> None:
-        """Give back the leases of up to `count` idle executions (nothing in flight, no
-        attempt waiting for a worker, no cancel under way), for other nodes to claim."""
-        busy = {key[0] for key in self._inflight} | {w.key[0] for w in self._pool}
-        idle = [
-            run.id
-            for run in self.runs.values()
-            if run.id not in busy
-            and run.id not in self._touched
-            and not run.cancel_requested
-            and not run.state.terminal
-        ][:count]
-        for run_id in idle:
-            self._drop(run_id)  # its lease is given back at the start of the next tick
-        if idle:
-            log.info("handing %d executions over to less busy nodes", len(idle))
-            quiet = timedelta(seconds=3 * self.settings.poll_seconds)
-            self._quiet_until = self.clock.now() + quiet
 
     def _may_start(self, key: Key) -> bool:
         """Whether an attempt may start now: its execution is still held here, as far as

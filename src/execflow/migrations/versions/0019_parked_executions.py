@@ -2,7 +2,7 @@
 
 Revision ID: 0019
 Revises: 0018
-Create Date: 2026-12-15 10:00:00
+Create Date: 2026-12-08 02:30:00
 """
 
 from __future__ import annotations
