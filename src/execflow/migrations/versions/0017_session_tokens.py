@@ -2,7 +2,7 @@
 
 Revision ID: 0017
 Revises: 0016
-Create Date: 2026-12-10 10:00:00
+Create Date: 2026-12-08 02:10:00
 
 A session (`Service.open_session`: a console's sign-in, Explorer's login) lives only as long
 as the credential that opened it, so it must not count as the admin token the default

@@ -2,7 +2,7 @@
 
 Revision ID: 0018
 Revises: 0017
-Create Date: 2026-12-10 12:00:00
+Create Date: 2026-12-08 02:20:00
 
 With a million executions in a project, a filter on a rare state or workflow walked the
 creation-time index until it found a page, and a count per state read every row of that
