@@ -78,6 +78,8 @@ class _Worker:
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # its pipe is closed now, not when collected
 
 
 class LocalExecutor:
