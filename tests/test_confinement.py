@@ -8,6 +8,7 @@ adds: an unprivileged user, and PID and mount namespaces per worker.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import pwd
 import secrets
@@ -47,6 +48,7 @@ async def pool(size: int = 1, **options: Any) -> AsyncIterator[LocalExecutor]:
         yield ex
     finally:
         await ex.close()
+        gc.collect()  # the workers' pipes go while their loop runs, not at a later test
 
 
 @pytest.fixture
@@ -62,6 +64,7 @@ async def confined() -> AsyncIterator[LocalExecutor]:
     await ex.start()
     yield ex
     await ex.close()
+    gc.collect()
 
 
 async def test_workers_get_a_clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
